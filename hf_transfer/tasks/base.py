@@ -1,0 +1,89 @@
+"""What every task provides: its data columns, its model class, its preprocessing and metrics.
+
+The run (`run.py`) only talks to this interface. A task does not know about strategies,
+training arguments or the run folder; it turns raw rows into model inputs and model outputs
+into metrics and predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hf_transfer.data import load_raw, make_splits
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+
+class Task:
+    Config: ClassVar[type]
+    auto_model: ClassVar[str]  # e.g. "AutoModelForSequenceClassification"
+    pipeline_task: ClassVar[str]  # e.g. "text-classification"
+    peft_task_type: ClassVar[str]  # peft.TaskType member name, e.g. "SEQ_CLS"
+    new_head: ClassVar[bool] = True  # False where the pretrained output layer is kept (causal LM)
+    stratify_by: ClassVar[str | None] = None  # the column to stratify carved splits on
+
+    def __init__(self, config: Any, seed: int):
+        self.config = config
+        self.seed = seed
+
+    # -- data ---------------------------------------------------------------------------
+    def load_splits(self) -> DatasetDict:
+        """Raw data -> checked, normalised columns -> train / validation / test."""
+        raw = load_raw(self.config.data)
+        return make_splits(self.prepare(raw), self.config.data, self.seed, self.stratify_by)
+
+    def prepare(self, raw: DatasetDict) -> DatasetDict:
+        """Check the configured columns exist and bring them to the task's canonical form."""
+        raise NotImplementedError
+
+    def is_labeled(self, split: Dataset) -> bool:
+        """False for a split with no usable labels (a hub test split with -1 everywhere)."""
+        return True
+
+    # -- model ---------------------------------------------------------------------------
+    def model_config_kwargs(self) -> dict[str, Any]:
+        """Extra model-config values: number of labels, label names, problem type."""
+        return {}
+
+    def uses_text_pairs(self) -> bool:
+        return False
+
+    # -- preprocessing -------------------------------------------------------------------
+    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+        raise NotImplementedError
+
+    def collator(self, tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    # -- training and evaluation ---------------------------------------------------------
+    @property
+    def best_metric(self) -> tuple[str, bool]:
+        """(metric name, greater is better) for choosing the best checkpoint."""
+        return "loss", False
+
+    def loss_function(self) -> Callable[..., Any] | None:
+        """A loss to use instead of the model's own (class weights), or None."""
+        return None
+
+    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
+        """Scalar metrics logged at each evaluation."""
+        return {}
+
+    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+        """Full results for the saved metrics (per-class figures included)."""
+        return dict(prediction.metrics or {})
+
+    def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
+        """One JSON-able record per example, for predictions files."""
+        return []
+
+    def usage_snippet(self, model_ref: str) -> str:
+        """Python that loads the saved model for the model card."""
+        return (
+            "from transformers import pipeline\n\n"
+            f'pipe = pipeline("{self.pipeline_task}", model="{model_ref}")\n'
+        )

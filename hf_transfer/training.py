@@ -1,0 +1,140 @@
+"""TrainingArguments from the config, and the Trainer that trains what the strategy chose.
+
+`trainer.*` keys are handed to TrainingArguments as they are; this module only adds what the
+run owns (the checkpoint folder, the seed, the best-model metric, the strategy's learning rate)
+and keeps frozen modules in eval mode during training.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+from hf_transfer.errors import UserError
+
+if TYPE_CHECKING:
+    from hf_transfer.config import RunConfig
+    from hf_transfer.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArguments:
+    """Built before any data or model is loaded, so that a bad trainer.* value fails fast."""
+    kwargs = dict(run.trainer)
+    if "learning_rate" in kwargs:
+        log.info("trainer.learning_rate=%s overrides the strategy's %s", kwargs["learning_rate"], run.strategy.learning_rate)
+    kwargs.setdefault("learning_rate", run.strategy.learning_rate)
+    metric, greater_is_better = task.best_metric
+    kwargs.setdefault("metric_for_best_model", metric)
+    kwargs.setdefault("greater_is_better", greater_is_better)
+    # Stated explicitly: for a peft-wrapped model the Trainer cannot infer them, and without
+    # them evaluation silently returns no labels and no metrics.
+    kwargs.setdefault("label_names", ["labels"])
+    if not _has_accelerator():
+        kwargs.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
+    kwargs["output_dir"] = str(folder / "checkpoints")
+    kwargs["seed"] = run.seed
+    report_to = kwargs.get("report_to", "none")
+    report_to = [report_to] if isinstance(report_to, str) else list(report_to)
+    # TensorBoard is attached by build_trainer so that its logs land in the run folder.
+    kwargs["report_to"] = [r for r in report_to if r not in ("tensorboard", "none")] or "none"
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"trainer settings rejected by TrainingArguments: {str(err).splitlines()[0]}") from None
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def wants_tensorboard(run: RunConfig) -> bool:
+    report_to = run.trainer.get("report_to", "none")
+    return "tensorboard" in ([report_to] if isinstance(report_to, str) else report_to)
+
+
+def build_trainer(
+    run: RunConfig,
+    args: TrainingArguments,
+    task: Task,
+    model: Any,
+    tokenizer: Any,
+    datasets: Any,
+    folder: Path,
+    extra_callbacks: list[Any] = (),
+) -> Trainer:
+    callbacks: list[Any] = list(extra_callbacks)
+    if run.early_stopping.patience is not None:
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=run.early_stopping.patience,
+                early_stopping_threshold=run.early_stopping.threshold,
+            )
+        )
+    if wants_tensorboard(run):
+        callbacks.append(_tensorboard_callback(folder / "tensorboard"))
+    trainer = TransferTrainer(
+        model=model,
+        args=args,
+        data_collator=task.collator(tokenizer),
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        processing_class=tokenizer,
+        compute_metrics=task.compute_metrics,
+        compute_loss_func=task.loss_function(),
+        callbacks=callbacks,
+    )
+    if trainer.compute_loss_func is not None:
+        # Our losses are per-batch means: the Trainer must divide them by the accumulation steps.
+        trainer.loss_is_scaled_for_ga = False
+    return trainer
+
+
+def _tensorboard_callback(log_dir: Path) -> Any:
+    from transformers.integrations import TensorBoardCallback
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("trainer.report_to=tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
+class TransferTrainer(Trainer):
+    """The HF Trainer, with frozen modules kept in eval mode while the rest trains.
+
+    The Trainer switches the whole model to train mode before every step; a frozen module
+    must not apply dropout (its output then depends only on its input, and the pretrained
+    features are what the head was meant to see).
+    """
+
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        if model.training:
+            keep_frozen_in_eval(model)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        # With train_sampling_strategy=group_by_length the Trainer also groups evaluation
+        # batches by length, so predict() returns predictions in a shuffled order; ours are
+        # written next to their examples, so evaluation always keeps the dataset order.
+        if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size <= 1:
+            from torch.utils.data import SequentialSampler
+
+            return SequentialSampler(eval_dataset) if eval_dataset is not None else None
+        return super()._get_eval_sampler(eval_dataset)
+
+
+def keep_frozen_in_eval(module: Any) -> None:
+    """Put every module whose parameters are all frozen into eval mode (dropout off)."""
+    for child in module.children():
+        flags = [p.requires_grad for p in child.parameters()]
+        if flags and not any(flags):
+            child.eval()
+        elif flags:
+            keep_frozen_in_eval(child)

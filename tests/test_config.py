@@ -1,0 +1,76 @@
+"""The config schema: shipped YAML agrees with it, and mistakes are caught before any loading."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_transfer.compose import compose
+from hf_transfer.config import training_arguments_fields, validate
+from hf_transfer.errors import UserError
+from hf_transfer.strategies import STRATEGIES
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "recipe"
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_strategy_yaml_states_the_schema_defaults(name):
+    shipped = yaml.safe_load((CONF / "strategy" / f"{name}.yaml").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(STRATEGIES[name].Config)}
+    assert shipped == defaults
+
+
+def test_every_shipped_combination_validates():
+    for recipe in sorted(p.stem for p in RECIPES.glob("*.yaml")):
+        validate(compose([f"recipe={recipe}"]))
+    for group in ("model", "task", "strategy"):
+        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+            validate(compose([f"{group}={option}"]))
+
+
+def test_trainer_fields_come_from_training_arguments():
+    import transformers
+
+    fields = training_arguments_fields()
+    assert set(fields) == {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+    assert fields["num_train_epochs"] == (float,)
+    assert fields["eval_strategy"] is None  # an enum: checked when TrainingArguments is built
+
+
+def test_any_training_argument_can_be_set_without_a_plus():
+    run = validate(compose(["trainer.gradient_checkpointing=true", "trainer.label_smoothing_factor=0.1"]))
+    assert run.trainer["gradient_checkpointing"] is True and run.trainer["label_smoothing_factor"] == 0.1
+
+
+def test_strategy_learning_rates_differ_by_design():
+    rates = {name: validate(compose([f"strategy={name}"])).strategy.learning_rate for name in STRATEGIES}
+    assert rates["head_only"] > rates["lora"] > rates["full"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task.data.validation_fraction=1.5"], "validation_fraction must be between 0 and 1"),
+        (["task.class_weights=heavy"], "key 'task.class_weights' must be"),
+        (["task.type=summarization"], "unknown task type 'summarization'"),
+        (["strategy.name=adapters"], "unknown strategy 'adapters'"),
+        (["model.family=transformer"], "key 'model.family' must be"),
+        (["task.data.splits.dev=x"], "unknown key 'task.data.splits.dev'"),
+    ],
+)
+def test_schema_mistakes_name_the_key(overrides, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(compose(overrides))
+
+
+def test_a_bad_enum_value_fails_before_any_data_is_loaded(tmp_path):
+    from hf_transfer.run import run
+
+    cfg = compose(["trainer.eval_strategy=sometimes", "task.data.source=/does/not/matter.csv", "model.source=x"])
+    with pytest.raises(UserError, match="TrainingArguments.*sometimes"):
+        run(cfg, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,97 @@
+"""Loading a checkpoint for a task: fresh heads, random starts, decoders, sequence lengths."""
+
+from __future__ import annotations
+
+import torch
+from conftest import compose_tiny
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_transfer import models
+from hf_transfer.config import ModelConfig, validate
+from hf_transfer.run import run
+from hf_transfer.tasks import task_class
+
+
+def classification_task(checkpoint, data_dir, *extra):
+    cfg = validate(compose_tiny(checkpoint, data_dir, *extra))
+    task = task_class("text_classification")(cfg.task, seed=0)
+    task.load_splits()
+    return cfg, task
+
+
+def test_a_checkpoint_with_a_same_shape_head_gets_a_fresh_one(bert_with_head, data_dir):
+    cfg, task = classification_task(bert_with_head, data_dir)
+    old = AutoModelForSequenceClassification.from_pretrained(bert_with_head)
+    tokenizer = models.load_tokenizer(cfg.model, "encoder")
+    new = models.load_model(cfg.model, task, tokenizer, "encoder")
+    assert old.classifier.weight.shape == new.classifier.weight.shape
+    assert not torch.equal(old.classifier.weight, new.classifier.weight)
+    assert torch.all(new.classifier.bias == 0)  # the model's own initialisation, not a leftover
+    assert abs(float(new.classifier.weight.detach().std()) - old.config.initializer_range) < 0.01
+    for name, parameter in old.bert.state_dict().items():
+        assert torch.equal(parameter, new.bert.state_dict()[name]), name
+
+
+def test_pretrained_false_is_the_same_architecture_with_random_weights(checkpoints, data_dir):
+    cfg, task = classification_task(checkpoints["bert"], data_dir, "model.pretrained=false")
+    tokenizer = models.load_tokenizer(cfg.model, "encoder")
+    scratch = models.load_model(cfg.model, task, tokenizer, "encoder")
+    pretrained = AutoModel.from_pretrained(checkpoints["bert"])
+    scratch_base = scratch.bert.state_dict()
+    assert scratch_base.keys() == pretrained.state_dict().keys()
+    differs = [n for n, p in pretrained.state_dict().items() if p.is_floating_point() and not torch.equal(p, scratch_base[n])]
+    assert "embeddings.word_embeddings.weight" in differs and "encoder.layer.0.attention.self.query.weight" in differs
+
+
+def test_random_start_runs_and_is_recorded(checkpoints, data_dir, tmp_path):
+    result = run(
+        compose_tiny(checkpoints["llama"], data_dir, "model.pretrained=false", "trainer.num_train_epochs=1"),
+        output_dir=tmp_path / "run",
+    )
+    assert result.metrics["pretrained"] is False
+
+
+def test_family_detection(checkpoints):
+    for arch, family in {"bert": "encoder", "distilbert": "encoder", "roberta": "encoder", "gpt2": "decoder", "llama": "decoder"}.items():
+        assert models.detect_family(AutoConfig.from_pretrained(checkpoints[arch])) == family
+    assert models.detect_family(AutoConfig.from_pretrained(checkpoints["bert"]), "decoder") == "decoder"
+
+
+def test_a_decoder_tokenizer_gets_a_pad_token_and_right_padding(checkpoints):
+    tokenizer = models.load_tokenizer(ModelConfig(source=str(checkpoints["gpt2"])), "decoder")
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>"
+    assert tokenizer.padding_side == "right"
+
+
+def test_default_max_length_is_the_smaller_limit(checkpoints):
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints["bert"])
+    config = AutoConfig.from_pretrained(checkpoints["bert"])
+    assert models.default_max_length(tokenizer, config) == 64
+    tokenizer.model_max_length = int(1e30)  # what some tokenizers report
+    assert models.default_max_length(tokenizer, config) == 64
+    config.max_position_embeddings = 32
+    assert models.default_max_length(tokenizer, config) == 32
+    roberta = AutoConfig.from_pretrained(checkpoints["roberta"])  # 66 positions, 2 reserved
+    assert models.default_max_length(tokenizer, roberta) == 64
+
+
+def test_max_length_truncates(checkpoints, data_dir, tmp_path):
+    result = run(
+        compose_tiny(checkpoints["bert"], data_dir, "task.max_length=4", "trainer.num_train_epochs=1"),
+        output_dir=tmp_path / "run",
+    )
+    assert result.metrics["max_length"] == 4
+
+
+def test_anatomy_of_each_architecture(checkpoints):
+    expected = {
+        "bert": ("bert", ["classifier"], "bert.encoder.layer.1", ["bert.pooler.dense.weight", "bert.pooler.dense.bias"]),
+        "distilbert": ("distilbert", ["pre_classifier", "classifier"], "distilbert.transformer.layer.1", []),
+        "gpt2": ("transformer", ["score"], "transformer.h.1", ["transformer.ln_f.weight", "transformer.ln_f.bias"]),
+        "llama": ("model", ["score"], "model.layers.1", ["model.norm.weight"]),
+    }
+    for arch, (base, head, top, above) in expected.items():
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoints[arch], num_labels=2)
+        parts = models.anatomy(model)
+        assert (parts.base, parts.head, parts.blocks[-1], parts.above) == (base, head, top, above)
+        assert len(parts.blocks) == 2 and parts.below and all("embed" in n or "wte" in n or "wpe" in n for n in parts.below)

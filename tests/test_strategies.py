@@ -1,0 +1,141 @@
+"""Each strategy trains exactly what it claims, on five architectures.
+
+A callback snapshots every parameter when training starts and compares at the end: the
+parameters a strategy trains must all have moved, every other one must be bit-identical.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from conftest import ARCHITECTURES, compose_tiny
+from transformers import AutoModel, AutoModelForSequenceClassification, TrainerCallback
+
+from hf_transfer.run import run
+
+# What a strategy may change, as patterns over parameter names, per architecture.
+HEAD = {
+    "bert": r"^classifier\.",
+    "distilbert": r"^(pre_classifier|classifier)\.",
+    "roberta": r"^classifier\.",
+    "gpt2": r"^score\.",
+    "llama": r"^score\.",
+}
+TOP_BLOCK = {
+    "bert": r"^bert\.(encoder\.layer\.1\.|pooler\.)",
+    "distilbert": r"^distilbert\.transformer\.layer\.1\.",
+    "roberta": r"^roberta\.encoder\.layer\.1\.",
+    "gpt2": r"^transformer\.(h\.1\.|ln_f\.)",
+    "llama": r"^model\.(layers\.1\.|norm\.)",
+}
+
+
+class ParameterWatch(TrainerCallback):
+    """Records which parameters changed between the start and the end of training."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.model = model
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.frozen_in_train_mode = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        # Checked mid-training: every module whose parameters are all frozen is in eval mode.
+        if self.frozen_in_train_mode is None:
+            self.frozen_in_train_mode = [
+                name
+                for name, module in model.named_modules()
+                if list(module.parameters()) and not any(p.requires_grad for p in module.parameters()) and module.training
+            ]
+            self.trainable_in_train_mode = all(
+                module.training
+                for module in model.modules()
+                if any(p.requires_grad for p in module.parameters(recurse=False))
+            )
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        after = dict(self.model.named_parameters())
+        self.changed = {n for n, before in self.before.items() if not torch.equal(before, after[n].detach())}
+        self.unchanged = set(self.before) - self.changed
+        self.trainable = {n for n, p in after.items() if p.requires_grad}
+
+
+def train_with_watch(checkpoints, data_dir, tmp_path, arch, *overrides):
+    watch = ParameterWatch()
+    cfg = compose_tiny(checkpoints[arch], data_dir, "trainer.num_train_epochs=1", *overrides)
+    result = run(cfg, output_dir=tmp_path / "run", callbacks=[watch])
+    return watch, result
+
+
+def matching(names, pattern):
+    return {n for n in names if re.search(pattern, n)}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_head_only_trains_the_head_and_nothing_else(checkpoints, data_dir, tmp_path, arch):
+    watch, result = train_with_watch(checkpoints, data_dir, tmp_path, arch, "strategy=head_only")
+    head = matching(watch.before, HEAD[arch])
+    assert head and watch.changed == head
+    assert watch.frozen_in_train_mode == []
+    assert watch.trainable_in_train_mode
+    assert result.metrics["trainable_parameters"] == sum(watch.before[n].numel() for n in head)
+
+    # The saved base is the checkpoint's base, bit for bit.
+    base = AutoModel.from_pretrained(checkpoints[arch]).state_dict()
+    saved = AutoModelForSequenceClassification.from_pretrained(result.folder).base_model.state_dict()
+    assert saved.keys() <= base.keys()  # RoBERTa's classifier drops the checkpoint's pooler
+    for name, parameter in saved.items():
+        assert torch.equal(parameter, base[name]), name
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_full_trains_every_parameter(checkpoints, data_dir, tmp_path, arch):
+    watch, result = train_with_watch(checkpoints, data_dir, tmp_path, arch, "strategy=full")
+    assert watch.changed == set(watch.before)
+    assert result.metrics["trainable_parameters"] == result.metrics["total_parameters"]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_partial_unfreeze_trains_head_and_top_block_only(checkpoints, data_dir, tmp_path, arch):
+    watch, _ = train_with_watch(
+        checkpoints, data_dir, tmp_path, arch, "strategy=partial_unfreeze", "strategy.num_layers=1"
+    )
+    expected = matching(watch.before, HEAD[arch]) | matching(watch.before, TOP_BLOCK[arch])
+    assert watch.changed == expected
+    # Embeddings and the lower block never move.
+    assert not any(re.search(r"(embed|wte|wpe|layer\.0\.|layers\.0\.|h\.0\.)", n) for n in watch.changed)
+    assert watch.frozen_in_train_mode == []
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_lora_trains_adapters_and_the_whole_head(checkpoints, data_dir, tmp_path, arch):
+    watch, result = train_with_watch(checkpoints, data_dir, tmp_path, arch, "strategy=lora")
+    adapters = matching(watch.before, r"\.lora_[AB]\.")
+    head_copies = matching(watch.before, r"modules_to_save\.default\.")
+    assert adapters and head_copies
+    # Every head parameter has a trained, saved copy: DistilBERT's pre_classifier included.
+    plain = AutoModelForSequenceClassification.from_pretrained(checkpoints[arch], num_labels=2)
+    expected_head = matching(dict(plain.named_parameters()), HEAD[arch])
+    copied = {re.sub(r"^base_model\.model\.|modules_to_save\.default\.", "", n) for n in head_copies}
+    assert copied == expected_head
+    assert watch.changed == adapters | head_copies
+    assert watch.trainable == adapters | head_copies
+    assert (result.folder / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_partial_unfreeze_refuses_more_layers_than_the_model_has(checkpoints, data_dir, tmp_path):
+    from hf_transfer.errors import UserError
+
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "strategy=partial_unfreeze", "strategy.num_layers=5")
+    with pytest.raises(UserError, match="num_layers=5.*2 transformer blocks"):
+        run(cfg, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_lora_names_the_available_modules_for_a_bad_target(checkpoints, data_dir, tmp_path):
+    from hf_transfer.errors import UserError
+
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "strategy.target_modules=[q_proj]")
+    with pytest.raises(UserError, match=r"\['q_proj'\].*query"):
+        run(cfg, output_dir=tmp_path / "run")

@@ -1,0 +1,224 @@
+"""Text classification end to end on tiny checkpoints: labels, pairs, weights, splits, reloads."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TEST_RECIPES, compose_tiny, sentiment_rows, write_csv
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from hf_transfer.errors import UserError
+from hf_transfer.run import run
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_string_labels_round_trip_through_id2label_and_pipeline(checkpoints, data_dir, tmp_path):
+    result = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1"), output_dir=tmp_path / "run")
+    model = AutoModelForSequenceClassification.from_pretrained(result.folder)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    assert model.config.label2id == {"neg": 0, "pos": 1}
+    classify = pipeline("text-classification", model=str(result.folder))
+    assert {p["label"] for p in classify(["the film was good", "the film was awful"])} <= {"neg", "pos"}
+    records = read_jsonl(result.folder / "predictions_test.jsonl")
+    assert len(records) == 32 and {r["label"] for r in records} == {"neg", "pos"}
+
+
+@pytest.mark.parametrize("sampling", ["random", "group_by_length"])
+def test_the_saved_model_predicts_what_the_run_predicted(checkpoints, data_dir, tmp_path, sampling):
+    cfg = compose_tiny(
+        checkpoints["bert"], data_dir, "trainer.num_train_epochs=1", f"trainer.train_sampling_strategy={sampling}"
+    )
+    result = run(cfg, output_dir=tmp_path / "run")
+    records = read_jsonl(result.folder / "predictions_test.jsonl")
+    classify = pipeline("text-classification", model=str(result.folder))
+    reloaded = classify([r["text"] for r in records])
+    assert [p["label"] for p in reloaded] == [r["prediction"] for r in records]
+    assert np.allclose([p["score"] for p in reloaded], [r["score"] for r in records], atol=1e-5)
+
+
+def test_loss_falls_and_accuracy_rises_on_learnable_data(checkpoints, data_dir, tmp_path):
+    cfg = compose_tiny(
+        checkpoints["bert"], data_dir, "trainer.num_train_epochs=8", "strategy.learning_rate=3e-3"
+    )
+    result = run(cfg, output_dir=tmp_path / "run")
+    assert result.metrics["train_loss"] < 0.69 * 0.95
+    assert result.metrics["test"]["accuracy"] >= 0.8
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_pair_classification(checkpoints, data_dir, tmp_path, arch):
+    cfg = compose_tiny(
+        checkpoints[arch],
+        data_dir,
+        "task.data.source=null",
+        f"task.data.data_files={data_dir / 'pairs.csv'}",
+        "task.columns.text=premise",
+        "task.columns.text_pair=hypothesis",
+        "task.columns.label=label",
+        "trainer.num_train_epochs=1",
+    )
+    result = run(cfg, output_dir=tmp_path / "run")
+    assert result.metrics["validation"]["num_examples"] == 24
+    tokenizer = AutoTokenizer.from_pretrained(result.folder)
+    pair_ids = tokenizer("good film", "bad film")["input_ids"]
+    separator = tokenizer.sep_token_id if arch == "bert" else tokenizer.eos_token_id
+    first = tokenizer("good film")["input_ids"]
+    # Something separates the two texts, in the saved tokenizer, so pipeline() does the same.
+    assert separator in pair_ids[len(first) - 1 :]
+    records = read_jsonl(result.folder / "predictions_validation.jsonl")
+    classify = pipeline("text-classification", model=str(result.folder))
+    reloaded = classify([{"text": r["text"], "text_pair": r["text_pair"]} for r in records[:8]])
+    assert np.allclose([p["score"] for p in reloaded], [r["score"] for r in records[:8]], atol=1e-5)
+
+
+def test_a_decoder_classifies_padded_batches_like_single_examples(checkpoints, data_dir, tmp_path):
+    result = run(compose_tiny(checkpoints["gpt2"], data_dir, "trainer.num_train_epochs=1"), output_dir=tmp_path / "run")
+    texts = ["good", "the movie was really awful and the plot dull", "fine film", "this story was a sad one"]
+    classify = pipeline("text-classification", model=str(result.folder))
+    batched = classify(texts, batch_size=4)
+    single = [classify(text)[0] for text in texts]
+    assert np.allclose([p["score"] for p in batched], [p["score"] for p in single], atol=1e-5)
+    assert classify.tokenizer.padding_side == "right"
+    assert classify.model.config.pad_token_id == classify.tokenizer.pad_token_id is not None
+
+
+def test_class_weights_change_the_loss_as_computed_by_hand(checkpoints, data_dir, tmp_path):
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1", "task.class_weights=[1.0,3.0]")
+    result = run(cfg, output_dir=tmp_path / "run")
+    records = read_jsonl(result.folder / "predictions_validation.jsonl")
+    model = AutoModelForSequenceClassification.from_pretrained(result.folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(result.folder)
+    with torch.no_grad():
+        logits = model(**tokenizer([r["text"] for r in records], padding=True, return_tensors="pt")).logits
+    labels = torch.tensor([model.config.label2id[r["label"]] for r in records])
+    log_probs = torch.log_softmax(logits, dim=-1)[torch.arange(len(labels)), labels]
+    weights = torch.tensor([1.0, 3.0])[labels]
+    by_hand = float(-(weights * log_probs).sum() / weights.sum())
+    unweighted = float(-log_probs.mean())
+    assert result.metrics["validation"]["loss"] == pytest.approx(by_hand, abs=1e-5)
+    assert not math.isclose(by_hand, unweighted, abs_tol=1e-4)
+
+
+def test_balanced_class_weights_are_inverse_frequencies(data_dir, tmp_path):
+    from hf_transfer.compose import compose
+    from hf_transfer.config import validate
+    from hf_transfer.tasks import task_class
+
+    rows = sentiment_rows(40, seed=5)
+    rows = [r for r in rows if r["sentiment"] == "pos"] + [r for r in rows if r["sentiment"] == "neg"][:5]
+    write_csv(tmp_path / "train.csv", rows)  # 20 pos, 5 neg
+    write_csv(tmp_path / "validation.csv", rows[:4] + rows[-2:])
+    cfg = validate(compose(["task=tiny_sentiment", f"task.data.source={tmp_path}", "task.class_weights=balanced",
+                            "model.source=unused"], config_dir=str(TEST_RECIPES)))  # fmt: skip
+    task = task_class("text_classification")(cfg.task, seed=0)
+    task.load_splits()
+    assert task.label_names == ["neg", "pos"]
+    assert task.class_weight_values == pytest.approx([25 / (2 * 5), 25 / (2 * 20)])
+
+
+def test_label_map_drop_labels_and_label_order(tmp_path):
+    from hf_transfer.compose import compose
+    from hf_transfer.config import validate
+    from hf_transfer.tasks import task_class
+
+    rows = [{"text": f"text {i}", "category": ["fresh", "rotten", "plot"][i % 3]} for i in range(60)]
+    write_csv(tmp_path / "all.csv", rows)
+    cfg = validate(
+        compose(["task=tiny_sentiment", f"task.data.source={tmp_path / 'all.csv'}", "task.columns.text=text",
+                 "task.columns.label=category",
+                 "task.label_map={fresh: positive, rotten: negative}", "task.drop_labels=[plot]",
+                 "task.labels=[negative, positive]", "task.data.test_fraction=0.1", "task.data.validation_fraction=0.1",
+                 "model.source=unused"], config_dir=str(TEST_RECIPES))  # fmt: skip
+    )
+    task = task_class("text_classification")(cfg.task, seed=0)
+    splits = task.load_splits()
+    assert task.label_names == ["negative", "positive"]
+    assert {name: len(split) for name, split in splits.items()} == {"train": 32, "validation": 4, "test": 4}
+    train = splits["train"]
+    assert train.features["label"].names == ["negative", "positive"]
+    # Stratified: both classes equally present in every split.
+    for split in splits.values():
+        counts = np.bincount(split["label"])
+        assert counts[0] == counts[1]
+    # Seeded: the same seed gives the same split, another seed another one.
+    again = task_class("text_classification")(cfg.task, seed=0).load_splits()
+    other = task_class("text_classification")(cfg.task, seed=1).load_splits()
+    assert again["validation"]["text"] == splits["validation"]["text"]
+    assert other["validation"]["text"] != splits["validation"]["text"]
+
+
+def test_validation_is_carved_from_train_never_from_test(checkpoints, data_dir, tmp_path):
+    result = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1"), output_dir=tmp_path / "run")
+    assert result.metrics["examples"] == {"train": 72, "validation": 24, "test": 32}
+    test_texts = {r["text"] for r in read_jsonl(result.folder / "predictions_test.jsonl")}
+    validation_texts = {r["text"] for r in read_jsonl(result.folder / "predictions_validation.jsonl")}
+    train_texts = {r["review"] for r in sentiment_rows(96, seed=1)}
+    assert validation_texts <= train_texts
+    assert len(test_texts & validation_texts) <= len(test_texts & train_texts)  # (random overlaps only)
+
+
+def test_a_test_split_without_labels_is_predicted_not_scored(checkpoints, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_csv(folder / "train.csv", sentiment_rows(64, seed=1))
+    unlabeled = [{"review": r["review"], "sentiment": -1} for r in sentiment_rows(10, seed=9)]
+    write_csv(folder / "test.csv", unlabeled)
+    result = run(compose_tiny(checkpoints["bert"], folder, "trainer.num_train_epochs=1"), output_dir=tmp_path / "run")
+    assert result.metrics["test"] == "unlabeled: predicted, not scored"
+    records = read_jsonl(result.folder / "predictions_test.jsonl")
+    assert len(records) == 10 and all("label" not in r and r["prediction"] in {"neg", "pos"} for r in records)
+
+
+def test_a_missing_column_names_the_key_and_the_columns(checkpoints, data_dir, tmp_path):
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "task.columns.text=reviw")
+    with pytest.raises(UserError) as error:
+        run(cfg, output_dir=tmp_path / "run")
+    message = str(error.value)
+    assert "'reviw'" in message and "task.columns.text" in message and "did you mean 'review'" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_label_unseen_in_train_is_refused(checkpoints, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_csv(folder / "train.csv", sentiment_rows(40, seed=1))
+    write_csv(folder / "test.csv", [{"review": "so so", "sentiment": "mixed"}])
+    with pytest.raises(UserError, match="mixed"):
+        run(compose_tiny(checkpoints["bert"], folder), output_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", ["train.jsonl", "train.csv.bz2", "train.parquet", "train.tsv"])
+def test_local_file_formats(tmp_path, name):
+    import bz2
+
+    import pandas as pd
+
+    from hf_transfer.data import DatasetConfig, load_raw
+
+    frame = pd.DataFrame(sentiment_rows(10, seed=1))
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        frame.to_json(path, orient="records", lines=True)
+    elif name.endswith(".bz2"):
+        path.write_bytes(bz2.compress(frame.to_csv(index=False).encode()))
+    elif name.endswith(".parquet"):
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t", index=False)
+    raw = load_raw(DatasetConfig(source=str(path)))
+    assert raw["train"].column_names == ["review", "sentiment"]
+    assert raw["train"]["review"] == list(frame["review"])
+
+
+def test_a_missing_data_file_is_named(tmp_path):
+    from hf_transfer.data import DatasetConfig, load_raw
+
+    with pytest.raises(UserError, match="nope.csv"):
+        load_raw(DatasetConfig(data_files={"train": str(tmp_path / "nope.csv")}))
