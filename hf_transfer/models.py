@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_transfer.assets import cache_root, model_location
+from hf_transfer.assets import cache_root, count_one_time, model_location
 from hf_transfer.config import ModelConfig
 from hf_transfer.errors import UserError
 
@@ -79,19 +79,26 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
                 "model.gguf_file needs the gguf package: pip install 'hf-transfer-learning[gguf]' (or pip install gguf)"
             ) from None
         import tempfile
+        import time
 
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         log.info("converting %s to safetensors (once; cached in %s)", gguf_file, converted)
+        started = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = loaded.config
+        # The weights are float now: the GGUF quantisation record would make the Trainer refuse them.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
         work = Path(tempfile.mkdtemp(dir=converted.parent, prefix=f".{converted.name}.partial-"))
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
         work.rename(converted)  # complete or absent, never half-written
+        count_one_time(time.perf_counter() - started)
     return converted
 
 

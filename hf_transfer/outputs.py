@@ -184,7 +184,8 @@ def summary(metrics: dict[str, Any], folder: Path, headline: str) -> str:
         f"  {headline:<15} validation {score('validation')}   test {score('test')}",
         f"  train time      {metrics['train_runtime_s']:.1f} s   "
         f"({metrics['train_samples_per_second']:.1f} samples/s)",
-        f"  wall time       {metrics['wall_time_s']:.1f} s",
+        f"  wall time       {metrics['wall_time_s']:.1f} s"
+        + (f"   (+ {metrics['one_time_setup_s']:.1f} s fetching assets, once)" if metrics.get("one_time_setup_s") else ""),
         f"  peak memory     {metrics['peak_memory_mb']:.0f} MB ({metrics['peak_memory_kind']})",
         "",
     ]

@@ -23,6 +23,7 @@ log = logging.getLogger("hf_transfer")
 class RunResult:
     folder: Path
     metrics: dict[str, Any]
+    is_main_process: bool = True  # False on the other ranks of a multi-process run
 
 
 def run(
@@ -37,11 +38,18 @@ def run(
     run_cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
     created = not Path(output_dir).exists()
     try:
-        return _run(run_cfg, Path(output_dir), callbacks or [])
+        result = _run(run_cfg, Path(output_dir), callbacks or [])
     except UserError:
         if created:
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
+    if run_cfg.hub.push and result.is_main_process:
+        # After the run is complete and saved: a failed push leaves the run folder as it is.
+        from hf_transfer.hub import PushRequest, push
+
+        hub = run_cfg.hub
+        push(result.folder, PushRequest(hub.repo_id, hub.private, hub.revision, hub.commit_message, hub.endpoint))
+    return result
 
 
 def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResult:
@@ -53,9 +61,12 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     from hf_transfer.measure import PeakMemory, Stopwatch
     from hf_transfer.strategies import make_strategy
     from hf_transfer.tasks import task_class
-    from hf_transfer.training import build_trainer, training_arguments
+    from hf_transfer.training import build_trainer, predict_in_order, training_arguments
+
+    from hf_transfer.assets import one_time_seconds
 
     wall = Stopwatch()
+    one_time_before = one_time_seconds()
     folder = outputs.prepare_run_folder(output_dir)
     set_seed(run_cfg.seed)
 
@@ -75,6 +86,14 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
 
     strategy = make_strategy(run_cfg.strategy, run_cfg.model, task)
     model = strategy.apply(model)
+    if strategy.changes_trainable_set and args.world_size > 1:
+        # DDP syncs only the parameters that required grad when it wrapped the model: blocks
+        # unfrozen later would train on each rank alone and the ranks' weights would diverge.
+        raise UserError(
+            f"gradual unfreezing (strategy.unfreeze_every) cannot run with {args.world_size} processes: "
+            "DDP syncs only parameters that train from the start. Run it in one process, or set "
+            "strategy.unfreeze_every=null and choose strategy.num_layers"
+        )
     trainable, total = models.count_parameters(model)
     trained_modules = strategy.trainable_modules(model)
     log.info(
@@ -88,7 +107,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
 
     max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, model.config)
     tokenized = task.tokenize(splits, tokenizer, max_length)
-    trainer = build_trainer(run_cfg, args, task, model, tokenizer, tokenized, folder, callbacks)
+    trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, tokenized, folder, callbacks)
     train_output = trainer.train()
 
     metrics: dict[str, Any] = {
@@ -108,14 +127,18 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         "train_loss": round(train_output.training_loss, 6),
         "epochs": round(trainer.state.epoch or 0, 3),
         "best_checkpoint": _relative(trainer.state.best_model_checkpoint, folder),
+        **strategy.record(),
     }
+    if trainer.optimizer is not None and any("name" in g for g in trainer.optimizer.param_groups):
+        metrics["optimizer_groups"] = [
+            {"name": g.get("name", str(i)), "initial_lr": g.get("initial_lr", g["lr"])}
+            for i, g in enumerate(trainer.optimizer.param_groups)
+        ]
     predictions = {}
     for split_name in ("validation", "test"):
         if split_name not in tokenized:
             continue
-        output = trainer.predict(tokenized[split_name], metric_key_prefix=split_name)
-        prefix = f"{split_name}_"
-        output = output._replace(metrics={k.removeprefix(prefix): v for k, v in (output.metrics or {}).items()})
+        output = predict_in_order(trainer, tokenized[split_name], split_name)
         if task.is_labeled(splits[split_name]):
             metrics[split_name] = task.evaluate(output, splits[split_name])
         else:
@@ -126,9 +149,11 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     if trainer.is_world_process_zero():
         strategy.save(trainer.model, folder)
         tokenizer.save_pretrained(folder)
-        metrics["wall_time_s"] = wall.seconds()
+        # One-time work (fetching packages, converting GGUF) is reported apart from the run's time.
+        metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
+        metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)
         _write_results(run_cfg, task, folder, metrics, predictions)
-    return RunResult(folder=folder, metrics=metrics)
+    return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
 
 
 def _write_results(

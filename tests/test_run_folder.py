@@ -21,7 +21,8 @@ def test_run_folder_contents_and_figures(checkpoints, data_dir, tmp_path):
                 "total_parameters", "peak_memory_mb", "peak_memory_kind"):  # fmt: skip
         assert key in metrics, key
     assert metrics["wall_time_s"] >= metrics["train_runtime_s"] > 0
-    assert metrics["peak_memory_mb"] > 0 and metrics["peak_memory_kind"] == "cpu resident memory rise"
+    # (A tiny model may fit in memory the process already holds: a rise of 0 is possible.)
+    assert metrics["peak_memory_mb"] >= 0 and metrics["peak_memory_kind"] == "cpu resident memory rise"
     assert set(metrics["validation"]["per_class"]) == {"neg", "pos"}
     assert {"accuracy", "f1_macro", "loss"} <= set(metrics["test"])
 
@@ -54,3 +55,14 @@ def test_same_seed_same_result(checkpoints, data_dir, tmp_path):
     third = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1", "seed=7"), output_dir=tmp_path / "c")
     assert first.metrics["train_loss"] == second.metrics["train_loss"]
     assert first.metrics["train_loss"] != third.metrics["train_loss"]
+
+
+def test_peak_memory_sees_a_short_lived_allocation():
+    import torch
+
+    from hf_transfer.measure import PeakMemory
+
+    memory = PeakMemory()
+    block = torch.ones(50_000_000)  # 200 MB, freed before the reading
+    del block
+    assert memory.result()["peak_memory_mb"] >= 150

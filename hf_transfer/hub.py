@@ -1,0 +1,151 @@
+"""Push a finished run folder to a hub: `hub.push=true` at the end of a run, or `hf-transfer push`.
+
+The folder goes up as it is, less what is local to this machine (the Trainer's checkpoints,
+Hydra's records, the log). The token comes from HF_TOKEN or `hf auth login` and is handed to
+the hub client only: it is never written into the run folder, the config, the logs or the
+TrainingArguments that checkpoints pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Local to this machine, or large and re-creatable: not part of the published model.
+NOT_PUSHED = ["checkpoints/**", ".hydra/**", "train.log", "predictions_*.jsonl", "*.lock", ".*"]
+
+
+@dataclass
+class PushRequest:
+    repo_id: str
+    private: bool = False
+    revision: str | None = None
+    commit_message: str | None = None
+    endpoint: str | None = None
+
+
+def push(folder: Path, request: PushRequest) -> str:
+    """Upload the run folder; returns the URL of the commit. Raises UserError on any failure."""
+    from huggingface_hub import HfApi, get_token
+
+    folder = Path(folder)
+    _check_finished(folder)
+    token = get_token()
+    if not token:
+        raise UserError(
+            f"no hub token to push {folder} to {request.repo_id}: set HF_TOKEN or run `hf auth login`, "
+            f"then retry with: {_retry(folder, request)}"
+        )
+    ignore = list(NOT_PUSHED)
+    local_base = _local_adapter_base(folder)
+    if local_base:
+        log.warning(
+            "adapter/ is not pushed: its base model (%s) is a local path or package file that cannot be "
+            "loaded elsewhere; the merged model at the root of the run folder is pushed instead",
+            local_base,
+        )
+        ignore.append("adapter/**")
+    api = HfApi(endpoint=request.endpoint, token=token)
+    try:
+        api.create_repo(request.repo_id, private=request.private, exist_ok=True)
+        if request.revision:
+            api.create_branch(request.repo_id, branch=request.revision, exist_ok=True)
+        log.info("pushing %s to %s%s", folder, request.repo_id, f" (branch {request.revision})" if request.revision else "")
+        message = request.commit_message or f"Upload {folder.name} with hf_transfer"
+        commit = api.upload_folder(
+            repo_id=request.repo_id,
+            folder_path=folder,
+            revision=request.revision,
+            commit_message=message,
+            ignore_patterns=ignore,
+        )
+        if (folder / "adapter").is_dir() and not local_base:
+            # peft's Auto classes load an adapter from the root of a revision only (a subfolder
+            # would be passed on to the base model's loading too): the adapter also gets a branch.
+            branch = adapter_branch(request.revision)
+            api.create_branch(request.repo_id, branch=branch, exist_ok=True)
+            api.upload_folder(repo_id=request.repo_id, folder_path=folder / "adapter", revision=branch, commit_message=message)
+            log.info("the LoRA adapter alone is on branch '%s' of %s", branch, request.repo_id)
+    except Exception as err:  # HTTP errors, refused repos, no network: all end the same way
+        raise UserError(
+            f"push of {folder} to {request.repo_id} failed: {_reason(err)}. The run folder is unchanged; "
+            f"retry with: {_retry(folder, request)}"
+        ) from None
+    log.info("pushed to %s", commit.commit_url)
+    return commit.commit_url
+
+
+def adapter_branch(revision: str | None) -> str:
+    """The branch that holds a LoRA run's adapter at its root."""
+    return f"{revision}-adapter" if revision else "adapter"
+
+
+def _check_finished(folder: Path) -> None:
+    missing = [name for name in ("config.json", "metrics.json", "README.md") if not (folder / name).exists()]
+    if not folder.is_dir() or missing:
+        raise UserError(f"'{folder}' is not a finished run folder (missing: {', '.join(missing) or 'the folder'})")
+
+
+def _local_adapter_base(folder: Path) -> str | None:
+    """The adapter's base model when it is a local path (no one else can load it), else None."""
+    adapter_config = folder / "adapter" / "adapter_config.json"
+    if not adapter_config.exists():
+        return None
+    base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or ""
+    return base if (base.startswith(("/", ".", "~")) or Path(base).exists() or "://" in base) else None
+
+
+def _reason(err: Exception) -> str:
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if status in (401, 403):
+        return f"the hub refused the token or the repo ({status}: {first})"
+    if status is not None:
+        return f"{status}: {first}"
+    return f"{type(err).__name__}: {first}"
+
+
+def _retry(folder: Path, request: PushRequest) -> str:
+    parts = ["hf-transfer push", str(folder), "--repo-id", request.repo_id]
+    if request.private:
+        parts.append("--private")
+    if request.revision:
+        parts += ["--revision", request.revision]
+    if request.endpoint:
+        parts += ["--endpoint", request.endpoint]
+    return " ".join(parts)
+
+
+# -- hf-transfer push ---------------------------------------------------------------------
+def main(argv: list[str]) -> int:
+    from hf_transfer.cli import CommandParser
+
+    parse = CommandParser(prog="hf-transfer push", description="Push a finished run folder to a hub.")
+    parse.add_argument("folder", help="the run folder")
+    parse.add_argument("--repo-id", required=True, help="ORG/NAME on the hub")
+    parse.add_argument("--private", action="store_true", help="create the repo private")
+    parse.add_argument("--revision", help="a branch to push to (created if needed)")
+    parse.add_argument("--commit-message")
+    parse.add_argument("--endpoint", help="a self-hosted hub; default: HF_ENDPOINT, else huggingface.co")
+    args: Any = parse.parse_args(argv)
+    _configure_logging()
+    url = push(
+        Path(args.folder),
+        PushRequest(args.repo_id, args.private, args.revision, args.commit_message, args.endpoint),
+    )
+    print(url)
+    return 0
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
