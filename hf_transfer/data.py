@@ -27,6 +27,7 @@ _FORMATS = {
     ".jsonl": "json",
     ".parquet": "parquet",
     ".txt": "text",
+    ".conll": "conll",
 }
 
 
@@ -47,11 +48,14 @@ class DatasetConfig:
     revision: str | None = None
     # Local files: one path, a list, or {split: path(s)}; relative to `source` when it is a folder.
     data_files: str | list[str] | dict[str, str | list[str]] | None = None
-    format: Literal["csv", "tsv", "json", "parquet", "text"] | None = None
+    # conll: `token ... tag` per line, sentences separated by blank lines -> tokens, tags columns.
+    format: Literal["csv", "tsv", "json", "parquet", "text", "conll"] | None = None
     splits: SplitNames = field(default_factory=SplitNames)
     # Carved from train when the data has no such split, as fractions of all of train.
     validation_fraction: float = 0.1
     test_fraction: float = 0.0
+    # random: a seeded (stratified) sample; contiguous: the last rows (held-out text stays whole).
+    split_mode: Literal["random", "contiguous"] = "random"
     split_seed: int | None = None  # defaults to the run's seed
     # Caps for quick runs: a seeded random subset of this many examples.
     max_train_samples: int | None = None
@@ -103,9 +107,11 @@ def make_splits(raw: DatasetDict, cfg: DatasetConfig, seed: int, stratify_by: st
     splits = dict(raw)
     train = splits["train"]
     stratify = stratify_by if stratify_by and _is_class_label(train, stratify_by) else None
+    if cfg.split_mode == "contiguous":
+        stratify = None
     total = len(train)
     if "test" not in splits and cfg.test_fraction > 0:
-        parts = _split(train, cfg.test_fraction, split_seed, stratify)
+        parts = _split(train, cfg.test_fraction, split_seed, stratify, cfg.split_mode == "contiguous")
         train, splits["test"] = parts["train"], parts["test"]
         log.info(
             "carved a test split of %d examples from train (seed %d%s)",
@@ -115,7 +121,7 @@ def make_splits(raw: DatasetDict, cfg: DatasetConfig, seed: int, stratify_by: st
         )
     if "validation" not in splits:
         fraction = cfg.validation_fraction * total / len(train)
-        parts = _split(train, fraction, split_seed, stratify)
+        parts = _split(train, fraction, split_seed, stratify, cfg.split_mode == "contiguous")
         train, splits["validation"] = parts["train"], parts["test"]
         log.info(
             "carved a validation split of %d examples from train (seed %d%s)",
@@ -144,12 +150,15 @@ def require_columns(dataset: Any, columns: dict[str, str | None], split: str) ->
             )
 
 
-def _split(dataset: Any, fraction: float, seed: int, stratify: str | None) -> Any:
+def _split(dataset: Any, fraction: float, seed: int, stratify: str | None, contiguous: bool = False) -> Any:
     if len(dataset) < 2 or round(len(dataset) * fraction) < 1:
         raise UserError(
             f"train has {len(dataset)} examples: too few to carve a split of fraction {fraction:.2f} "
             "(give the data a validation split, or raise task.data.validation_fraction)"
         )
+    if contiguous:
+        cut = len(dataset) - max(1, round(len(dataset) * fraction))
+        return {"train": dataset.select(range(cut)), "test": dataset.select(range(cut, len(dataset)))}
     try:
         return dataset.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
     except ValueError:
@@ -188,9 +197,13 @@ def _load_files(files: dict[str, list[Path]], fmt: str | None) -> DatasetDict:
             f"data files mix formats {sorted(formats)}; convert them to one, or set task.data.format"
         )
     (builder,) = formats
+    if builder == "conll":
+        return datasets.DatasetDict({split: read_conll(paths) for split, paths in files.items()})
     kwargs: dict[str, Any] = {}
     if builder == "tsv":
         builder, kwargs["delimiter"] = "csv", "\t"
+    if builder == "text":
+        kwargs["keep_linebreaks"] = True  # line breaks are part of a text's shape
     # Each split on its own: a test file whose labels are -1 must not be cast to train's types.
     loaded = {}
     for split, paths in files.items():
@@ -201,6 +214,45 @@ def _load_files(files: dict[str, list[Path]], fmt: str | None) -> DatasetDict:
             cause = err.__cause__ or err
             raise UserError(f"could not read the {split} data {names} as {builder}: {cause}") from None
     return datasets.DatasetDict(loaded)
+
+
+def read_conll(paths: list[Path]) -> Any:
+    """CoNLL-style files: `token [...] tag` per line (first and last fields, tab or space
+    separated), sentences separated by blank or whitespace-only lines; -DOCSTART- lines skipped.
+    """
+    import datasets
+
+    sentences: list[list[str]] = []
+    tags: list[list[str]] = []
+    for path in paths:
+        tokens_now: list[str] = []
+        tags_now: list[str] = []
+        for number, line in enumerate(_open_text(path), 1):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                if tokens_now:
+                    sentences.append(tokens_now)
+                    tags.append(tags_now)
+                    tokens_now, tags_now = [], []
+                continue
+            if len(fields) < 2:
+                raise UserError(f"{path}, line {number}: expected `token tag`, got {line.strip()!r}")
+            tokens_now.append(fields[0])
+            tags_now.append(fields[-1])
+        if tokens_now:
+            sentences.append(tokens_now)
+            tags.append(tags_now)
+    return datasets.Dataset.from_dict({"tokens": sentences, "tags": tags})
+
+
+def _open_text(path: Path) -> Any:
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
+    with opener(path, "rt", encoding="utf-8") as stream:
+        yield from stream
 
 
 def _load_folder(folder: Path, fmt: str | None) -> DatasetDict:
@@ -259,6 +311,6 @@ def _format_of(path: Path) -> str:
     if suffix not in _FORMATS:
         raise UserError(
             f"cannot tell the format of '{path}' from its name; set task.data.format "
-            f"to one of: csv, tsv, json, parquet, text"
+            f"to one of: csv, tsv, json, parquet, text, conll"
         )
     return _FORMATS[suffix]

@@ -58,6 +58,61 @@ def _per_class(predictions: np.ndarray, references: np.ndarray, num_labels: int)
     return rows
 
 
+def multi_label_scores(
+    predicted: np.ndarray, actual: np.ndarray, label_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Micro and macro F1 and exact-set accuracy of multi-hot predictions (booleans)."""
+    predicted, actual = predicted.astype(bool), actual.astype(bool)
+    true_positive = (predicted & actual).sum(axis=0)
+    predicted_count, actual_count = predicted.sum(axis=0), actual.sum(axis=0)
+    rows = []
+    for tp, p, a in zip(true_positive, predicted_count, actual_count):
+        precision = tp / p if p else 0.0
+        recall = tp / a if a else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(a)})
+    tp, p, a = int(true_positive.sum()), int(predicted_count.sum()), int(actual_count.sum())
+    micro = 2 * tp / (p + a) if p + a else 0.0
+    scores: dict[str, Any] = {
+        "f1_micro": float(micro),
+        "f1_macro": _mean(r["f1"] for r, n in zip(rows, actual_count + predicted_count) if n),
+        "subset_accuracy": float(np.mean(np.all(predicted == actual, axis=1))) if len(actual) else 0.0,
+    }
+    if label_names is not None:
+        scores["per_class"] = dict(zip(label_names, rows))
+    return scores
+
+
+def regression_scores(predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    """Mean squared and absolute error, Pearson and Spearman correlation."""
+    predictions, references = predictions.astype(np.float64), references.astype(np.float64)
+    errors = predictions - references
+    return {
+        "mse": float(np.mean(errors**2)),
+        "mae": float(np.mean(np.abs(errors))),
+        "pearson": _pearson(predictions, references),
+        "spearman": _pearson(_ranks(predictions), _ranks(references)),
+    }
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denominator = np.sqrt((x**2).sum() * (y**2).sum())
+    return float((x * y).sum() / denominator) if denominator else 0.0
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing the mean of their ranks (as Spearman's coefficient wants)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
 def _mean(values: Any) -> float:
     values = list(values)
     return float(np.mean(values)) if values else 0.0
@@ -99,3 +154,69 @@ def _load_evaluate_metric(path: str) -> Any:
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. A hub name needs the "
             "hub; offline, give the path of a local metric script or folder"
         ) from None
+
+
+# -- entities (seqeval semantics) ------------------------------------------------------------
+def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(type, first, last) chunks of a tag sequence, read as seqeval's default mode does.
+
+    Tags are B-X / I-X / O (also E-X, S-X). As in conlleval, an I-X that does not continue an
+    X chunk starts one, and a change of type ends a chunk.
+    """
+    chunks = []
+    previous_tag, previous_type, begin = "O", "", 0
+    for position, label in enumerate([*tags, "O"]):
+        tag, kind = label[0], label[1:].split("-", maxsplit=1)[-1] or "_"
+        if _chunk_ends(previous_tag, tag, previous_type, kind):
+            chunks.append((previous_type, begin, position - 1))
+        if _chunk_starts(previous_tag, tag, previous_type, kind):
+            begin = position
+        previous_tag, previous_type = tag, kind
+    return chunks
+
+
+def _chunk_ends(previous_tag: str, tag: str, previous_type: str, kind: str) -> bool:
+    if previous_tag in ("E", "S"):
+        return True
+    if previous_tag in ("B", "I") and tag in ("B", "S", "O"):
+        return True
+    return previous_tag not in ("O", ".") and previous_type != kind
+
+
+def _chunk_starts(previous_tag: str, tag: str, previous_type: str, kind: str) -> bool:
+    if tag in ("B", "S"):
+        return True
+    if previous_tag in ("E", "S", "O") and tag in ("E", "I"):
+        return True
+    return tag not in ("O", ".") and previous_type != kind
+
+
+def entity_scores(predicted: Sequence[Sequence[str]], actual: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Entity-level precision, recall, F1 (micro over entities), per type, and token accuracy."""
+    predicted_chunks: set[tuple[int, str, int, int]] = set()
+    actual_chunks: set[tuple[int, str, int, int]] = set()
+    correct_tokens = total_tokens = 0
+    for sentence, (pred, gold) in enumerate(zip(predicted, actual)):
+        predicted_chunks |= {(sentence, *chunk) for chunk in entities(pred)}
+        actual_chunks |= {(sentence, *chunk) for chunk in entities(gold)}
+        correct_tokens += sum(p == g for p, g in zip(pred, gold))
+        total_tokens += len(gold)
+    per_type = {}
+    for kind in sorted({c[1] for c in predicted_chunks | actual_chunks}):
+        per_type[kind] = _prf({c for c in predicted_chunks if c[1] == kind}, {c for c in actual_chunks if c[1] == kind})
+    overall = _prf(predicted_chunks, actual_chunks)
+    return {
+        "precision": overall["precision"],
+        "recall": overall["recall"],
+        "f1": overall["f1"],
+        "accuracy": correct_tokens / total_tokens if total_tokens else 0.0,
+        "per_type": per_type,
+    }
+
+
+def _prf(predicted: set[Any], actual: set[Any]) -> dict[str, float]:
+    correct = len(predicted & actual)
+    precision = correct / len(predicted) if predicted else 0.0
+    recall = correct / len(actual) if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": len(actual)}

@@ -293,3 +293,28 @@ def ensure_pair_separator(tokenizer: Any) -> None:
     check = tokenizer("a", "b")["input_ids"]
     if sep_id not in check[len(single) - 1 :]:  # pragma: no cover - a tokenizer we do not understand
         raise UserError(f"could not add a separator between text pairs to {type(tokenizer).__name__}")
+
+
+def ensure_prefix_space(tokenizer: Any) -> None:
+    """Byte-level BPE (GPT-2, RoBERTa) marks a word's leading space: pre-split words need one
+    added, or a word tokenizes differently alone than in running text. Written into the
+    tokenizer's own pre-tokenizer, so the saved tokenizer (and `pipeline`) does the same."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    backend = tokenizer.backend_tokenizer
+    state = json.loads(backend.to_str())
+
+    def switch_on(node: Any) -> bool:
+        if not isinstance(node, dict):
+            return False
+        if node.get("type") == "ByteLevel":
+            changed = not node.get("add_prefix_space", False)
+            node["add_prefix_space"] = True
+            return changed
+        return any([switch_on(child) for child in node.get("pretokenizers", [])])
+
+    if switch_on(state.get("pre_tokenizer")):
+        backend.pre_tokenizer = Tokenizer.from_str(json.dumps(state)).pre_tokenizer
+        tokenizer.add_prefix_space = True

@@ -1,8 +1,16 @@
 """`hf-transfer predict MODEL [TEXT ...]`: predictions from a run folder or a hub id, as JSON lines.
 
-Texts come from the arguments, a file (txt: one per line; csv/tsv: a column; jsonl: a key) or
-standard input. The model's own config says which pipeline to use, so one command serves every
-task a run folder can hold.
+Inputs come from the arguments, a file (txt: one per line; csv/tsv: columns; jsonl: keys) or
+standard input. The model's config says what it does:
+
+    classification         {"text", "label", "score"}   (multi-label: "labels", "scores";
+                                                          regression: "score")
+    token classification   {"text", "entities": [{"entity_group", "word", "start", "end", "score"}]}
+    question answering     {"question", "context", "answer", "start", "end", "score"}
+    causal LM              {"text", "generated_text"}
+
+For a run folder, the settings the run used (multi-label threshold, QA windows, generation
+length) come from its config.yaml.
 """
 
 from __future__ import annotations
@@ -18,8 +26,8 @@ from typing import Any
 
 from hf_transfer.errors import UserError
 
-# The pipeline for each AutoModelFor* head, by the ending of the architecture's name.
-PIPELINES = {
+# What a model does, by the ending of its architecture's name.
+TASKS = {
     "ForSequenceClassification": "text-classification",
     "ForTokenClassification": "token-classification",
     "ForQuestionAnswering": "question-answering",
@@ -36,10 +44,12 @@ def parser() -> argparse.ArgumentParser:
         description="Predict with a run folder or a hub model; writes one JSON line per input.",
     )
     parse.add_argument("model", help="a run folder, or a model id on the hub")
-    parse.add_argument("texts", nargs="*", help="texts to predict (else --file, else standard input)")
+    parse.add_argument("texts", nargs="*", help="texts (questions, for QA) to predict; else --file, else stdin")
     parse.add_argument("-f", "--file", help="a .txt (one text per line), .csv/.tsv or .jsonl file; - for stdin")
     parse.add_argument("--column", default="text", help="the text column or key of a csv/jsonl file (text)")
     parse.add_argument("--pair-column", default="text_pair", help="the second text of a pair, where present")
+    parse.add_argument("--context", help="question answering: the context for questions given as arguments")
+    parse.add_argument("--max-new-tokens", type=int, help="causal LM: tokens to generate (default: the run's, or 40)")
     parse.add_argument("-o", "--output", help="write JSON lines here instead of standard output")
     parse.add_argument("--batch-size", type=int, default=32)
     parse.add_argument("--revision", help="a branch, tag or commit of a hub model")
@@ -49,10 +59,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    records = list(read_inputs(args))
+    records = list(_read_records(args))  # input mistakes are found before the model loads
     if not records:
         raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
     predictor = load_predictor(args.model, args.revision, args.device)
+    if args.max_new_tokens is not None:
+        predictor.settings["max_new_tokens"] = args.max_new_tokens
+    records = list(for_task(records, args, predictor.task))
     output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for line in predictor.predict(records, args.batch_size):
@@ -63,7 +76,24 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def read_inputs(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+# -- inputs -------------------------------------------------------------------------------
+def for_task(records: list[dict[str, Any]], args: argparse.Namespace, task: str) -> Iterator[dict[str, Any]]:
+    """Question answering takes questions with contexts; other tasks take the records as read."""
+    if task != "question-answering":
+        yield from records
+        return
+    for number, record in enumerate(records, 1):
+        if "question" not in record:
+            record = {"question": record["text"], "context": args.context}
+        if not record.get("context"):
+            raise UserError(
+                f"input {number}: a question needs a context: give --context, or a file with question and context "
+                "columns (keys)"
+            )
+        yield record
+
+
+def _read_records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     if args.texts:
         yield from ({"text": text} for text in args.texts)
         return
@@ -94,7 +124,7 @@ def _lines(stream: io.TextIOBase) -> Iterator[dict[str, Any]]:
 def _table(stream: io.TextIOBase, path: Path, args: argparse.Namespace, delimiter: str) -> Iterator[dict[str, Any]]:
     reader = csv.DictReader(stream, delimiter=delimiter)
     columns = reader.fieldnames or []
-    if args.column not in columns:
+    if args.column not in columns and not {"question", "context"} <= set(columns):
         raise UserError(f"column '{args.column}' (--column) is not in {path}; its columns are: {', '.join(columns)}")
     for row in reader:
         yield _record(row, args)
@@ -108,24 +138,27 @@ def _json_lines(stream: io.TextIOBase, path: Path, args: argparse.Namespace) -> 
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}, line {number}: not JSON ({err.msg})") from None
-        if not isinstance(row, dict) or args.column not in row:
+        if not isinstance(row, dict) or (args.column not in row and not {"question", "context"} <= set(row)):
             raise UserError(f"{path}, line {number}: no key '{args.column}' (--column)")
         yield _record(row, args)
 
 
 def _record(row: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    if args.column not in row:  # question answering: question and context
+        return {"question": row["question"], "context": row["context"]}
     record = {"text": row[args.column]}
     if row.get(args.pair_column) not in (None, ""):
         record["text_pair"] = row[args.pair_column]
     return record
 
 
+# -- predictors ---------------------------------------------------------------------------
 class Predictor:
-    """A transformers pipeline and how to turn its outputs into JSON lines."""
+    """Runs a model over records in batches (a progress bar on long inputs); one dict each."""
 
-    def __init__(self, pipe: Any, task: str):
-        self.pipe = pipe
+    def __init__(self, task: str, settings: dict[str, Any]):
         self.task = task
+        self.settings = settings
 
     def predict(self, records: list[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
         from tqdm.auto import tqdm
@@ -134,28 +167,104 @@ class Predictor:
         progress = tqdm(batches, desc="Predicting", unit="batch", disable=len(batches) < 2, file=sys.stderr)
         for start in progress:
             chunk = records[start : start + batch_size]
-            outputs = self.pipe(self._inputs(chunk), batch_size=batch_size, **self._call_kwargs())
-            for record, output in zip(chunk, outputs):
-                yield {**record, **self._format(output)}
+            for record, output in zip(chunk, self.run(chunk, batch_size)):
+                yield {**record, **output}
 
-    def _inputs(self, chunk: list[dict[str, Any]]) -> list[Any]:
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class PipelinePredictor(Predictor):
+    """Classification, token classification and generation: a transformers pipeline."""
+
+    def __init__(self, task: str, settings: dict[str, Any], pipe: Any):
+        super().__init__(task, settings)
+        self.pipe = pipe
+        self.problem_type = getattr(pipe.model.config, "problem_type", None)
+
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
         if self.task == "text-classification":
-            return [r if "text_pair" in r else r["text"] for r in chunk]
-        return [r["text"] for r in chunk]
+            inputs = [r if "text_pair" in r else r["text"] for r in chunk]
+            outputs = self.pipe(inputs, batch_size=batch_size, top_k=None)
+            return [self._classification(output) for output in outputs]
+        texts = [r["text"] for r in chunk]
+        if self.task == "token-classification":
+            outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
+            return [{"entities": [_entity(e) for e in entities]} for entities in outputs]
+        outputs = self.pipe(
+            texts, max_new_tokens=self.settings.get("max_new_tokens", 40), do_sample=False, return_full_text=False
+        )
+        return [{"generated_text": output[0]["generated_text"]} for output in outputs]
 
-    def _call_kwargs(self) -> dict[str, Any]:
-        return {}
+    def _classification(self, scores: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.problem_type == "regression":
+            return {"score": round(float(scores[0]["score"]), 6)}
+        if self.problem_type == "multi_label_classification":
+            threshold = self.settings.get("threshold", 0.5)
+            return {
+                "labels": [s["label"] for s in scores if s["score"] >= threshold],
+                "scores": {s["label"]: round(float(s["score"]), 6) for s in scores},
+            }
+        best = max(scores, key=lambda s: s["score"])
+        return {"label": best["label"], "score": round(float(best["score"]), 6)}
 
-    def _format(self, output: Any) -> dict[str, Any]:
-        if self.task == "text-classification":
-            best = output[0] if isinstance(output, list) else output
-            return {"label": best["label"], "score": round(float(best["score"]), 6)}
-        return {"output": output}
+
+def _entity(entity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "entity_group": entity["entity_group"],
+        "word": entity["word"],
+        "start": int(entity["start"]),
+        "end": int(entity["end"]),
+        "score": round(float(entity["score"]), 6),
+    }
+
+
+class QuestionAnsweringPredictor(Predictor):
+    """transformers 5 has no question-answering pipeline: the run's own windowing and span search."""
+
+    def __init__(self, task: str, settings: dict[str, Any], model: Any, tokenizer: Any):
+        super().__init__(task, settings)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        import numpy as np
+        import torch
+
+        from hf_transfer.tasks.question_answering import best_answers, context_offsets, encode_windows
+
+        max_length = self.settings.get("max_length") or 384
+        stride = min(self.settings.get("doc_stride", 128), max_length // 2)
+        encoded = encode_windows(
+            self.tokenizer, [r["question"] for r in chunk], [r["context"] for r in chunk], max_length, stride
+        )
+        inputs = {k: encoded[k] for k in self.tokenizer.model_input_names if k in encoded}
+        starts, ends = [], []
+        device = next(self.model.parameters()).device
+        for begin in range(0, len(encoded["input_ids"]), batch_size):
+            batch = self.tokenizer.pad({k: v[begin : begin + batch_size] for k, v in inputs.items()}, return_tensors="pt")
+            with torch.no_grad():
+                out = self.model(**{k: v.to(device) for k, v in batch.items()})
+            starts += list(out.start_logits.float().cpu().numpy())
+            ends += list(out.end_logits.float().cpu().numpy())
+        examples = [{"id": str(i), "context": r["context"]} for i, r in enumerate(chunk)]
+        windows = {
+            "example_id": [str(i) for i in encoded["overflow_to_sample_mapping"]],
+            "offset_mapping": context_offsets(encoded),
+        }
+        width = max(len(s) for s in starts)
+        padded = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in starts]
+        padded_ends = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in ends]
+        spans = best_answers(
+            examples, windows, np.stack(padded), np.stack(padded_ends), self.settings.get("n_best", 20),
+            self.settings.get("max_answer_length", 30), with_spans=True,
+        )  # fmt: skip
+        return [spans[str(i)] for i in range(len(chunk))]
 
 
 def detect_task(config: Any) -> str:
     for architecture in getattr(config, "architectures", None) or []:
-        for ending, task in PIPELINES.items():
+        for ending, task in TASKS.items():
             if architecture.endswith(ending):
                 return task
     raise UserError(
@@ -164,8 +273,22 @@ def detect_task(config: Any) -> str:
     )
 
 
+def run_settings(model: str) -> dict[str, Any]:
+    """The task settings a run folder was trained with (empty for a hub id)."""
+    path = Path(model) / "config.yaml"
+    if not path.exists():
+        return {}
+    import yaml
+
+    task = (yaml.safe_load(path.read_text()) or {}).get("task") or {}
+    settings = {k: task[k] for k in ("threshold", "max_length", "doc_stride", "n_best", "max_answer_length") if k in task}
+    if isinstance(task.get("generation"), dict):
+        settings["max_new_tokens"] = task["generation"].get("max_new_tokens", 40)
+    return settings
+
+
 def load_predictor(model: str, revision: str | None = None, device: str | None = None) -> Predictor:
-    from transformers import AutoConfig, pipeline
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
     if Path(model).exists() and not (Path(model) / "config.json").exists():
         raise UserError(f"'{model}' holds no model (no config.json): give a finished run folder")
@@ -174,5 +297,13 @@ def load_predictor(model: str, revision: str | None = None, device: str | None =
     except (OSError, ValueError) as err:
         raise UserError(f"could not load '{model}': {str(err).splitlines()[0]}") from None
     task = detect_task(config)
+    settings = run_settings(model)
+    if task == "question-answering":
+        qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision)
+        if device:
+            qa_model = qa_model.to(device)
+        return QuestionAnsweringPredictor(task, settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision))
     pipe = pipeline(task, model=model, revision=revision, device=device, dtype="float32")
-    return Predictor(pipe, task)
+    if task == "text-generation" and pipe.tokenizer.pad_token is None:
+        pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
+    return PipelinePredictor(task, settings, pipe)

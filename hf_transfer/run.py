@@ -61,7 +61,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     from hf_transfer.measure import PeakMemory, Stopwatch
     from hf_transfer.strategies import make_strategy
     from hf_transfer.tasks import task_class
-    from hf_transfer.training import build_trainer, predict_in_order, training_arguments
+    from hf_transfer.training import build_trainer, training_arguments
 
     from hf_transfer.assets import one_time_seconds
 
@@ -80,9 +80,10 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     log.info("loading model: %s", run_cfg.model.source)
     family = models.detect_family(models.load_base_config(run_cfg.model), run_cfg.model.family)
     tokenizer = models.load_tokenizer(run_cfg.model, family)
-    if family == "decoder" and task.uses_text_pairs():
-        models.ensure_pair_separator(tokenizer)
+    task.adapt_tokenizer(tokenizer, family)
+    set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
     model = models.load_model(run_cfg.model, task, tokenizer, family)
+    task.adapt_model(model)
 
     strategy = make_strategy(run_cfg.strategy, run_cfg.model, task)
     model = strategy.apply(model)
@@ -108,6 +109,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, model.config)
     tokenized = task.tokenize(splits, tokenizer, max_length)
     trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, tokenized, folder, callbacks)
+    untrained = _evaluate(trainer, task, splits, tokenized)[0] if task.evaluate_before_training else {}
+    samples_before = task.generate(trainer.model)
     train_output = trainer.train()
 
     metrics: dict[str, Any] = {
@@ -125,6 +128,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
         "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),
         "train_loss": round(train_output.training_loss, 6),
+        **_loss_ends(trainer.state.log_history),
         "epochs": round(trainer.state.epoch or 0, 3),
         "best_checkpoint": _relative(trainer.state.best_model_checkpoint, folder),
         **strategy.record(),
@@ -134,16 +138,15 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
             {"name": g.get("name", str(i)), "initial_lr": g.get("initial_lr", g["lr"])}
             for i, g in enumerate(trainer.optimizer.param_groups)
         ]
-    predictions = {}
-    for split_name in ("validation", "test"):
-        if split_name not in tokenized:
-            continue
-        output = predict_in_order(trainer, tokenized[split_name], split_name)
-        if task.is_labeled(splits[split_name]):
-            metrics[split_name] = task.evaluate(output, splits[split_name])
-        else:
-            metrics[split_name] = "unlabeled: predicted, not scored"
-        predictions[split_name] = task.prediction_records(output, splits[split_name])
+    evaluation, predictions = _evaluate(trainer, task, splits, tokenized)
+    metrics.update(evaluation)
+    metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
+    samples = [
+        {"prompt": prompt, "before_training": before, "after_training": after}
+        for prompt, before, after in zip(task.config.generation.prompts, samples_before, task.generate(trainer.model))
+    ] if samples_before else []
+    if samples:
+        predictions["generations"] = samples
     metrics.update(memory.result())
 
     if trainer.is_world_process_zero():
@@ -154,6 +157,25 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)
         _write_results(run_cfg, task, folder, metrics, predictions)
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
+
+
+def _evaluate(trainer: Any, task: Any, splits: Any, tokenized: Any) -> tuple[dict[str, Any], dict[str, list]]:
+    """Metrics and prediction records of the validation and test splits, in dataset order."""
+    from hf_transfer.training import predict_in_order
+
+    metrics, predictions = {}, {}
+    for split_name in ("validation", "test"):
+        if split_name not in tokenized:
+            continue
+        output = predict_in_order(trainer, tokenized[split_name], split_name, sort=task.sort_eval_by_length)
+        if task.is_labeled(splits[split_name]):
+            metrics[split_name] = task.evaluate(output, splits[split_name])
+        else:
+            metrics[split_name] = "unlabeled: predicted, not scored"
+        records = task.prediction_records(output, splits[split_name])
+        if records:
+            predictions[f"predictions_{split_name}"] = records
+    return metrics, predictions
 
 
 def _write_results(
@@ -168,8 +190,8 @@ def _write_results(
 
     outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))
     outputs.write_json(folder / "metrics.json", metrics)
-    for split_name, records in predictions.items():
-        outputs.write_jsonl(folder / f"predictions_{split_name}.jsonl", records)
+    for name, records in predictions.items():
+        outputs.write_jsonl(folder / f"{name}.jsonl", records)
     data = run_cfg.task.data
     dataset = data.source or str(data.data_files)
     args = run_cfg.trainer
@@ -200,6 +222,12 @@ def _write_results(
     (folder / "README.md").write_text(card, encoding="utf-8")
     headline = task.best_metric[0]
     log.info("done%s", outputs.summary(metrics, folder, headline))
+
+
+def _loss_ends(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The first and last logged training losses: did the loss fall?"""
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    return {"train_loss_first_logged": losses[0], "train_loss_last_logged": losses[-1]} if losses else {}
 
 
 def _relative(path: str | None, folder: Path) -> str | None:

@@ -68,8 +68,17 @@ class Strategy:
         return {}
 
     def head(self, model: Any) -> list[str]:
+        """The modules that are the task head: new ones, or a pretrained output layer that can
+        train on its own (not when it is the input embedding matrix, tied)."""
         parts = anatomy(model)
-        return parts.head if self.task.new_head else []
+        if self.task.new_head or not output_layer_tied(model):
+            return parts.head
+        return []
+
+
+def output_layer_tied(model: Any) -> bool:
+    output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    return output is not None and embeddings is not None and output.weight is embeddings.weight
 
 
 def freeze_all(model: Any) -> None:
@@ -101,8 +110,9 @@ class HeadOnly(Strategy):
         head = self.head(model)
         if not head:
             raise UserError(
-                f"strategy head_only needs a new head, and task type '{self.task.config.type}' keeps the "
-                "pretrained output layer; use full, partial_unfreeze or lora"
+                f"strategy head_only trains the output layer, and {type(model).__name__} ties it to the input "
+                "embeddings (tie_word_embeddings): training it would train the embeddings too. "
+                "Use lora, partial_unfreeze or full"
             )
         freeze_all(model)
         unfreeze_modules(model, head)
@@ -300,7 +310,8 @@ class Lora(Strategy):
                 f"LoRA target modules {missing} are not in {type(model).__name__} (strategy.target_modules); "
                 f"its linear layers are: {', '.join(linear_names)}"
             )
-        head = self.head(model)
+        # A new head trains in full beside the adapters; a pretrained output layer stays as it is.
+        head = self.head(model) if self.task.new_head else []
         lora_config = LoraConfig(
             task_type=TaskType[self.task.peft_task_type],
             r=self.config.r,
@@ -348,7 +359,7 @@ class Lora(Strategy):
 
     def trainable_modules(self, model: Any) -> list[str]:
         targets = self._targets(model.get_base_model() if hasattr(model, "get_base_model") else model)
-        return [f"lora({', '.join(targets)})"] + self.head(model)
+        return [f"lora({', '.join(targets)})"] + (self.head(model) if self.task.new_head else [])
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

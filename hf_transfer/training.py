@@ -29,6 +29,8 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     if "learning_rate" in kwargs:
         log.info("trainer.learning_rate=%s overrides the strategy's %s", kwargs["learning_rate"], run.strategy.learning_rate)
     kwargs.setdefault("learning_rate", run.strategy.learning_rate)
+    for key, value in task.training_defaults.items():
+        kwargs.setdefault(key, value)
     metric, greater_is_better = task.best_metric
     kwargs.setdefault("metric_for_best_model", metric)
     kwargs.setdefault("greater_is_better", greater_is_better)
@@ -86,7 +88,7 @@ def build_trainer(
         args=args,
         data_collator=task.collator(tokenizer),
         train_dataset=datasets["train"],
-        eval_dataset=by_length(datasets["validation"])[0],
+        eval_dataset=by_length(datasets["validation"])[0] if task.sort_eval_by_length else datasets["validation"],
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics,
         compute_loss_func=task.loss_function(),
@@ -108,16 +110,21 @@ def by_length(dataset: Any) -> tuple[Any, Any]:
     return dataset.select(order), order
 
 
-def predict_in_order(trainer: Trainer, dataset: Any, prefix: str) -> Any:
+def predict_in_order(trainer: Trainer, dataset: Any, prefix: str, sort: bool = True) -> Any:
     """trainer.predict over length-sorted batches, with the outputs put back in dataset order.
 
     Evaluation does a forward pass only, so padding is most of what it can save: sorted
-    batches predict Rotten Tomatoes about 1.4 times as fast.
+    batches evaluated gpt_sentiment's validation split 1.6 times as fast (74 s, not 119 s).
+    Scores are left to the task (compute_metrics is for evaluations during training).
     """
     import numpy as np
 
-    ordered, order = by_length(dataset)
-    output = trainer.predict(ordered, metric_key_prefix=prefix)
+    ordered, order = by_length(dataset) if sort else (dataset, np.arange(len(dataset)))
+    compute_metrics, trainer.compute_metrics = trainer.compute_metrics, None
+    try:
+        output = trainer.predict(ordered, metric_key_prefix=prefix)
+    finally:
+        trainer.compute_metrics = compute_metrics
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
 

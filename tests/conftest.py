@@ -34,6 +34,10 @@ TEST_RECIPES = Path(__file__).resolve().parent / "recipes"
 POSITIVE = ["good", "great", "excellent", "wonderful", "love", "superb", "fine", "happy"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "hate", "poor", "dull", "sad"]
 FILLER = ["the", "movie", "film", "plot", "was", "really", "acting", "story", "a", "and", "it", "this"]
+# Token-classification data: people and places among everyday words.
+PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
+PLACES = ["paris", "london", "tokyo", "berlin", "madrid"]
+WORDS = ["the", "went", "to", "with", "and", "saw", "in", "today", "a", "movie"]
 ARCHITECTURES = ["bert", "distilbert", "roberta", "gpt2", "llama"]
 
 
@@ -80,7 +84,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def corpus() -> list[str]:
     rng = random.Random(0)
     words = POSITIVE + NEGATIVE
-    return [sentence(rng, words) for _ in range(300)] + [" ".join(POSITIVE + NEGATIVE + FILLER)]
+    names = PEOPLE + PLACES + WORDS
+    return (
+        [sentence(rng, words) for _ in range(300)]
+        + [" ".join(rng.sample(names, 6)) for _ in range(100)]
+        + [" ".join(POSITIVE + NEGATIVE + FILLER + names)]
+    )
 
 
 def wordpiece_tokenizer(folder: Path) -> None:
@@ -121,7 +130,7 @@ def byte_bpe_tokenizer(folder: Path, style: str) -> None:
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.train_from_iterator(
         corpus(),
-        trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
     )
     if style == "gpt2":
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import torch
-from conftest import compose_tiny
+from conftest import cli_env, compose_tiny
 from transformers import AutoModelForSequenceClassification
 
 from hf_transfer.run import run
@@ -57,12 +59,13 @@ def test_same_seed_same_result(checkpoints, data_dir, tmp_path):
     assert first.metrics["train_loss"] != third.metrics["train_loss"]
 
 
-def test_peak_memory_sees_a_short_lived_allocation():
-    import torch
-
-    from hf_transfer.measure import PeakMemory
-
-    memory = PeakMemory()
-    block = torch.ones(50_000_000)  # 200 MB, freed before the reading
-    del block
-    assert memory.result()["peak_memory_mb"] >= 150
+def test_peak_memory_sees_a_short_lived_allocation(tmp_path):
+    # In a fresh process: a long-lived test process may already hold memory it can reuse.
+    code = (
+        "import torch; from hf_transfer.measure import PeakMemory\n"
+        "memory = PeakMemory(); block = torch.ones(50_000_000); del block  # 200 MB, gone before the reading\n"
+        "print(memory.result()['peak_memory_mb'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert 180 <= float(done.stdout.split()[-1]) < 400

@@ -48,7 +48,7 @@ def test_loss_falls_and_accuracy_rises_on_learnable_data(checkpoints, data_dir, 
         checkpoints["bert"], data_dir, "trainer.num_train_epochs=8", "strategy.learning_rate=3e-3"
     )
     result = run(cfg, output_dir=tmp_path / "run")
-    assert result.metrics["train_loss"] < 0.69 * 0.95
+    assert result.metrics["train_loss_last_logged"] < result.metrics["train_loss_first_logged"] - 0.05
     assert result.metrics["test"]["accuracy"] >= 0.8
 
 

@@ -13,6 +13,9 @@ from hf_transfer.tasks.base import Task
 
 TASKS: dict[str, str] = {
     "text_classification": "hf_transfer.tasks.text_classification:TextClassification",
+    "token_classification": "hf_transfer.tasks.token_classification:TokenClassification",
+    "causal_lm": "hf_transfer.tasks.causal_lm:CausalLM",
+    "question_answering": "hf_transfer.tasks.question_answering:QuestionAnswering",
 }
 
 

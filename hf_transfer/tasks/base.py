@@ -23,6 +23,9 @@ class Task:
     peft_task_type: ClassVar[str]  # peft.TaskType member name, e.g. "SEQ_CLS"
     new_head: ClassVar[bool] = True  # False where the pretrained output layer is kept (causal LM)
     stratify_by: ClassVar[str | None] = None  # the column to stratify carved splits on
+    evaluate_before_training: ClassVar[bool] = False  # also score the held-out data untrained
+    sort_eval_by_length: ClassVar[bool] = True  # evaluate in length-sorted batches (outputs re-ordered)
+    training_defaults: ClassVar[dict[str, Any]] = {}  # TrainingArguments the task needs, unless set
 
     def __init__(self, config: Any, seed: int):
         self.config = config
@@ -47,8 +50,11 @@ class Task:
         """Extra model-config values: number of labels, label names, problem type."""
         return {}
 
-    def uses_text_pairs(self) -> bool:
-        return False
+    def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
+        """Adjust the tokenizer for the task (pair separators, prefix spaces); it is saved so."""
+
+    def adapt_model(self, model: Any) -> None:
+        """Adjust the freshly loaded model for the task."""
 
     # -- preprocessing -------------------------------------------------------------------
     def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
@@ -79,6 +85,10 @@ class Task:
 
     def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
         """One JSON-able record per example, for predictions files."""
+        return []
+
+    def generate(self, model: Any) -> list[str]:
+        """Sample outputs written to the run folder before and after training (generation tasks)."""
         return []
 
     def usage_snippet(self, model_ref: str) -> str:

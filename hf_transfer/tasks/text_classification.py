@@ -1,8 +1,15 @@
-"""Text classification: one text or a pair of texts -> one of N labels.
+"""Text classification: one text or a pair of texts -> a label, several labels, or a number.
 
-Labels may be strings or integers in the data; `label_map` renames them, `drop_labels` drops
-rows, `labels` fixes the order of the ids. The saved model config carries id2label/label2id,
-so `pipeline("text-classification")` shows label names.
+`problem_type` picks what the label column holds:
+
+- single_label: one label per text (strings or integers); `label_map` renames them,
+  `drop_labels` drops rows, `labels` fixes the order of the ids;
+- multi_label: several labels per text (a list, or a string split on `label_separator`);
+  sigmoid outputs and a decision `threshold`;
+- regression: one number per text.
+
+The saved model config carries id2label/label2id and `problem_type`, so that
+`pipeline("text-classification")` shows label names and applies softmax, sigmoid or nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +22,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from hf_transfer.data import DatasetConfig, require_columns
-from hf_transfer.errors import UserError
-from hf_transfer.metrics import classification_scores, load_extra_metrics, per_class_scores
+from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.metrics import (
+    classification_scores,
+    load_extra_metrics,
+    multi_label_scores,
+    per_class_scores,
+    regression_scores,
+)
 from hf_transfer.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -24,7 +37,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
+METRICS = {
+    "single_label": ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"),
+    "multi_label": ("f1_micro", "f1_macro", "subset_accuracy", "loss"),
+    "regression": ("mse", "mae", "pearson", "spearman", "loss"),
+}
+LOWER_IS_BETTER = ("loss", "mse", "mae")
+PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
 
 
 @dataclass
@@ -40,18 +63,30 @@ class TextClassificationConfig:
     data: DatasetConfig
     name: str | None = None
     columns: Columns = field(default_factory=Columns)
+    problem_type: Literal["single_label", "multi_label", "regression"] = "single_label"
     # Label names in id order; by default the data's own names, else the sorted values.
     labels: list[str] | None = None
     # Renames raw label values (strings or integers) to label names.
     label_map: dict[str | int, str] | None = None
-    # Raw label values whose rows are dropped (the "plot" rows of Rotten Tomatoes).
+    # Raw label values whose rows are dropped (single label) or that are removed (multi-label).
     drop_labels: list[str | int] = field(default_factory=list)
+    # multi_label: labels given as one string, split on this (a list column needs none).
+    label_separator: str | None = None
+    # multi_label: a label is predicted when its sigmoid output reaches this.
+    threshold: float = 0.5
     max_length: int | None = None
-    # "balanced" (inverse class frequency in train) or one weight per label.
+    # single_label: "balanced" (inverse class frequency in train) or one weight per label.
     class_weights: Literal["balanced"] | list[float] | None = None
     # Extra `evaluate` metrics: a hub name, a local path, or {path, name, kwargs}.
     metrics: list[str | dict[str, Any]] = field(default_factory=list)
-    metric_for_best_model: str = "accuracy"
+    # Default: accuracy (single label), f1_micro (multi-label), mse (regression).
+    metric_for_best_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_weights is not None and self.problem_type != "single_label":
+            raise ValueError("task.class_weights applies to problem_type=single_label only")
+        if not 0 < self.threshold < 1:
+            raise ValueError("task.threshold must be between 0 and 1")
 
 
 class TextClassification(Task):
@@ -59,25 +94,30 @@ class TextClassification(Task):
     auto_model = "AutoModelForSequenceClassification"
     pipeline_task = "text-classification"
     peft_task_type = "SEQ_CLS"
-    stratify_by = "label"
 
     def __init__(self, config: TextClassificationConfig, seed: int):
         super().__init__(config, seed)
+        self.kind = config.problem_type
         self.label_names: list[str] = []
         self.class_weight_values: list[float] | None = None
-        self.extra_metrics = load_extra_metrics(config.metrics)
-        known = list(BUILTIN_METRICS) + [m.name for m in self.extra_metrics]
-        if not any(config.metric_for_best_model.startswith(k) for k in known):
-            from hf_transfer.errors import did_you_mean
-
+        self.extra_metrics = load_extra_metrics(config.metrics) if self.kind != "multi_label" else []
+        if config.metrics and self.kind == "multi_label":
+            raise UserError("task.metrics (evaluate metrics) take single labels or numbers, not problem_type=multi_label")
+        self.metric = config.metric_for_best_model or METRICS[self.kind][0]
+        known = list(METRICS[self.kind]) + [m.name for m in self.extra_metrics]
+        if not any(self.metric.startswith(k) for k in known):
             raise UserError(
-                f"task.metric_for_best_model '{config.metric_for_best_model}' is not a metric of this task"
-                f"{did_you_mean(config.metric_for_best_model, known)}; choose one of: {', '.join(known)}"
+                f"task.metric_for_best_model '{self.metric}' is not a metric of this task"
+                f"{did_you_mean(self.metric, known)}; choose one of: {', '.join(known)}"
             )
+
+    @property
+    def stratify_by(self) -> str | None:  # type: ignore[override]
+        return "label" if self.kind == "single_label" else None
 
     # -- data ---------------------------------------------------------------------------
     def prepare(self, raw: DatasetDict) -> DatasetDict:
-        from datasets import ClassLabel, DatasetDict
+        from datasets import DatasetDict
 
         columns = self.config.columns
         text_columns = {"task.columns.text": columns.text, "task.columns.text_pair": columns.text_pair}
@@ -87,9 +127,8 @@ class TextClassification(Task):
             if split != "test" or columns.label in dataset.column_names:
                 require_columns(dataset, {"task.columns.label": columns.label}, split)
                 raw_labels[split] = self._raw_labels(dataset)
-        self.label_names = self._label_names(raw_labels["train"])
-        label_ids = {name: i for i, name in enumerate(self.label_names)}
-        features = ClassLabel(names=self.label_names)
+        if self.kind != "regression":
+            self.label_names = self._label_names(raw_labels["train"])
 
         prepared = {}
         for split, dataset in raw.items():
@@ -104,23 +143,42 @@ class TextClassification(Task):
                 log.info("the test split has no labels: it will be predicted, not scored")
                 prepared[split] = self._drop_empty_texts(dataset, split)
                 continue
-            rows, ids = self._map_labels(labels, label_ids, split)
-            dataset = dataset.select(rows).add_column("label", ids)
-            dataset = dataset.cast_column("label", features)
+            rows, values = self._encode_labels(labels, split)
+            dataset = dataset.select(rows).add_column("label", values)
+            dataset = dataset.cast_column("label", self._label_feature())
             prepared[split] = self._drop_empty_texts(dataset, split)
         self._set_class_weights(prepared["train"])
-        log.info("labels: %s", ", ".join(f"{i}={n}" for i, n in enumerate(self.label_names)))
+        if self.label_names:
+            log.info("labels: %s", ", ".join(f"{i}={n}" for i, n in enumerate(self.label_names)))
         return DatasetDict(prepared)
 
     def _raw_labels(self, dataset: Dataset) -> list[Any]:
         """Label values as written in the data; None for a missing one (null or a negative id)."""
-        from datasets import ClassLabel
+        from datasets import ClassLabel, Sequence
 
         feature = dataset.features[self.config.columns.label]
         values = dataset[self.config.columns.label]
         if isinstance(feature, ClassLabel):
             return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
-        return [None if v is None or (isinstance(v, int) and v < 0) else v for v in values]
+        if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel):
+            return [[feature.feature.int2str(i) for i in v] if v is not None else None for v in values]
+        if isinstance(feature, list) and feature and isinstance(feature[0], ClassLabel):
+            return [[feature[0].int2str(i) for i in v] if v is not None else None for v in values]
+        if self.kind == "multi_label":
+            return [self._split_multi(v) for v in values]
+        return [None if v is None or (isinstance(v, int) and v < 0 and self.kind != "regression") else v for v in values]
+
+    def _split_multi(self, value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if self.config.label_separator is None:
+            raise UserError(
+                f"problem_type=multi_label needs a list in column '{self.config.columns.label}' or "
+                f"task.label_separator to split strings like {value!r}"
+            )
+        return [part.strip() for part in str(value).split(self.config.label_separator) if part.strip()]
 
     def _mapped(self, value: Any) -> Any:
         label_map = self.config.label_map
@@ -133,7 +191,8 @@ class TextClassification(Task):
 
     def _label_names(self, train_labels: list[Any]) -> list[str]:
         dropped = {str(v) for v in self.config.drop_labels}
-        present = [v for v in train_labels if v is not None and str(v) not in dropped]
+        values = [v for row in train_labels if row is not None for v in (row if self.kind == "multi_label" else [row])]
+        present = [v for v in values if str(v) not in dropped]
         unmapped = sorted({str(v) for v in present if self._mapped(v) is None})
         if unmapped:
             raise UserError(
@@ -149,30 +208,52 @@ class TextClassification(Task):
             return names
         if self.config.label_map is not None:
             return list(dict.fromkeys(n for n in self.config.label_map.values() if n in found))
-        if all(isinstance(v, int) for v in present):
+        if present and all(isinstance(v, int) for v in present):
             return [str(v) for v in sorted({int(v) for v in present})]
         return sorted(found)
 
-    def _map_labels(self, labels: list[Any], label_ids: dict[str, int], split: str) -> tuple[list[int], list[int]]:
-        dropped = {str(v) for v in self.config.drop_labels}
-        rows, ids, unknown, missing = [], [], Counter(), 0
-        for row, value in enumerate(labels):
-            if value is None:
-                missing += 1
-                continue
-            if str(value) in dropped:
-                continue
-            name = self._mapped(value)
-            if name not in label_ids:
-                unknown[str(value)] += 1
-                continue
-            rows.append(row)
-            ids.append(label_ids[name])
+    def _encode_labels(self, labels: list[Any], split: str) -> tuple[list[int], list[Any]]:
+        """The rows to keep and their label values (id, multi-hot vector or number)."""
+        missing = sum(v is None for v in labels)
         if missing:
             raise UserError(
                 f"{missing} rows of the {split} split have no label in column '{self.config.columns.label}'; "
                 "fill them in or remove them"
             )
+        if self.kind == "regression":
+            try:
+                return list(range(len(labels))), [float(v) for v in labels]
+            except (TypeError, ValueError):
+                bad = next(v for v in labels if not _is_number(v))
+                raise UserError(
+                    f"problem_type=regression needs numbers in column '{self.config.columns.label}'; "
+                    f"the {split} split has {bad!r}"
+                ) from None
+        ids = {name: i for i, name in enumerate(self.label_names)}
+        dropped = {str(v) for v in self.config.drop_labels}
+        rows, values, unknown = [], [], Counter()
+        for row, value in enumerate(labels):
+            if self.kind == "multi_label":
+                vector = [0.0] * len(ids)
+                for item in value:
+                    if str(item) in dropped:
+                        continue
+                    name = self._mapped(item)
+                    if name in ids:
+                        vector[ids[name]] = 1.0
+                    else:
+                        unknown[str(item)] += 1
+                rows.append(row)
+                values.append(vector)
+                continue
+            if str(value) in dropped:
+                continue
+            name = self._mapped(value)
+            if name not in ids:
+                unknown[str(value)] += 1
+                continue
+            rows.append(row)
+            values.append(ids[name])
         if unknown:
             raise UserError(
                 f"the {split} split has label values not seen in train or task.labels: {dict(unknown)}; "
@@ -180,7 +261,16 @@ class TextClassification(Task):
             )
         if len(rows) < len(labels):
             log.info("%s: dropped %d rows with labels in task.drop_labels", split, len(labels) - len(rows))
-        return rows, ids
+        return rows, values
+
+    def _label_feature(self) -> Any:
+        from datasets import ClassLabel, Sequence, Value
+
+        if self.kind == "single_label":
+            return ClassLabel(names=self.label_names)
+        if self.kind == "multi_label":
+            return Sequence(Value("float32"), length=len(self.label_names))
+        return Value("float32")
 
     def _drop_empty_texts(self, dataset: Dataset, split: str) -> Dataset:
         columns = [c for c in ("text", "text_pair") if c in dataset.column_names]
@@ -217,18 +307,27 @@ class TextClassification(Task):
 
     # -- model ---------------------------------------------------------------------------
     def model_config_kwargs(self) -> dict[str, Any]:
+        names = self.label_names if self.kind != "regression" else ["score"]
         return {
-            "num_labels": len(self.label_names),
-            "id2label": dict(enumerate(self.label_names)),
-            "label2id": {name: i for i, name in enumerate(self.label_names)},
-            "problem_type": "single_label_classification",
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+            "problem_type": PROBLEM_TYPES[self.kind],
         }
 
     def uses_text_pairs(self) -> bool:
         return self.config.columns.text_pair is not None
 
+    def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
+        if family == "decoder" and self.uses_text_pairs():
+            from hf_transfer.models import ensure_pair_separator
+
+            ensure_pair_separator(tokenizer)
+
     # -- preprocessing -------------------------------------------------------------------
     def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+        from datasets import DatasetDict
+
         pairs = self.uses_text_pairs()
 
         def encode(batch: dict[str, list[Any]]) -> Any:
@@ -243,54 +342,72 @@ class TextClassification(Task):
             if "label" in split.column_names:
                 split = split.rename_column("label", "labels")
             tokenized[name] = split
-        from datasets import DatasetDict
-
         return DatasetDict(tokenized)
 
     # -- training and evaluation ---------------------------------------------------------
     @property
     def best_metric(self) -> tuple[str, bool]:
-        name = self.config.metric_for_best_model
-        return name, name != "loss"
+        return self.metric, not self.metric.startswith(LOWER_IS_BETTER)
 
     def loss_function(self) -> Any:
         if self.class_weight_values is None:
             return None
         return WeightedCrossEntropy(self.class_weight_values)
 
-    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
-        logits, references = eval_prediction.predictions, eval_prediction.label_ids
-        predictions = np.argmax(logits, axis=-1)
-        scores = classification_scores(predictions, references, len(self.label_names))
+    def scores(self, outputs: np.ndarray, references: np.ndarray) -> dict[str, float]:
+        if self.kind == "regression":
+            scores = regression_scores(outputs.reshape(-1), references.reshape(-1))
+            predictions = outputs.reshape(-1)
+        elif self.kind == "multi_label":
+            return multi_label_scores(_sigmoid(outputs) >= self.config.threshold, references >= 0.5)
+        else:
+            predictions = np.argmax(outputs, axis=-1)
+            scores = classification_scores(predictions, references, len(self.label_names))
         for metric in self.extra_metrics:
             scores.update(metric.compute(predictions, references))
         return scores
 
+    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
+        return self.scores(eval_prediction.predictions, eval_prediction.label_ids)
+
     def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
-        predictions = np.argmax(prediction.predictions, axis=-1)
         references = np.asarray(split["label"])
         if not np.array_equal(references, prediction.label_ids):  # pragma: no cover - a bug guard
             raise RuntimeError("predictions came back in another order than the examples")
         results = dict(prediction.metrics or {})
-        results.update(classification_scores(predictions, references, len(self.label_names)))
-        results["per_class"] = per_class_scores(predictions, references, self.label_names)
+        results.update(self.scores(prediction.predictions, references))
+        if self.kind == "single_label":
+            predictions = np.argmax(prediction.predictions, axis=-1)
+            results["per_class"] = per_class_scores(predictions, references, self.label_names)
+        elif self.kind == "multi_label":
+            predicted = _sigmoid(prediction.predictions) >= self.config.threshold
+            results["per_class"] = multi_label_scores(predicted, references >= 0.5, self.label_names)["per_class"]
         results["num_examples"] = len(references)
         return results
 
     def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
-        probabilities = _softmax(prediction.predictions)
-        best = probabilities.argmax(axis=-1)
+        outputs = prediction.predictions
         records = []
         for i, row in enumerate(split):
             record = {"text": row["text"]}
             if "text_pair" in row:
                 record["text_pair"] = row["text_pair"]
-            if "label" in row:
-                record["label"] = self.label_names[row["label"]]
-            record["prediction"] = self.label_names[best[i]]
-            record["score"] = round(float(probabilities[i, best[i]]), 6)
+            record.update(self._record_labels(outputs[i], row.get("label")))
             records.append(record)
         return records
+
+    def _record_labels(self, output: np.ndarray, label: Any) -> dict[str, Any]:
+        if self.kind == "regression":
+            return {**({"label": label} if label is not None else {}), "prediction": round(float(output[0]), 6)}
+        if self.kind == "multi_label":
+            probabilities = _sigmoid(output)
+            chosen = [n for n, p in zip(self.label_names, probabilities) if p >= self.config.threshold]
+            record = {"labels": [n for n, v in zip(self.label_names, label) if v >= 0.5]} if label is not None else {}
+            return {**record, "prediction": chosen, "scores": {n: round(float(p), 6) for n, p in zip(self.label_names, probabilities)}}
+        probabilities = _softmax(output)
+        best = int(probabilities.argmax())
+        record = {"label": self.label_names[label]} if label is not None else {}
+        return {**record, "prediction": self.label_names[best], "score": round(float(probabilities[best]), 6)}
 
 
 class WeightedCrossEntropy:
@@ -311,3 +428,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

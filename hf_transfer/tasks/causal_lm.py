@@ -1,0 +1,241 @@
+"""Causal language modelling: go on training a GPT-family decoder on your text.
+
+Data: plain text files (one row per line, line breaks kept) or a text column. With `packing`
+the texts are joined (an end-of-text token after each document) and cut into blocks of
+`max_length` tokens; without it, each row is one example, padded, and its end-of-text token
+stays a learned target even where it doubles as the pad token (padding is masked by the
+attention mask, not by token id). Metric: perplexity. Held-out perplexity is measured before
+and after training, and continuations of `generation.prompts` are written to the run folder
+from the model before and after training, so the change is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Literal
+
+from hf_transfer.data import DatasetConfig, require_columns
+from hf_transfer.errors import UserError
+from hf_transfer.tasks.base import Task
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+log = logging.getLogger(__name__)
+
+BLOCK_CAP = 1024  # a default block beyond this is rarely what a fine-tuning run wants
+
+
+@dataclass
+class Columns:
+    text: str = "text"
+
+
+@dataclass
+class Generation:
+    prompts: list[str] = field(default_factory=list)
+    max_new_tokens: int = 40
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class CausalLMConfig:
+    type: Literal["causal_lm"]
+    data: DatasetConfig
+    name: str | None = None
+    columns: Columns = field(default_factory=Columns)
+    # Join texts and cut them into blocks of max_length tokens (else one padded example per row).
+    packing: bool = True
+    # The block (packing) or truncation length; default: the model's limit, at most 1024.
+    max_length: int | None = None
+    # An end-of-text token after each text; default: yes, unless the rows are lines of a file.
+    add_eos: bool | None = None
+    generation: Generation = field(default_factory=Generation)
+    metric_for_best_model: Literal["loss", "perplexity"] = "loss"
+
+
+class CausalLM(Task):
+    Config = CausalLMConfig
+    auto_model = "AutoModelForCausalLM"
+    pipeline_task = "text-generation"
+    peft_task_type = "CAUSAL_LM"
+    new_head = False  # the pretrained output layer is the head
+    evaluate_before_training = True
+    training_defaults = {"prediction_loss_only": True}  # logits over the vocabulary are not kept
+
+    def __init__(self, config: CausalLMConfig, seed: int):
+        super().__init__(config, seed)
+        self.tokenizer: Any = None
+        self.blocks: dict[str, int] = {}
+
+    # -- data ---------------------------------------------------------------------------
+    def _rows_are_lines(self) -> bool:
+        data = self.config.data
+        if data.format is not None:
+            return data.format == "text"
+        names = [data.source or ""] + _file_names(data.data_files)
+        return any(n.split("#")[0].endswith((".txt", ".txt.gz", ".txt.bz2", ".txt.xz")) for n in names if n)
+
+    def prepare(self, raw: DatasetDict) -> DatasetDict:
+        from datasets import DatasetDict
+
+        column = self.config.columns.text
+        prepared = {}
+        for split, dataset in raw.items():
+            require_columns(dataset, {"task.columns.text": column}, split)
+            dataset = dataset.select_columns([column]).rename_column(column, "text") if column != "text" else dataset.select_columns(["text"])
+            prepared[split] = dataset.filter(lambda row: isinstance(row["text"], str) and row["text"] != "", desc=f"Checking {split}")
+        return DatasetDict(prepared)
+
+    def adapt_model(self, model: Any) -> None:
+        # GPT-2's class name does not tell transformers its loss type; the Trainer then counts
+        # the tokens of a batch before the shift (one too many per row) and under-reports the
+        # loss, and so the perplexity. The loss function itself is the same either way.
+        if getattr(model, "loss_type", None) is None:
+            model.loss_type = "ForCausalLM"
+
+    # -- preprocessing -------------------------------------------------------------------
+    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+        from datasets import DatasetDict
+
+        self.tokenizer = tokenizer
+        block = min(max_length, BLOCK_CAP) if self.config.max_length is None else max_length
+        add_eos = self.config.add_eos if self.config.add_eos is not None else not self._rows_are_lines()
+        if tokenizer.eos_token_id is None and (add_eos or not self.config.packing):
+            raise UserError("the tokenizer has no end-of-text token: set task.add_eos=false and task.packing=true")
+        log.info("causal LM: %s of %d tokens%s", "packed blocks" if self.config.packing else "rows cut at", block,
+                 ", end-of-text after each text" if add_eos else "")  # fmt: skip
+        tokenized = {}
+        for name, split in splits.items():
+            if self.config.packing:
+                tokenized[name] = self._packed(split, tokenizer, block, add_eos, name)
+            else:
+                tokenized[name] = self._rows(split, tokenizer, block, name)
+            if len(tokenized[name]) == 0:
+                raise UserError(f"the {name} split holds no text to train or evaluate on")
+            self.blocks[name] = len(tokenized[name])
+        return DatasetDict(tokenized)
+
+    def _packed(self, split: Dataset, tokenizer: Any, block: int, add_eos: bool, name: str) -> Dataset:
+        eos = [tokenizer.eos_token_id] if add_eos else []
+
+        def encode(batch: dict[str, list[str]]) -> dict[str, Any]:
+            ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+            return {"input_ids": [row + eos for row in ids]}
+
+        def group(batch: dict[str, list[list[int]]]) -> dict[str, Any]:
+            joined = list(chain.from_iterable(batch["input_ids"]))
+            # Whole blocks; a split shorter than one block is kept as one shorter block.
+            size = len(joined) - len(joined) % block if len(joined) >= block else len(joined)
+            blocks = [joined[i : i + block] for i in range(0, size, block)]
+            return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks], "labels": [list(b) for b in blocks]}
+
+        encoded = split.map(encode, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
+        # One batch for the whole split: blocks run across documents, as packing means.
+        return encoded.map(group, batched=True, batch_size=None, desc=f"Packing {name}")
+
+    def _rows(self, split: Dataset, tokenizer: Any, block: int, name: str) -> Dataset:
+        def encode(batch: dict[str, list[str]]) -> dict[str, Any]:
+            # One example per row: a line's own line break is not part of it (end-of-text is).
+            texts = [text.removesuffix("\n") for text in batch["text"]]
+            encoded = tokenizer(texts, truncation=True, max_length=block - 1)
+            return {
+                "input_ids": [ids + [tokenizer.eos_token_id] for ids in encoded["input_ids"]],
+                "attention_mask": [mask + [1] for mask in encoded["attention_mask"]],
+            }
+
+        return split.map(encode, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
+
+    def collator(self, tokenizer: Any) -> Any:
+        if self.config.packing:
+            from transformers import default_data_collator
+
+            return default_data_collator
+        return PaddedCausalCollator(tokenizer)
+
+    # -- training and evaluation ---------------------------------------------------------
+    @property
+    def best_metric(self) -> tuple[str, bool]:
+        return "loss", False  # perplexity is exp(loss): the same order
+
+    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+        results = dict(prediction.metrics or {})
+        results["perplexity"] = _perplexity(results.get("loss"))
+        results["num_texts"] = len(split)
+        return results
+
+    def generate(self, model: Any) -> list[str]:
+        """Greedy (or sampled) continuations of the configured prompts."""
+        import torch
+
+        settings = self.config.generation
+        if not settings.prompts:
+            return []
+        was_training = model.training
+        model.eval()
+        continuations = []
+        device = next(model.parameters()).device
+        for prompt in settings.prompts:
+            inputs = self.tokenizer(prompt, return_tensors="pt").to(device)
+            with torch.no_grad():
+                output = model.generate(
+                    **inputs,
+                    max_new_tokens=settings.max_new_tokens,
+                    do_sample=settings.do_sample,
+                    temperature=settings.temperature if settings.do_sample else None,
+                    top_p=settings.top_p if settings.do_sample else None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            continuations.append(self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+        model.train(was_training)
+        return continuations
+
+    def usage_snippet(self, model_ref: str) -> str:
+        return (
+            "from transformers import pipeline\n\n"
+            f'generate = pipeline("text-generation", model="{model_ref}")\n'
+            'print(generate("To be, or not to be", max_new_tokens=40)[0]["generated_text"])\n'
+        )
+
+
+class PaddedCausalCollator:
+    """Pads rows; labels copy the inputs, with -100 wherever the attention mask is 0.
+
+    Masking by the attention mask, not by the pad token id, keeps the end-of-text token a
+    target where it doubles as the pad token (DataCollatorForLanguageModeling would drop it).
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.tokenizer.pad(
+            [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in features],
+            padding=True,
+            return_tensors="pt",
+        )
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = -100
+        batch["labels"] = labels
+        return batch
+
+
+def _perplexity(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 50 else float("inf")
+
+
+def _file_names(data_files: Any) -> list[str]:
+    if data_files is None:
+        return []
+    if isinstance(data_files, str):
+        return [data_files]
+    if isinstance(data_files, list):
+        return [str(f) for f in data_files]
+    return [str(f) for files in data_files.values() for f in ([files] if isinstance(files, str) else files)]

@@ -1,0 +1,239 @@
+"""Token classification (NER, POS): a tag for every word of a pre-split sentence.
+
+Data: CoNLL-style files (`task.data.format=conll`) or any dataset with a token-list and a
+tag-list column. Words are split into sub-tokens; the first sub-token of a word carries its
+tag and the rest are ignored by the loss (or, with `label_all_subtokens`, they carry the
+inside version of it). Metrics are entity-level precision / recall / F1 with seqeval's
+semantics, overall and per entity type, and token accuracy; evaluation always scores words
+(their first sub-token), whatever the training labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from hf_transfer.data import DatasetConfig, require_columns
+from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.metrics import entity_scores
+from hf_transfer.tasks.base import Task
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+log = logging.getLogger(__name__)
+
+METRICS = ("f1", "precision", "recall", "accuracy", "loss")
+IGNORED = -100
+
+
+@dataclass
+class Columns:
+    tokens: str = "tokens"
+    tags: str = "tags"
+
+
+@dataclass
+class TokenClassificationConfig:
+    type: Literal["token_classification"]
+    data: DatasetConfig
+    name: str | None = None
+    columns: Columns = field(default_factory=Columns)
+    # Tag names in id order; by default the tags found in train, "O" first.
+    labels: list[str] | None = None
+    # Label every sub-token of a word (B-X becomes I-X after the first), not just the first.
+    label_all_subtokens: bool = False
+    max_length: int | None = None
+    metric_for_best_model: str = "f1"
+
+
+class TokenClassification(Task):
+    Config = TokenClassificationConfig
+    auto_model = "AutoModelForTokenClassification"
+    pipeline_task = "token-classification"
+    peft_task_type = "TOKEN_CLS"
+
+    def __init__(self, config: TokenClassificationConfig, seed: int):
+        super().__init__(config, seed)
+        if not config.metric_for_best_model.startswith(METRICS):
+            raise UserError(
+                f"task.metric_for_best_model '{config.metric_for_best_model}' is not a metric of this task"
+                f"{did_you_mean(config.metric_for_best_model, METRICS)}; choose one of: {', '.join(METRICS)}"
+            )
+        self.label_names: list[str] = []
+        self.tokenizer: Any = None
+        self.max_length = 512
+
+    # -- data ---------------------------------------------------------------------------
+    def prepare(self, raw: DatasetDict) -> DatasetDict:
+        from datasets import ClassLabel, DatasetDict, Features, Sequence, Value
+
+        columns = self.config.columns
+        keys = {"task.columns.tokens": columns.tokens, "task.columns.tags": columns.tags}
+        tags = {}
+        for split, dataset in raw.items():
+            require_columns(dataset, keys, split)
+            tags[split] = self._tag_names(dataset)
+        self.label_names = self._label_names(tags["train"])
+        ids = {name: i for i, name in enumerate(self.label_names)}
+        features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=self.label_names))})
+        prepared = {}
+        for split, dataset in raw.items():
+            unknown = sorted({t for sentence in tags[split] for t in sentence} - set(ids))
+            if unknown:
+                raise UserError(
+                    f"the {split} split has tags not seen in train or task.labels: {unknown}; add them to task.labels"
+                )
+            tokens = dataset[columns.tokens]
+            lengths_match = all(len(a) == len(b) for a, b in zip(tokens, tags[split]))
+            if not lengths_match:
+                raise UserError(
+                    f"the {split} split has sentences whose '{columns.tokens}' and '{columns.tags}' lists differ in length"
+                )
+            from datasets import Dataset
+
+            prepared[split] = Dataset.from_dict(
+                {"tokens": tokens, "tags": [[ids[t] for t in sentence] for sentence in tags[split]]}, features=features
+            ).filter(lambda row: len(row["tokens"]) > 0, desc=f"Checking {split} sentences")
+        log.info("%d tags: %s", len(self.label_names), ", ".join(self.label_names))
+        return DatasetDict(prepared)
+
+    def _tag_names(self, dataset: Dataset) -> list[list[str]]:
+        from datasets import ClassLabel, Sequence
+
+        feature = dataset.features[self.config.columns.tags]
+        inner = feature.feature if isinstance(feature, Sequence) else (feature[0] if isinstance(feature, list) else None)
+        values = dataset[self.config.columns.tags]
+        if isinstance(inner, ClassLabel):
+            return [[inner.int2str(t) for t in sentence] for sentence in values]
+        return [[str(t) for t in sentence] for sentence in values]
+
+    def _label_names(self, train_tags: list[list[str]]) -> list[str]:
+        found = {t for sentence in train_tags for t in sentence}
+        if self.config.labels is not None:
+            missing = sorted(found - set(self.config.labels))
+            if missing:
+                raise UserError(f"tags {missing} occur in the train split but are not in task.labels")
+            return list(self.config.labels)
+        # O first, then each entity type's B- before its I- (a stable, readable order).
+        return sorted(found, key=lambda t: (t != "O", t[2:] if t[1:2] == "-" else t, t))
+
+    # -- model ---------------------------------------------------------------------------
+    def model_config_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_labels": len(self.label_names),
+            "id2label": dict(enumerate(self.label_names)),
+            "label2id": {name: i for i, name in enumerate(self.label_names)},
+        }
+
+    def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
+        from hf_transfer.models import ensure_prefix_space
+
+        if not getattr(tokenizer, "is_fast", False):
+            raise UserError("token classification needs a fast tokenizer (to map sub-tokens back to words)")
+        ensure_prefix_space(tokenizer)
+
+    # -- preprocessing -------------------------------------------------------------------
+    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+        from datasets import DatasetDict
+
+        self.tokenizer, self.max_length = tokenizer, max_length
+        inside = self._inside_tags()
+
+        def encode(batch: dict[str, list[Any]], all_subtokens: bool) -> Any:
+            encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
+            encoded["labels"] = [
+                self._align(encoded.word_ids(i), tags, all_subtokens, inside) for i, tags in enumerate(batch["tags"])
+            ]
+            return encoded
+
+        return DatasetDict(
+            {
+                name: split.map(
+                    encode,
+                    batched=True,
+                    fn_kwargs={"all_subtokens": self.config.label_all_subtokens and name == "train"},
+                    remove_columns=split.column_names,
+                    desc=f"Tokenizing {name}",
+                )
+                for name, split in splits.items()
+            }
+        )
+
+    def _inside_tags(self) -> dict[int, int]:
+        """The id of I-X for the id of each B-X (for sub-tokens after a word's first)."""
+        ids = {name: i for i, name in enumerate(self.label_names)}
+        return {i: ids.get("I-" + name[2:], i) for i, name in enumerate(self.label_names) if name.startswith("B-")}
+
+    @staticmethod
+    def _align(word_ids: list[int | None], tags: list[int], all_subtokens: bool, inside: dict[int, int]) -> list[int]:
+        labels, previous = [], None
+        for word in word_ids:
+            if word is None:
+                labels.append(IGNORED)
+            elif word != previous:
+                labels.append(tags[word])
+            else:
+                labels.append(inside.get(tags[word], tags[word]) if all_subtokens else IGNORED)
+            previous = word
+        return labels
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer)
+
+    # -- training and evaluation ---------------------------------------------------------
+    @property
+    def best_metric(self) -> tuple[str, bool]:
+        name = self.config.metric_for_best_model
+        return name, name != "loss"
+
+    def _tag_sequences(self, logits: np.ndarray, labels: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
+        predicted_ids = logits.argmax(axis=-1)
+        predicted, actual = [], []
+        for prediction, label in zip(predicted_ids, labels):
+            keep = label != IGNORED
+            predicted.append([self.label_names[i] for i in prediction[keep]])
+            actual.append([self.label_names[i] for i in label[keep]])
+        return predicted, actual
+
+    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
+        scores = entity_scores(*self._tag_sequences(eval_prediction.predictions, eval_prediction.label_ids))
+        scores.pop("per_type")
+        return scores
+
+    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+        results = dict(prediction.metrics or {})
+        results.update(entity_scores(*self._tag_sequences(prediction.predictions, prediction.label_ids)))
+        results["num_examples"] = len(split)
+        return results
+
+    def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
+        records = []
+        predicted_ids = prediction.predictions.argmax(axis=-1)
+        for row, predicted in zip(split, predicted_ids):
+            encoded = self.tokenizer(row["tokens"], is_split_into_words=True, truncation=True, max_length=self.max_length)
+            words = {}
+            for position, word in enumerate(encoded.word_ids()):
+                if word is not None and word not in words:
+                    words[word] = self.label_names[predicted[position]]
+            records.append(
+                {
+                    "tokens": row["tokens"],
+                    "tags": [self.label_names[t] for t in row["tags"]],
+                    # Words cut off by max_length get no prediction: "O".
+                    "predicted": [words.get(i, "O") for i in range(len(row["tokens"]))],
+                }
+            )
+        return records
+
+    def usage_snippet(self, model_ref: str) -> str:
+        return (
+            "from transformers import pipeline\n\n"
+            f'ner = pipeline("token-classification", model="{model_ref}", aggregation_strategy="simple")\n'
+            'print(ner("Hugging Face is based in New York City"))\n'
+        )

@@ -1,0 +1,121 @@
+"""Token classification: CoNLL files, sub-token alignment, entity metrics, pipeline reloads."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from conftest import PEOPLE, PLACES, TEST_RECIPES, WORDS
+from transformers import AutoTokenizer, pipeline
+
+from hf_transfer.compose import compose
+from hf_transfer.metrics import entity_scores
+from hf_transfer.run import run
+
+
+
+def sentence(rng):
+    """Tokens and BIO tags: people (one or two words) and places among filler words."""
+    tokens, tags = [], []
+    for _ in range(rng.randint(3, 6)):
+        roll = rng.random()
+        if roll < 0.25:
+            first, second = rng.sample(PEOPLE, 2)
+            tokens += [first, second] if rng.random() < 0.4 else [first]
+            tags += ["B-person", "I-person"] if len(tokens) - len(tags) == 2 else ["B-person"]
+        elif roll < 0.45:
+            tokens.append(rng.choice(PLACES))
+            tags.append("B-place")
+        else:
+            tokens.append(rng.choice(WORDS))
+            tags.append("O")
+    return tokens, tags
+
+
+def write_conll(path, sentences):
+    with path.open("w") as stream:
+        for tokens, tags in sentences:
+            stream.writelines(f"{t}\t{g}\n" for t, g in zip(tokens, tags))
+            stream.write("  \n")  # whitespace-only lines separate sentences too
+
+
+@pytest.fixture(scope="module")
+def ner_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ner")
+    rng = random.Random(0)
+    write_conll(folder / "train.conll", [sentence(rng) for _ in range(120)])
+    write_conll(folder / "test.conll", [sentence(rng) for _ in range(30)])
+    return folder
+
+
+def compose_ner(checkpoint, folder, *extra):
+    return compose(
+        ["recipe=tiny", "task=tiny_ner", f"model.source={checkpoint}", f"task.data.source={folder}", *extra],
+        config_dir=str(TEST_RECIPES),
+    )
+
+
+def test_entity_metrics_by_hand():
+    actual = [["B-person", "I-person", "O", "B-place"], ["O", "B-place", "O"]]
+    predicted = [["B-person", "I-person", "O", "O"], ["O", "B-place", "B-person"]]
+    scores = entity_scores(predicted, actual)
+    # 3 true entities, 3 predicted, 2 right: P = R = F1 = 2/3; 5 of 7 tokens right.
+    assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 / 3) and scores["accuracy"] == pytest.approx(5 / 7)
+    assert scores["per_type"]["place"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    # seqeval's reading of a stray I- tag: it starts an entity.
+    assert entity_scores([["O", "I-place"]], [["O", "B-place"]])["f1"] == 1.0
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_ner_learns_and_reloads_in_the_pipeline(checkpoints, ner_data, tmp_path, arch):
+    cfg = compose_ner(checkpoints[arch], ner_data, "trainer.num_train_epochs=12", "strategy.learning_rate=1e-2",
+                      "trainer.per_device_train_batch_size=8")
+    result = run(cfg, output_dir=tmp_path / "run")
+    test = result.metrics["test"]
+    assert result.metrics["train_loss"] < 1.0
+    assert test["f1"] > 0.5 and set(test["per_type"]) <= {"person", "place"}
+    assert test["accuracy"] > 0.7
+
+    records = [json.loads(line) for line in (result.folder / "predictions_test.jsonl").read_text().splitlines()]
+    assert len(records) == 30 and all(len(r["predicted"]) == len(r["tokens"]) for r in records)
+    # The saved model, through the pipeline, tags the words as the run did.
+    tagger = pipeline("token-classification", model=str(result.folder))
+    for record in records[:10]:
+        words = tagger(" ".join(record["tokens"]))
+        first_pieces = [w for w in words if not w["word"].startswith("##")]
+        tagged = {w["start"]: w["entity"] for w in first_pieces}
+        starts = [sum(len(t) + 1 for t in record["tokens"][:i]) for i in range(len(record["tokens"]))]
+        assert [tagged.get(s, "O") for s in starts] == record["predicted"]
+    entities = pipeline("token-classification", model=str(result.folder), aggregation_strategy="simple")
+    assert {e["entity_group"] for e in entities("alice went to paris with bob")} <= {"person", "place"}
+
+
+def test_byte_level_tokenizers_get_a_prefix_space(checkpoints, ner_data, tmp_path):
+    result = run(compose_ner(checkpoints["gpt2"], ner_data, "trainer.num_train_epochs=1"), output_dir=tmp_path / "run")
+    tokenizer = AutoTokenizer.from_pretrained(result.folder)
+    # A word alone tokenizes as it does inside running text.
+    alone = tokenizer(["paris"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    inside = tokenizer("went to paris", add_special_tokens=False)["input_ids"]
+    assert inside[-len(alone) :] == alone
+
+
+def test_label_alignment():
+    from hf_transfer.tasks.token_classification import TokenClassification
+
+    inside = {1: 2}  # B-person -> I-person
+    words = [None, 0, 0, 1, 2, 2, None]
+    tags = [1, 0, 1]
+    assert TokenClassification._align(words, tags, False, inside) == [-100, 1, -100, 0, 1, -100, -100]
+    assert TokenClassification._align(words, tags, True, inside) == [-100, 1, 2, 0, 1, 2, -100]
+
+
+def test_mismatched_tags_are_refused(checkpoints, tmp_path):
+    from hf_transfer.errors import UserError
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "train.conll").write_text("alice\tB-person\nparis\n\n")
+    with pytest.raises(UserError, match=r"line 2: expected `token tag`"):
+        run(compose_ner(checkpoints["bert"], folder), output_dir=tmp_path / "run")
