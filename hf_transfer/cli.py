@@ -8,6 +8,7 @@ The first word picks a command; without one, the arguments are Hydra overrides f
     hf-transfer predict RUN_DIR "a text" ...        (JSON lines of predictions)
     hf-transfer push RUN_DIR --repo-id ORG/NAME      (publish a finished run)
     hf-transfer report runs/NAME                    (compare the runs under a folder)
+    hf-transfer accelerate-config fsdp              (the path of a shipped accelerate config)
 
 A user's mistake ends with one line on stderr and exit status 2 (see errors.UserError).
 """
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _commands() -> dict[str, Callable[[list[str]], int | None]]:
-    return {"train": train, "predict": predict, "push": push, "report": report}
+    return {"train": train, "predict": predict, "push": push, "report": report, "accelerate-config": accelerate_config}
 
 
 def predict(argv: list[str]) -> int:
@@ -66,6 +67,25 @@ def report(argv: list[str]) -> int:
     from hf_transfer.report import main as report_main
 
     return report_main(argv)
+
+
+def accelerate_config(argv: list[str]) -> int:
+    """The path of a shipped accelerate config file, or the list of them."""
+    from importlib.resources import files
+
+    folder = files("hf_transfer.accelerate_configs")
+    names = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    parse = CommandParser(
+        prog=f"{PROG} accelerate-config", description="Print the path of a shipped accelerate config."
+    )
+    parse.add_argument("name", nargs="?", choices=names, help="one of: " + ", ".join(names))
+    args = parse.parse_args(argv)
+    if args.name is None:
+        for name in names:
+            print(f"{name:20s} {folder / (name + '.yaml')}")
+    else:
+        print(folder / f"{args.name}.yaml")
+    return 0
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -89,11 +109,36 @@ def train(argv: list[str]) -> int:
     """Hydra's command line (overrides, --cfg, --help, -m, --config-dir), run on our search path."""
     from hydra._internal.utils import get_args_parser
 
-    from hf_transfer.compose import CONFIG_NAME, compose_jobs, hydra_session, prepare_overrides
+    from hf_transfer.compose import CONFIG_NAME
+    from hf_transfer.distributed import is_secondary_process
 
     parser = get_args_parser()
     args = parser.parse_args(argv)
     config_name = args.config_name or CONFIG_NAME
+    secondary = is_secondary_process()
+    if secondary and args.multirun:
+        raise UserError("-m (multirun) cannot run under a multi-process launch: launch one run per command")
+    scratch = None
+    if secondary:
+        # Every process of a launch composes the config; only the main one keeps Hydra's
+        # outputs (its run folder is the run's). The others log warnings only, into a scratch folder.
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="hf-transfer-rank-")
+        args.overrides = [*args.overrides, f"hydra.run.dir={scratch}", "hydra.output_subdir=null",
+                          "hydra.job_logging.root.level=WARNING"]  # fmt: skip
+    try:
+        return _train(parser, args, config_name, secondary)
+    finally:
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(parser: Any, args: Any, config_name: str, secondary: bool) -> int:
+    from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
+
     with hydra_session(args.config_dir) as hydra:
         if args.help:
             hydra.app_help(config_name=config_name, args_parser=parser, args=args)
@@ -118,7 +163,8 @@ def train(argv: list[str]) -> int:
         if args.multirun:
             hydra.multirun(config_name=config_name, task_function=_train_job, overrides=overrides)
         else:
-            _refuse_finished_run_dir(jobs[0].config)
+            if not secondary:
+                _refuse_finished_run_dir(jobs[0].config)
             hydra.run(config_name=config_name, task_function=_train_job, overrides=overrides)
     return 0
 
@@ -131,9 +177,7 @@ def _refuse_finished_run_dir(cfg: Any) -> None:
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
     held = [name for name in RESULT_MARKERS if (run_dir / name).exists()]
     if held:
-        raise UserError(
-            f"hydra.run.dir '{run_dir}' already holds a run ({', '.join(held)}); choose another folder"
-        )
+        raise UserError(f"hydra.run.dir '{run_dir}' already holds a run ({', '.join(held)}); choose another folder")
 
 
 def _train_job(cfg: Any) -> None:

@@ -106,9 +106,7 @@ def _check_choices(loader: Any, group: str, override: Any) -> None:
             )
 
 
-def compose_jobs(
-    hydra: Hydra, overrides: list[str], multirun: bool = False, validate_schema: bool = True
-) -> list[Job]:
+def compose_jobs(hydra: Hydra, overrides: list[str], multirun: bool = False, validate_schema: bool = True) -> list[Job]:
     """Compose (and validate) each job a command line describes; raise UserError on any mistake.
 
     `overrides` are prepared ones (see prepare_overrides).

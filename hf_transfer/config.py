@@ -33,6 +33,8 @@ class ModelConfig:
     gguf_file: str | None = None
     lora_target_modules: list[str] | None = None
     trust_remote_code: bool = False
+    # Model config values to change on load, e.g. {hidden_dropout_prob: 0.0}.
+    config_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from hf_transfer.assets import is_package_source, parse_package_source
@@ -73,6 +75,8 @@ class RunConfig:
     hub: HubConfig = field(default_factory=HubConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     seed: int = 42
+    # Refuse to train unless the run has this many processes (catches launches that fell back to one).
+    expected_world_size: int | None = None
 
 
 # Keys of TrainingArguments that this tool owns, and where the user sets them instead.

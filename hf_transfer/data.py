@@ -193,9 +193,7 @@ def _load_files(files: dict[str, list[Path]], fmt: str | None) -> DatasetDict:
                 raise UserError(f"data file '{path}' (task.data.data_files.{split}) does not exist")
             formats.add(fmt or _format_of(path))
     if len(formats) > 1:
-        raise UserError(
-            f"data files mix formats {sorted(formats)}; convert them to one, or set task.data.format"
-        )
+        raise UserError(f"data files mix formats {sorted(formats)}; convert them to one, or set task.data.format")
     (builder,) = formats
     if builder == "conll":
         return datasets.DatasetDict({split: read_conll(paths) for split, paths in files.items()})
@@ -290,8 +288,7 @@ def _rename_splits(raw: DatasetDict, names: SplitNames) -> DatasetDict:
     wanted = {"train": names.train, "validation": names.validation, "test": names.test}
     if names.train not in raw:
         raise UserError(
-            f"the data has no split '{names.train}' (task.data.splits.train); "
-            f"its splits are: {', '.join(raw)}"
+            f"the data has no split '{names.train}' (task.data.splits.train); its splits are: {', '.join(raw)}"
         )
     defaults = SplitNames()
     for ours, theirs in wanted.items():

@@ -28,6 +28,4 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 def unknown_choice(what: str, value: str, choices: Iterable[str]) -> UserError:
     choices = sorted(str(c) for c in choices)
-    return UserError(
-        f"unknown {what} '{value}'{did_you_mean(value, choices)}; choose one of: {', '.join(choices)}"
-    )
+    return UserError(f"unknown {what} '{value}'{did_you_mean(value, choices)}; choose one of: {', '.join(choices)}")

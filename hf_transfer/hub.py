@@ -57,7 +57,9 @@ def push(folder: Path, request: PushRequest) -> str:
         api.create_repo(request.repo_id, private=request.private, exist_ok=True)
         if request.revision:
             api.create_branch(request.repo_id, branch=request.revision, exist_ok=True)
-        log.info("pushing %s to %s%s", folder, request.repo_id, f" (branch {request.revision})" if request.revision else "")
+        log.info(
+            "pushing %s to %s%s", folder, request.repo_id, f" (branch {request.revision})" if request.revision else ""
+        )
         message = request.commit_message or f"Upload {folder.name} with hf_transfer"
         commit = api.upload_folder(
             repo_id=request.repo_id,
@@ -71,7 +73,9 @@ def push(folder: Path, request: PushRequest) -> str:
             # would be passed on to the base model's loading too): the adapter also gets a branch.
             branch = adapter_branch(request.revision)
             api.create_branch(request.repo_id, branch=branch, exist_ok=True)
-            api.upload_folder(repo_id=request.repo_id, folder_path=folder / "adapter", revision=branch, commit_message=message)
+            api.upload_folder(
+                repo_id=request.repo_id, folder_path=folder / "adapter", revision=branch, commit_message=message
+            )
             log.info("the LoRA adapter alone is on branch '%s' of %s", branch, request.repo_id)
     except Exception as err:  # HTTP errors, refused repos, no network: all end the same way
         raise UserError(
@@ -148,4 +152,3 @@ def main(argv: list[str]) -> int:
 def _configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-

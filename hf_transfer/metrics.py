@@ -31,10 +31,7 @@ def per_class_scores(
 ) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support of each class, keyed by label name."""
     rows = _per_class(predictions, references, len(label_names))
-    return {
-        name: {k: row[k] for k in ("precision", "recall", "f1", "support")}
-        for name, row in zip(label_names, rows)
-    }
+    return {name: {k: row[k] for k in ("precision", "recall", "f1", "support")} for name, row in zip(label_names, rows)}
 
 
 def _per_class(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> list[dict[str, Any]]:

@@ -112,8 +112,7 @@ def load_base_config(cfg: ModelConfig, **kwargs: Any) -> Any:
         )
     except (OSError, ValueError) as err:
         raise UserError(
-            f"could not load the model config from '{cfg.source}' (model.source): "
-            f"{str(err).splitlines()[0]}"
+            f"could not load the model config from '{cfg.source}' (model.source): {str(err).splitlines()[0]}"
         ) from None
 
 
@@ -135,9 +134,7 @@ def load_tokenizer(cfg: ModelConfig, family: str) -> Any:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
             if tokenizer.pad_token is None:
-                raise UserError(
-                    f"the tokenizer of '{cfg.source}' has no pad, end-of-text or unknown token to pad with"
-                )
+                raise UserError(f"the tokenizer of '{cfg.source}' has no pad, end-of-text or unknown token to pad with")
             log.info("tokenizer has no pad token: padding with %r", tokenizer.pad_token)
     return tokenizer
 
@@ -149,6 +146,10 @@ def load_model(cfg: ModelConfig, task: Task, tokenizer: Any, family: str) -> Any
 
     auto_class = getattr(transformers, task.auto_model)
     config = load_base_config(cfg, **task.model_config_kwargs())
+    for key, value in cfg.config_overrides.items():
+        if not hasattr(config, key):
+            raise UserError(f"model.config_overrides.{key}: {type(config).__name__} has no such setting")
+        setattr(config, key, value)
     if tokenizer.pad_token_id is not None:
         config.pad_token_id = tokenizer.pad_token_id
     if cfg.pretrained:
@@ -198,9 +199,7 @@ def anatomy(model: Any) -> Anatomy:
         raise UserError(f"{type(model).__name__} has no base model '{base_name}': unsupported architecture")
     base = getattr(model, base_name)
     head = [
-        name
-        for name, child in model.named_children()
-        if name != base_name and any(True for _ in child.parameters())
+        name for name, child in model.named_children() if name != base_name and any(True for _ in child.parameters())
     ]
     blocks_name, blocks = _find_blocks(base, model.config)
     block_names = [f"{base_name}.{blocks_name}.{i}" for i in range(len(blocks))]
@@ -249,8 +248,7 @@ _POSITION_OFFSET_TWO = {"roberta", "xlm-roberta", "camembert", "longformer", "da
 def default_max_length(tokenizer: Any, model_config: Any) -> int:
     """The smaller of the tokenizer's and the model's limits (tokenizers may report 1e30)."""
     limits = [
-        getattr(model_config, key, None)
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length")
+        getattr(model_config, key, None) for key in ("max_position_embeddings", "n_positions", "max_sequence_length")
     ]
     model_limit = min((v for v in limits if isinstance(v, int) and v > 0), default=None)
     if model_limit and getattr(model_config, "model_type", "") in _POSITION_OFFSET_TWO:
@@ -279,7 +277,9 @@ def ensure_pair_separator(tokenizer: Any) -> None:
     bare = tokenizer("a", add_special_tokens=False)["input_ids"]
     prefix = [tokenizer.convert_ids_to_tokens(i) for i in single[: single.index(bare[0])]]
     suffix = [tokenizer.convert_ids_to_tokens(i) for i in single[single.index(bare[0]) + len(bare) :]]
-    specials = [(token, tokenizer.convert_tokens_to_ids(token)) for token in dict.fromkeys(prefix + suffix + [separator])]
+    specials = [
+        (token, tokenizer.convert_tokens_to_ids(token)) for token in dict.fromkeys(prefix + suffix + [separator])
+    ]
     template = processors.TemplateProcessing(
         single=[*prefix, "$A", *suffix],
         pair=[*prefix, "$A", separator, "$B:1", *suffix],

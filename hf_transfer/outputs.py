@@ -1,14 +1,14 @@
 """The run folder: the model at its root, the resolved config, metrics, predictions, a model card.
 
-    RUN_DIR/
-      config.json, model.safetensors, tokenizer files   the best model, ready for pipeline()
-      adapter/                                          LoRA runs: the adapter with its head
-      checkpoints/                                      the Trainer's checkpoints (a few kept)
-      config.yaml                                       the resolved run configuration
-      metrics.json                                      validation and test results, cost figures
-      predictions_test.jsonl                            one line per test example
-      README.md                                         the model card
-      tensorboard/                                      when trainer.report_to=tensorboard
+RUN_DIR/
+  config.json, model.safetensors, tokenizer files   the best model, ready for pipeline()
+  adapter/                                          LoRA runs: the adapter with its head
+  checkpoints/                                      the Trainer's checkpoints (a few kept)
+  config.yaml                                       the resolved run configuration
+  metrics.json                                      validation and test results, cost figures
+  predictions_test.jsonl                            one line per test example
+  README.md                                         the model card
+  tensorboard/                                      when trainer.report_to=tensorboard
 """
 
 from __future__ import annotations
@@ -182,10 +182,13 @@ def summary(metrics: dict[str, Any], folder: Path, headline: str) -> str:
         f"  strategy        {metrics['strategy']}",
         f"  trainable       {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%)",
         f"  {headline:<15} validation {score('validation')}   test {score('test')}",
-        f"  train time      {metrics['train_runtime_s']:.1f} s   "
-        f"({metrics['train_samples_per_second']:.1f} samples/s)",
+        f"  train time      {metrics['train_runtime_s']:.1f} s   ({metrics['train_samples_per_second']:.1f} samples/s)",
         f"  wall time       {metrics['wall_time_s']:.1f} s"
-        + (f"   (+ {metrics['one_time_setup_s']:.1f} s fetching assets, once)" if metrics.get("one_time_setup_s") else ""),
+        + (
+            f"   (+ {metrics['one_time_setup_s']:.1f} s fetching assets, once)"
+            if metrics.get("one_time_setup_s")
+            else ""
+        ),
         f"  peak memory     {metrics['peak_memory_mb']:.0f} MB ({metrics['peak_memory_kind']})",
         "",
     ]

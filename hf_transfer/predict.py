@@ -242,7 +242,9 @@ class QuestionAnsweringPredictor(Predictor):
         starts, ends = [], []
         device = next(self.model.parameters()).device
         for begin in range(0, len(encoded["input_ids"]), batch_size):
-            batch = self.tokenizer.pad({k: v[begin : begin + batch_size] for k, v in inputs.items()}, return_tensors="pt")
+            batch = self.tokenizer.pad(
+                {k: v[begin : begin + batch_size] for k, v in inputs.items()}, return_tensors="pt"
+            )
             with torch.no_grad():
                 out = self.model(**{k: v.to(device) for k, v in batch.items()})
             starts += list(out.start_logits.float().cpu().numpy())
@@ -281,7 +283,9 @@ def run_settings(model: str) -> dict[str, Any]:
     import yaml
 
     task = (yaml.safe_load(path.read_text()) or {}).get("task") or {}
-    settings = {k: task[k] for k in ("threshold", "max_length", "doc_stride", "n_best", "max_answer_length") if k in task}
+    settings = {
+        k: task[k] for k in ("threshold", "max_length", "doc_stride", "n_best", "max_answer_length") if k in task
+    }
     if isinstance(task.get("generation"), dict):
         settings["max_new_tokens"] = task["generation"].get("max_new_tokens", 40)
     return settings
@@ -302,7 +306,9 @@ def load_predictor(model: str, revision: str | None = None, device: str | None =
         qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision)
         if device:
             qa_model = qa_model.to(device)
-        return QuestionAnsweringPredictor(task, settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision))
+        return QuestionAnsweringPredictor(
+            task, settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision)
+        )
     pipe = pipeline(task, model=model, revision=revision, device=device, dtype="float32")
     if task == "text-generation" and pipe.tokenizer.pad_token is None:
         pipe.tokenizer.pad_token = pipe.tokenizer.eos_token

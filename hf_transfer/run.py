@@ -26,9 +26,7 @@ class RunResult:
     is_main_process: bool = True  # False on the other ranks of a multi-process run
 
 
-def run(
-    cfg: RunConfig | Mapping[str, Any], output_dir: str | Path, callbacks: list[Any] | None = None
-) -> RunResult:
+def run(cfg: RunConfig | Mapping[str, Any], output_dir: str | Path, callbacks: list[Any] | None = None) -> RunResult:
     """Train and evaluate as `cfg` says; write everything into the run folder `output_dir`.
 
     `cfg` is a composed config (see `hf_transfer.compose.compose`) or a validated RunConfig;
@@ -57,21 +55,24 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     # Heavy imports only once the config is known to be good.
     from transformers import set_seed
 
-    from hf_transfer import models, outputs
+    from hf_transfer import distributed, models
+    from hf_transfer.assets import one_time_seconds
     from hf_transfer.measure import PeakMemory, Stopwatch
     from hf_transfer.strategies import make_strategy
     from hf_transfer.tasks import task_class
     from hf_transfer.training import build_trainer, training_arguments
 
-    from hf_transfer.assets import one_time_seconds
-
     wall = Stopwatch()
     one_time_before = one_time_seconds()
-    folder = outputs.prepare_run_folder(output_dir)
     set_seed(run_cfg.seed)
 
     task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
-    args = training_arguments(run_cfg, task, folder)
+    # Building TrainingArguments sets up the process group under a launcher; from then on the
+    # main process chooses the one run folder.
+    args = training_arguments(run_cfg, task, Path(output_dir))
+    distributed.check_world(args, run_cfg.expected_world_size)
+    folder = distributed.shared_run_folder(args, Path(output_dir))
+    args.output_dir = str(folder / "checkpoints")
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     splits = task.load_splits()
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
@@ -131,6 +132,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         **_loss_ends(trainer.state.log_history),
         "epochs": round(trainer.state.epoch or 0, 3),
         "best_checkpoint": _relative(trainer.state.best_model_checkpoint, folder),
+        "distributed": distributed.describe(trainer),
         **strategy.record(),
     }
     if trainer.optimizer is not None and any("name" in g for g in trainer.optimizer.param_groups):
@@ -141,10 +143,16 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     evaluation, predictions = _evaluate(trainer, task, splits, tokenized)
     metrics.update(evaluation)
     metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
-    samples = [
-        {"prompt": prompt, "before_training": before, "after_training": after}
-        for prompt, before, after in zip(task.config.generation.prompts, samples_before, task.generate(trainer.model))
-    ] if samples_before else []
+    samples = (
+        [
+            {"prompt": prompt, "before_training": before, "after_training": after}
+            for prompt, before, after in zip(
+                task.config.generation.prompts, samples_before, task.generate(trainer.model)
+            )
+        ]
+        if samples_before
+        else []
+    )
     if samples:
         predictions["generations"] = samples
     metrics.update(memory.result())
@@ -200,7 +208,9 @@ def _write_results(
         base_model=run_cfg.model.source,
         base_on_hub=resolve_source(run_cfg.model.source, "model") is None,
         dataset=dataset,
-        dataset_on_hub=data.source is not None and data.data_files is None and resolve_source(data.source, "dataset") is None,
+        dataset_on_hub=data.source is not None
+        and data.data_files is None
+        and resolve_source(data.source, "dataset") is None,
         pipeline_task=task.pipeline_task,
         strategy=run_cfg.strategy.name,
         trainable_modules=metrics["trained_modules"],

@@ -83,10 +83,7 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise UserError(f"key '{key}' must be a mapping, got {value!r}")
         key_type, value_type = typing.get_args(tp) or (Any, Any)
-        return {
-            convert(k, key_type, key): convert(v, value_type, _join(key, str(k)))
-            for k, v in value.items()
-        }
+        return {convert(k, key_type, key): convert(v, value_type, _join(key, str(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if tp is bool:

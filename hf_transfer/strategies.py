@@ -124,7 +124,9 @@ class HeadOnly(Strategy):
 
 def _check_decay(value: float | None) -> None:
     if value is not None and not 0 < value <= 1:
-        raise ValueError("strategy.layerwise_lr_decay must be in (0, 1]: each layer's rate is the one above it times this")
+        raise ValueError(
+            "strategy.layerwise_lr_decay must be in (0, 1]: each layer's rate is the one above it times this"
+        )
 
 
 class Full(Strategy):

@@ -27,7 +27,9 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     """Built before any data or model is loaded, so that a bad trainer.* value fails fast."""
     kwargs = dict(run.trainer)
     if "learning_rate" in kwargs:
-        log.info("trainer.learning_rate=%s overrides the strategy's %s", kwargs["learning_rate"], run.strategy.learning_rate)
+        log.info(
+            "trainer.learning_rate=%s overrides the strategy's %s", kwargs["learning_rate"], run.strategy.learning_rate
+        )
     kwargs.setdefault("learning_rate", run.strategy.learning_rate)
     for key, value in task.training_defaults.items():
         kwargs.setdefault(key, value)
@@ -39,6 +41,14 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     kwargs.setdefault("label_names", ["labels"])
     if not _has_accelerator():
         kwargs.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
+    # Set deliberately: DDP tracks only parameters that require grad, so frozen ones need no
+    # search for unused parameters (which costs a graph walk every step); a trainable parameter
+    # the forward pass leaves unused fails loudly at the second step, and this key fixes it.
+    kwargs.setdefault("ddp_find_unused_parameters", False)
+    if kwargs.get("gradient_checkpointing"):
+        # Non-reentrant checkpointing works when the inputs of a checkpointed block do not
+        # require grad (frozen embeddings under head_only, partial_unfreeze and LoRA).
+        kwargs.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
     kwargs["output_dir"] = str(folder / "checkpoints")
     kwargs["seed"] = run.seed
     report_to = kwargs.get("report_to", "none")
@@ -95,10 +105,50 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.strategy_parameter_groups = strategy.parameter_groups
-    if trainer.compute_loss_func is not None:
-        # Our losses are per-batch means: the Trainer must divide them by the accumulation steps.
-        trainer.loss_is_scaled_for_ga = False
+    if trainer.compute_loss_func is not None or (
+        trainer.model_accepts_loss_kwargs and not loss_uses_item_count(model, datasets["train"], trainer.data_collator)
+    ):
+        use_batch_mean_loss(trainer)
     return trainer
+
+
+def use_batch_mean_loss(trainer: Trainer) -> None:
+    """Treat the loss as what it is, a mean over this process's batch.
+
+    The Trainer assumes that a model whose forward takes **kwargs divides its summed loss by
+    `num_items_in_batch` (the items of the whole accumulated, all-process batch): it then
+    skips the division by the accumulation steps, and, across processes, multiplies the loss
+    by the number of processes. Many heads (BERT's sequence classifier, for one) ignore that
+    count and return a batch mean: their gradients and logged losses came out scaled by the
+    accumulation steps or the world size. Here the Trainer divides by the accumulation steps,
+    and DDP's averaging across processes is the only scaling left.
+    """
+    trainer.model_accepts_loss_kwargs = False
+    trainer.loss_is_scaled_for_ga = False
+    trainer.args.average_tokens_across_devices = False
+
+
+def loss_uses_item_count(model: Any, dataset: Any, collator: Any) -> bool:
+    """Whether the model's loss divides by `num_items_in_batch` (probed on one training batch)."""
+    import inspect
+
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    accepted = set(inspect.signature(base.forward).parameters)
+    features = [{k: v for k, v in dataset[i].items() if k in accepted} for i in range(min(2, len(dataset)))]
+    batch = collator(features)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            one = model(**batch, num_items_in_batch=torch.tensor(1.0)).loss
+            two = model(**batch, num_items_in_batch=torch.tensor(2.0)).loss
+    except TypeError:
+        return False
+    finally:
+        model.train(was_training)
+    return bool(torch.isclose(one, 2 * two, rtol=1e-4))
 
 
 def by_length(dataset: Any) -> tuple[Any, Any]:
@@ -136,7 +186,9 @@ def predict_in_order(trainer: Trainer, dataset: Any, prefix: str, sort: bool = T
         return values[inverse]
 
     metrics = {k.removeprefix(f"{prefix}_"): v for k, v in (output.metrics or {}).items()}
-    return output._replace(predictions=restore(output.predictions), label_ids=restore(output.label_ids), metrics=metrics)
+    return output._replace(
+        predictions=restore(output.predictions), label_ids=restore(output.label_ids), metrics=metrics
+    )
 
 
 def _tensorboard_callback(log_dir: Path) -> Any:
@@ -145,7 +197,9 @@ def _tensorboard_callback(log_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UserError("trainer.report_to=tensorboard needs the tensorboard package: pip install tensorboard") from None
+        raise UserError(
+            "trainer.report_to=tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from None
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 
 
@@ -159,13 +213,24 @@ class TransferTrainer(Trainer):
     """
 
     strategy_parameter_groups: Any = None
+    _checked_wrapping = False
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        if not self._checked_wrapping:
+            from hf_transfer.distributed import check_wrapped
+
+            check_wrapped(self)
+            self._checked_wrapping = True
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def create_optimizer(self, model: Any = None) -> Any:
         opt_model = self.model if model is None else model
         groups = None
         if self.optimizer is None and self.strategy_parameter_groups is not None:
             decay_names = set(self.get_decay_parameter_names(opt_model))
-            groups = self.strategy_parameter_groups(opt_model, self.args.learning_rate, self.args.weight_decay, decay_names)
+            groups = self.strategy_parameter_groups(
+                opt_model, self.args.learning_rate, self.args.weight_decay, decay_names
+            )
         if groups is None:
             return super().create_optimizer(model)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
@@ -174,20 +239,26 @@ class TransferTrainer(Trainer):
             log.info("optimizer group %-32s lr %.3g  %d tensors", group["name"], group["lr"], len(group["params"]))
         return self.optimizer
 
-    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         if model.training:
             keep_frozen_in_eval(model)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         # With train_sampling_strategy=group_by_length the Trainer also groups evaluation
-        # batches by length, so predict() returns predictions in a shuffled order; ours are
-        # written next to their examples, so evaluation always keeps the dataset order.
-        if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size <= 1:
+        # batches by length (even across processes), so predict() returns predictions in a
+        # shuffled order; ours are written next to their examples, so evaluation keeps the
+        # dataset order: sequential in one process; across processes, accelerate shards the
+        # batches in order and gathers them back in order, without the padding duplicates.
+        if eval_dataset is None:
+            return None
+        if self.args.world_size <= 1:
             from torch.utils.data import SequentialSampler
 
-            return SequentialSampler(eval_dataset) if eval_dataset is not None else None
-        return super()._get_eval_sampler(eval_dataset)
+            return SequentialSampler(eval_dataset)
+        return None
 
 
 def keep_frozen_in_eval(module: Any) -> None:

@@ -21,7 +21,9 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-transfer-test-home-")
 # Package assets are fetched into a temporary cache, unless a developer keeps one between runs.
-os.environ["HF_TRANSFER_CACHE"] = os.environ.get("HF_TRANSFER_TEST_CACHE") or tempfile.mkdtemp(prefix="hf-transfer-test-cache-")
+os.environ["HF_TRANSFER_CACHE"] = os.environ.get("HF_TRANSFER_TEST_CACHE") or tempfile.mkdtemp(
+    prefix="hf-transfer-test-cache-"
+)
 os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
 
 import torch  # noqa: E402
@@ -52,7 +54,9 @@ def sentiment_rows(n: int, seed: int) -> list[dict[str, str]]:
     rows = []
     for i in range(n):
         positive = i % 2 == 0
-        rows.append({"review": sentence(rng, POSITIVE if positive else NEGATIVE), "sentiment": "pos" if positive else "neg"})
+        rows.append(
+            {"review": sentence(rng, POSITIVE if positive else NEGATIVE), "sentiment": "pos" if positive else "neg"}
+        )
     return rows
 
 
@@ -76,7 +80,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         same = i % 2 == 0
         first = rng.choice([POSITIVE, NEGATIVE])
         second = first if same else (NEGATIVE if first is POSITIVE else POSITIVE)
-        pairs.append({"premise": sentence(rng, first), "hypothesis": sentence(rng, second), "label": "agree" if same else "disagree"})
+        pairs.append(
+            {
+                "premise": sentence(rng, first),
+                "hypothesis": sentence(rng, second),
+                "label": "agree" if same else "disagree",
+            }
+        )
     write_csv(folder / "pairs.csv", pairs)
     return folder
 
@@ -124,13 +134,19 @@ def byte_bpe_tokenizer(folder: Path, style: str) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = {"gpt2": ["<|endoftext|>"], "roberta": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "llama": ["<unk>", "<s>", "</s>"]}[style]
+    specials = {
+        "gpt2": ["<|endoftext|>"],
+        "roberta": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        "llama": ["<unk>", "<s>", "</s>"],
+    }[style]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.train_from_iterator(
         corpus(),
-        trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
     )
     if style == "gpt2":
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -140,7 +156,9 @@ def byte_bpe_tokenizer(folder: Path, style: str) -> None:
         kwargs = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>",
                   "cls_token": "<s>", "sep_token": "</s>"}  # fmt: skip
     else:
-        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B:1", special_tokens=[("<s>", 1)])
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B:1", special_tokens=[("<s>", 1)]
+        )
         kwargs = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=64, **kwargs).save_pretrained(folder)
 
@@ -161,7 +179,9 @@ def tiny_config(arch: str, tokenizer) -> object:
                                           max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2, **common)  # fmt: skip
     if arch == "gpt2":
         eos = tokenizer.eos_token_id
-        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=eos, eos_token_id=eos, **common)
+        return transformers.GPT2Config(
+            n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=eos, eos_token_id=eos, **common
+        )
     if arch == "llama":
         return transformers.LlamaConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
                                         num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,

@@ -268,9 +268,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(401, "Invalid credentials in Authorization header")
         orgs = [{"type": "org", "name": name, "fullname": name.title(), "roleInOrg": "admin"} for name in ORGS]
         access = {"displayName": "test token", "role": "write"}
-        self._send_json(200, {"type": "user", "id": "0" * 24, "name": USER, "fullname": USER.title(),
-                              "email": f"{USER}@example.com", "emailVerified": True, "canPay": False,
-                              "isPro": False, "orgs": orgs, "auth": {"type": "access_token", "accessToken": access}})
+        self._send_json(
+            200,
+            {
+                "type": "user",
+                "id": "0" * 24,
+                "name": USER,
+                "fullname": USER.title(),
+                "email": f"{USER}@example.com",
+                "emailVerified": True,
+                "canPay": False,
+                "isPro": False,
+                "orgs": orgs,
+                "auth": {"type": "access_token", "accessToken": access},
+            },
+        )
 
     def _create_repo(self) -> None:
         if not self.authed:
@@ -280,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, "The fake hub only hosts model repos")
         namespace, name = body.get("organization") or USER, body.get("name", "")
         if namespace not in (USER, *ORGS):
-            raise HubError(403, f"You don't have the rights to create a model under the namespace \"{namespace}\"")
+            raise HubError(403, f'You don\'t have the rights to create a model under the namespace "{namespace}"')
         if not re.fullmatch(r"[\w.-]{1,96}", name):
             raise HubError(400, f"Invalid repo name: {name!r}")
         private = body.get("visibility", "private" if body.get("private") else "public") == "private"
@@ -299,11 +311,26 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id)
         sha, files = self.hub._resolve(repo_id, revision)
         siblings = [{"rfilename": p, "size": len(d), "blobId": git_sha1(d)} for p, d in sorted(files.items())]
-        self._send_json(200, {"_id": repo_id, "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0],
-                              "sha": sha, "private": repo["private"], "gated": False, "disabled": False,
-                              "downloads": 0, "likes": 0, "tags": [], "lastModified": _now(),
-                              "createdAt": _now(), "siblings": siblings,
-                              "usedStorage": sum(len(d) for d in files.values())})
+        self._send_json(
+            200,
+            {
+                "_id": repo_id,
+                "id": repo_id,
+                "modelId": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": sha,
+                "private": repo["private"],
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "lastModified": _now(),
+                "createdAt": _now(),
+                "siblings": siblings,
+                "usedStorage": sum(len(d) for d in files.values()),
+            },
+        )
 
     def _tree(self, repo_id: str, revision: str, folder: str) -> None:
         self._repo(repo_id)
@@ -314,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
         for path in sorted(files):
             if not path.startswith(prefix):
                 continue
-            parts = path[len(prefix):].split("/")
+            parts = path[len(prefix) :].split("/")
             folders = range(1, len(parts)) if recursive else range(1, 2 if len(parts) > 1 else 1)
             for depth in folders:
                 sub = prefix + "/".join(parts[:depth])
@@ -327,8 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refs(self, repo_id: str) -> None:
         self._repo(repo_id)
-        branches = [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha}
-                    for name, sha in self.hub._heads[repo_id].items()]
+        branches = [
+            {"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha}
+            for name, sha in self.hub._heads[repo_id].items()
+        ]
         self._send_json(200, {"branches": branches, "converts": [], "tags": [], "pullRequests": []})
 
     def _create_branch(self, repo_id: str, branch: str) -> None:
@@ -346,9 +375,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.query.get("create_pr"):
             raise HubError(400, "The fake hub does not support pull requests")
         _, files = self.hub._resolve(repo_id, revision)
-        answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                   "oid": git_sha1(files[f["path"]]) if f["path"] in files else None}
-                  for f in self._json_body().get("files", [])]
+        answer = [
+            {
+                "path": f["path"],
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": git_sha1(files[f["path"]]) if f["path"] in files else None,
+            }
+            for f in self._json_body().get("files", [])
+        ]
         self._send_json(200, {"files": answer, "commitOid": self.hub._heads[repo_id].get(revision)})
 
     def _commit(self, repo_id: str, revision: str) -> None:
@@ -391,8 +426,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": sha})
         data = files[path]
         etag = git_sha1(data)
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream", "Cache-Control": "no-cache"}
+        headers = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{etag}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+            "Cache-Control": "no-cache",
+        }
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
         if match and data and self.command == "GET":
             start = int(match[1]) if match[1] else max(len(data) - int(match[2] or 0), 0)
@@ -400,7 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
             if start > end:
                 raise HubError(416, "Range not satisfiable", headers={"Content-Range": f"bytes */{len(data)}"})
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return self._send(206, data[start:end + 1], headers)
+            return self._send(206, data[start : end + 1], headers)
         self._send(200, data, headers)
 
 

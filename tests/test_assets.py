@@ -60,7 +60,9 @@ class Index:
 
             def do_GET(self):
                 if self.path.rstrip("/") in ("/simple/hft-fixture-asset", "/simple/hft_fixture_asset"):
-                    body = f'<html><body><a href="/files/{WHEEL}#sha256={index.sha256}">{WHEEL}</a></body></html>'.encode()
+                    body = (
+                        f'<html><body><a href="/files/{WHEEL}#sha256={index.sha256}">{WHEEL}</a></body></html>'.encode()
+                    )
                     self._send(body, "text/html")
                 elif self.path == f"/files/{WHEEL}":
                     index.downloads += 1
@@ -112,7 +114,9 @@ def cache_entries():
 
 def fetch_in_subprocess(spec: str) -> subprocess.Popen:
     code = "import sys; from hf_transfer.assets import resolve_source; print(resolve_source(sys.argv[1], 'data'))"
-    return subprocess.Popen([sys.executable, "-c", code, spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_a_matching_checksum_is_unpacked_and_cached(index):
@@ -170,7 +174,10 @@ def test_a_fetch_killed_half_way_is_not_taken_for_complete(index):
 
 
 def test_a_path_missing_from_the_package_lists_what_is_there(index):
-    with pytest.raises(UserError, match=r"'hft_fixture_asset/data/helo.txt' is not in .*did you mean 'hft_fixture_asset/data/hello.txt'"):
+    with pytest.raises(
+        UserError,
+        match=r"'hft_fixture_asset/data/helo.txt' is not in .*did you mean 'hft_fixture_asset/data/hello.txt'",
+    ):
         resolve_source(index.spec("hft_fixture_asset/data/helo.txt"), "data")
 
 

@@ -23,7 +23,9 @@ def text_dir(tmp_path_factory):
     """A text to learn: one sentence again and again, with a few others mixed in."""
     folder = tmp_path_factory.mktemp("text")
     rng = random.Random(0)
-    lines = [PATTERN if rng.random() < 0.8 else " ".join(rng.sample(FILLER + POSITIVE + NEGATIVE, 6)) for _ in range(200)]
+    lines = [
+        PATTERN if rng.random() < 0.8 else " ".join(rng.sample(FILLER + POSITIVE + NEGATIVE, 6)) for _ in range(200)
+    ]
     (folder / "train.txt").write_text("\n".join(lines) + "\n")
     (folder / "test.txt").write_text(PATTERN + "\n" + "the plot was really dull\n")
     return folder
@@ -76,7 +78,10 @@ def test_the_end_of_text_token_stays_a_target_when_it_is_also_the_pad(checkpoint
     tokenizer = load_tokenizer(ModelConfig(source=str(checkpoints["gpt2"])), "decoder")
     eos = tokenizer.eos_token_id
     assert tokenizer.pad_token_id == eos
-    rows = [{"input_ids": [5, 6, 7, eos], "attention_mask": [1, 1, 1, 1]}, {"input_ids": [8, eos], "attention_mask": [1, 1]}]
+    rows = [
+        {"input_ids": [5, 6, 7, eos], "attention_mask": [1, 1, 1, 1]},
+        {"input_ids": [8, eos], "attention_mask": [1, 1]},
+    ]
     batch = PaddedCausalCollator(tokenizer)(rows)
     assert batch["labels"].tolist() == [[5, 6, 7, eos], [8, eos, -100, -100]]
     assert batch["input_ids"].tolist()[1] == [8, eos, eos, eos]
@@ -98,7 +103,9 @@ def test_strategies_on_an_untied_decoder(checkpoints, text_dir, tmp_path, strate
     from test_strategies import ParameterWatch
 
     watch = ParameterWatch()
-    extra = [f"strategy={strategy}", "trainer.num_train_epochs=1"] + (["strategy.num_layers=1"] if strategy == "partial_unfreeze" else [])
+    extra = [f"strategy={strategy}", "trainer.num_train_epochs=1"] + (
+        ["strategy.num_layers=1"] if strategy == "partial_unfreeze" else []
+    )
     run(compose_text(checkpoints["llama"], text_dir, *extra), output_dir=tmp_path / "run", callbacks=[watch])
     top_block = {n for n in watch.before if n.startswith("model.layers.1.")}
     assert watch.changed == changes | (top_block if strategy == "partial_unfreeze" else set())

@@ -30,7 +30,11 @@ def test_training_from_the_command_line(checkpoints, data_dir, tmp_path):
     run_dir = tmp_path / "run"
     argv = [*tiny_overrides(checkpoints["bert"], data_dir), "strategy=head_only", f"hydra.run.dir={run_dir}"]
     done = subprocess.run(
-        [sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
+        [sys.executable, "-m", "hf_transfer", *argv],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "config.yaml", "metrics.json", "README.md",
@@ -46,7 +50,11 @@ def test_training_from_the_command_line(checkpoints, data_dir, tmp_path):
 
 def test_a_mistake_exits_2_with_one_line_and_writes_nothing(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "hf_transfer", "strategy=lorra"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
+        [sys.executable, "-m", "hf_transfer", "strategy=lorra"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
@@ -136,6 +144,8 @@ def test_config_dir_adds_a_users_recipes(capsys):
 
 
 def test_cfg_job_prints_the_composed_config(capsys):
-    code, out, _ = run_main(capsys, "recipe=bert_sentiment", "strategy=lora", "trainer.gradient_checkpointing=true", "--cfg", "job")
+    code, out, _ = run_main(
+        capsys, "recipe=bert_sentiment", "strategy=lora", "trainer.gradient_checkpointing=true", "--cfg", "job"
+    )
     assert code == 0
     assert "name: bert_sentiment" in out and "name: lora" in out and "gradient_checkpointing: true" in out

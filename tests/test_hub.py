@@ -44,7 +44,9 @@ def hub_env(tmp_path, server, token=TOKEN, endpoint=True):
 
 
 def cli(env, *argv, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hf_transfer", *argv], env=env, cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "hf_transfer", *argv], env=env, cwd=cwd, capture_output=True, text=True
+    )
 
 
 def logits_in_subprocess(env, code):
@@ -70,7 +72,9 @@ def local_logits(folder):
 
 
 def snapshot(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +92,9 @@ def test_push_a_run_folder_and_load_it_back(hub, finished_run, tmp_path):
     assert repo["private"] is True
     pushed = set(repo["branches"]["dev"])
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "config.yaml", "metrics.json"} <= pushed
-    assert not any(p.startswith(("checkpoints/", ".hydra/")) or p in ("train.log",) or p.startswith("predictions") for p in pushed)
+    assert not any(
+        p.startswith(("checkpoints/", ".hydra/")) or p in ("train.log",) or p.startswith("predictions") for p in pushed
+    )
 
     loaded = logits_in_subprocess(
         hub_env(tmp_path / "reader", hub),
@@ -114,7 +120,10 @@ def test_a_wrong_token_fails_clearly_and_leaves_the_run_alone(hub, finished_run,
     assert done.returncode == 2
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith("hf-transfer: error: push of ")
-    assert "refused the token" in message and f"retry with: hf-transfer push {finished_run} --repo-id tester/refused" in message
+    assert (
+        "refused the token" in message
+        and f"retry with: hf-transfer push {finished_run} --repo-id tester/refused" in message
+    )
     assert "Traceback" not in done.stderr and "hf_wrong" not in done.stderr + done.stdout
     assert snapshot(finished_run) == before
     assert "tester/refused" not in hub.repos
@@ -164,7 +173,10 @@ def test_train_push_and_reload_a_lora_adapter_on_a_hub_base(hub, checkpoints, da
 
 
 def test_a_lora_adapter_on_a_local_base_is_not_pushed(hub, checkpoints, data_dir, tmp_path):
-    folder = run(compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "trainer.num_train_epochs=1"), output_dir=tmp_path / "run").folder
+    folder = run(
+        compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "trainer.num_train_epochs=1"),
+        output_dir=tmp_path / "run",
+    ).folder
     done = cli(hub_env(tmp_path, hub), "push", str(folder), "--repo-id", "tester/local-lora")
     assert done.returncode == 0, done.stderr
     assert "adapter/ is not pushed" in done.stderr and "local path" in done.stderr

@@ -12,7 +12,9 @@ from conftest import ROOT, cli_env
 
 def test_wheel_install_finds_recipes_from_anywhere(tmp_path):
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "runs", "build", "*.egg-info", "__pycache__", ".venv*"))
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".git", "runs", "build", "*.egg-info", "__pycache__", ".venv*")
+    )
     wheels = tmp_path / "wheels"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(wheels), str(source)],
@@ -23,7 +25,9 @@ def test_wheel_install_finds_recipes_from_anywhere(tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], capture_output=True, text=True)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], capture_output=True, text=True
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     shutil.rmtree(source)  # nothing may come from the checkout any more
 
@@ -34,7 +38,9 @@ def test_wheel_install_finds_recipes_from_anywhere(tmp_path):
                            capture_output=True, text=True)  # fmt: skip
     assert str(env_dir) in where.stdout, where.stdout + where.stderr
 
-    helped = subprocess.run([env_dir / "bin" / "hf-transfer", "--help"], cwd=elsewhere, env=env, capture_output=True, text=True)
+    helped = subprocess.run(
+        [env_dir / "bin" / "hf-transfer", "--help"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
     assert helped.returncode == 0, helped.stderr
     assert "recipe: bert_sentiment" in helped.stdout
 

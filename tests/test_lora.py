@@ -23,7 +23,9 @@ def logits(model, tokenizer, texts=TEXTS):
 
 @pytest.mark.parametrize("arch", ["distilbert", "gpt2"])
 def test_adapter_and_merged_model_predict_the_same(checkpoints, data_dir, tmp_path, arch):
-    cfg = compose_tiny(checkpoints[arch], data_dir, "strategy=lora", "trainer.num_train_epochs=2", "strategy.learning_rate=5e-3")
+    cfg = compose_tiny(
+        checkpoints[arch], data_dir, "strategy=lora", "trainer.num_train_epochs=2", "strategy.learning_rate=5e-3"
+    )
     folder = run(cfg, output_dir=tmp_path / "run").folder
     tokenizer = AutoTokenizer.from_pretrained(folder)
 
@@ -39,11 +41,15 @@ def test_adapter_and_merged_model_predict_the_same(checkpoints, data_dir, tmp_pa
     assert torch.allclose(logits(adapted, tokenizer), expected, atol=1e-5)
 
     # And through peft's Auto class, which reads the base from adapter_config.json.
-    auto = AutoPeftModelForSequenceClassification.from_pretrained(folder / "adapter", num_labels=2, pad_token_id=tokenizer.pad_token_id)
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(
+        folder / "adapter", num_labels=2, pad_token_id=tokenizer.pad_token_id
+    )
     assert torch.allclose(logits(auto, tokenizer), expected, atol=1e-5)
 
     # The trained head differs from what the base checkpoint would give: it was saved, not lost.
-    fresh = AutoModelForSequenceClassification.from_pretrained(checkpoints[arch], num_labels=2, pad_token_id=tokenizer.pad_token_id)
+    fresh = AutoModelForSequenceClassification.from_pretrained(
+        checkpoints[arch], num_labels=2, pad_token_id=tokenizer.pad_token_id
+    )
     assert not torch.allclose(logits(fresh, tokenizer), expected, atol=1e-3)
 
     adapter_config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
@@ -58,5 +64,7 @@ def test_lora_run_reloads_with_identical_predictions(checkpoints, data_dir, tmp_
     second = logits(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer)
     assert torch.equal(first, second)
     records = [json.loads(line) for line in (folder / "predictions_test.jsonl").read_text().splitlines()]
-    reloaded = torch.softmax(logits(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer, [r["text"] for r in records]), -1)
+    reloaded = torch.softmax(
+        logits(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer, [r["text"] for r in records]), -1
+    )
     assert torch.allclose(reloaded.max(-1).values, torch.tensor([r["score"] for r in records]), atol=1e-5)

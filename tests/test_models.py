@@ -39,7 +39,9 @@ def test_pretrained_false_is_the_same_architecture_with_random_weights(checkpoin
     pretrained = AutoModel.from_pretrained(checkpoints["bert"])
     scratch_base = scratch.bert.state_dict()
     assert scratch_base.keys() == pretrained.state_dict().keys()
-    differs = [n for n, p in pretrained.state_dict().items() if p.is_floating_point() and not torch.equal(p, scratch_base[n])]
+    differs = [
+        n for n, p in pretrained.state_dict().items() if p.is_floating_point() and not torch.equal(p, scratch_base[n])
+    ]
     assert "embeddings.word_embeddings.weight" in differs and "encoder.layer.0.attention.self.query.weight" in differs
 
 
@@ -52,7 +54,13 @@ def test_random_start_runs_and_is_recorded(checkpoints, data_dir, tmp_path):
 
 
 def test_family_detection(checkpoints):
-    for arch, family in {"bert": "encoder", "distilbert": "encoder", "roberta": "encoder", "gpt2": "decoder", "llama": "decoder"}.items():
+    for arch, family in {
+        "bert": "encoder",
+        "distilbert": "encoder",
+        "roberta": "encoder",
+        "gpt2": "decoder",
+        "llama": "decoder",
+    }.items():
         assert models.detect_family(AutoConfig.from_pretrained(checkpoints[arch])) == family
     assert models.detect_family(AutoConfig.from_pretrained(checkpoints["bert"]), "decoder") == "decoder"
 
@@ -85,7 +93,12 @@ def test_max_length_truncates(checkpoints, data_dir, tmp_path):
 
 def test_anatomy_of_each_architecture(checkpoints):
     expected = {
-        "bert": ("bert", ["classifier"], "bert.encoder.layer.1", ["bert.pooler.dense.weight", "bert.pooler.dense.bias"]),
+        "bert": (
+            "bert",
+            ["classifier"],
+            "bert.encoder.layer.1",
+            ["bert.pooler.dense.weight", "bert.pooler.dense.bias"],
+        ),
         "distilbert": ("distilbert", ["pre_classifier", "classifier"], "distilbert.transformer.layer.1", []),
         "gpt2": ("transformer", ["score"], "transformer.h.1", ["transformer.ln_f.weight", "transformer.ln_f.bias"]),
         "llama": ("model", ["score"], "model.layers.1", ["model.norm.weight"]),
@@ -94,4 +107,8 @@ def test_anatomy_of_each_architecture(checkpoints):
         model = AutoModelForSequenceClassification.from_pretrained(checkpoints[arch], num_labels=2)
         parts = models.anatomy(model)
         assert (parts.base, parts.head, parts.blocks[-1], parts.above) == (base, head, top, above)
-        assert len(parts.blocks) == 2 and parts.below and all("embed" in n or "wte" in n or "wpe" in n for n in parts.below)
+        assert (
+            len(parts.blocks) == 2
+            and parts.below
+            and all("embed" in n or "wte" in n or "wpe" in n for n in parts.below)
+        )

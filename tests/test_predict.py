@@ -28,6 +28,7 @@ def expected(run_folder):
 
 
 def predict(capsys, *argv):
+    capsys.readouterr()  # drop what came before (a training run's logs)
     try:
         code = main(["predict", *argv])
     except SystemExit as exit_:
@@ -98,3 +99,66 @@ def test_a_missing_column_is_named(capsys, run_folder, tmp_path):
 def test_a_folder_without_a_model(capsys, tmp_path):
     code, _, err = predict(capsys, str(tmp_path), "hello")
     assert code == 2 and "holds no model" in err
+
+
+# -- the other tasks ----------------------------------------------------------------------
+def tiny_run(checkpoint, folder, tmp_path, *extra):
+    from conftest import TEST_RECIPES
+
+    from hf_transfer.compose import compose
+
+    cfg = compose(["recipe=tiny", f"model.source={checkpoint}", f"task.data.source={folder}",
+                   "trainer.num_train_epochs=1", *extra], config_dir=str(TEST_RECIPES))  # fmt: skip
+    return run(cfg, output_dir=tmp_path / "run").folder
+
+
+def test_token_classification_gives_entities(capsys, checkpoints, tmp_path):
+    import random
+
+    from test_token_classification import sentence, write_conll
+
+    rng = random.Random(0)
+    write_conll(tmp_path / "train.conll", [sentence(rng) for _ in range(40)])
+    folder = tiny_run(checkpoints["bert"], tmp_path, tmp_path, "task=tiny_ner", "trainer.num_train_epochs=3",
+                      "strategy.learning_rate=1e-2")  # fmt: skip
+    code, lines, _ = predict(capsys, str(folder), "alice went to paris", "bob saw a movie")
+    assert code == 0 and [line["text"] for line in lines] == ["alice went to paris", "bob saw a movie"]
+    tagger = pipeline("token-classification", model=str(folder), aggregation_strategy="simple")
+    for line in lines:
+        expected = tagger(line["text"])
+        assert [(e["entity_group"], e["start"], e["end"]) for e in line["entities"]] == [
+            (e["entity_group"], e["start"], e["end"]) for e in expected
+        ]
+
+
+def test_question_answering_from_a_file_and_from_arguments(capsys, checkpoints, tmp_path):
+    import random
+
+    from test_question_answering import example
+
+    rng = random.Random(0)
+    rows = [example(rng, i) for i in range(40)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    folder = tiny_run(checkpoints["bert"], tmp_path, tmp_path, "task=tiny_qa")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"question": r["question"], "context": r["context"]}) + "\n" for r in rows[:3])
+    )
+    code, from_file, _ = predict(capsys, str(folder), "--file", str(questions))
+    assert code == 0 and len(from_file) == 3
+    for line in from_file:
+        assert line["context"][line["start"] : line["end"]] == line["answer"]
+    code, from_args, _ = predict(capsys, str(folder), rows[0]["question"], "--context", rows[0]["context"])
+    assert code == 0 and from_args[0]["answer"] == from_file[0]["answer"]
+    code, _, err = predict(capsys, str(folder), "where did alice go")
+    assert code == 2 and "needs a context" in err
+
+
+def test_generation(capsys, checkpoints, tmp_path):
+    (tmp_path / "train.txt").write_text("the movie was really good\n" * 40)
+    folder = tiny_run(checkpoints["gpt2"], tmp_path, tmp_path, "task=tiny_text")
+    code, lines, _ = predict(capsys, str(folder), "the movie", "--max-new-tokens", "5")
+    assert code == 0
+    expected = pipeline("text-generation", model=str(folder))("the movie", max_new_tokens=5, do_sample=False,
+                                                             return_full_text=False)[0]["generated_text"]  # fmt: skip
+    assert lines[0]["generated_text"] == expected

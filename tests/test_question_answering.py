@@ -103,7 +103,29 @@ def test_answers_must_be_where_they_say(checkpoints, tmp_path):
 
     folder = tmp_path / "bad"
     folder.mkdir()
-    row = {"id": "1", "context": "alice went to paris", "question": "where", "answers": {"text": ["paris"], "answer_start": [3]}}
+    row = {
+        "id": "1",
+        "context": "alice went to paris",
+        "question": "where",
+        "answers": {"text": ["paris"], "answer_start": [3]},
+    }
     (folder / "train.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(UserError, match="answer 'paris' is not at character 3"):
         run(compose_qa(checkpoints["bert"], folder), output_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("strategy", ["full", "partial_unfreeze"])
+def test_qa_full_and_partial(checkpoints, qa_data, tmp_path, strategy):
+    from test_strategies import ParameterWatch
+
+    watch = ParameterWatch()
+    extra = ["strategy.num_layers=1"] if strategy == "partial_unfreeze" else []
+    run(compose_qa(checkpoints["distilbert"], qa_data, f"strategy={strategy}", "trainer.num_train_epochs=1", *extra),
+        output_dir=tmp_path / "run", callbacks=[watch])  # fmt: skip
+    names = set(watch.before)
+    expected = (
+        names
+        if strategy == "full"
+        else {n for n in names if n.startswith(("qa_outputs.", "distilbert.transformer.layer.1."))}
+    )
+    assert watch.changed == expected

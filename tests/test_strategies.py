@@ -46,7 +46,9 @@ class ParameterWatch(TrainerCallback):
             self.frozen_in_train_mode = [
                 name
                 for name, module in model.named_modules()
-                if list(module.parameters()) and not any(p.requires_grad for p in module.parameters()) and module.training
+                if list(module.parameters())
+                and not any(p.requires_grad for p in module.parameters())
+                and module.training
             ]
             self.trainable_in_train_mode = all(
                 module.training

@@ -44,9 +44,7 @@ def test_the_saved_model_predicts_what_the_run_predicted(checkpoints, data_dir, 
 
 
 def test_loss_falls_and_accuracy_rises_on_learnable_data(checkpoints, data_dir, tmp_path):
-    cfg = compose_tiny(
-        checkpoints["bert"], data_dir, "trainer.num_train_epochs=8", "strategy.learning_rate=3e-3"
-    )
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=8", "strategy.learning_rate=3e-3")
     result = run(cfg, output_dir=tmp_path / "run")
     assert result.metrics["train_loss_last_logged"] < result.metrics["train_loss_first_logged"] - 0.05
     assert result.metrics["test"]["accuracy"] >= 0.8
@@ -131,11 +129,21 @@ def test_label_map_drop_labels_and_label_order(tmp_path):
     rows = [{"text": f"text {i}", "category": ["fresh", "rotten", "plot"][i % 3]} for i in range(60)]
     write_csv(tmp_path / "all.csv", rows)
     cfg = validate(
-        compose(["task=tiny_sentiment", f"task.data.source={tmp_path / 'all.csv'}", "task.columns.text=text",
-                 "task.columns.label=category",
-                 "task.label_map={fresh: positive, rotten: negative}", "task.drop_labels=[plot]",
-                 "task.labels=[negative, positive]", "task.data.test_fraction=0.1", "task.data.validation_fraction=0.1",
-                 "model.source=unused"], config_dir=str(TEST_RECIPES))  # fmt: skip
+        compose(
+            [
+                "task=tiny_sentiment",
+                f"task.data.source={tmp_path / 'all.csv'}",
+                "task.columns.text=text",
+                "task.columns.label=category",
+                "task.label_map={fresh: positive, rotten: negative}",
+                "task.drop_labels=[plot]",
+                "task.labels=[negative, positive]",
+                "task.data.test_fraction=0.1",
+                "task.data.validation_fraction=0.1",
+                "model.source=unused",
+            ],
+            config_dir=str(TEST_RECIPES),
+        )  # fmt: skip
     )
     task = task_class("text_classification")(cfg.task, seed=0)
     splits = task.load_splits()

@@ -14,7 +14,6 @@ from hf_transfer.metrics import entity_scores
 from hf_transfer.run import run
 
 
-
 def sentence(rng):
     """Tokens and BIO tags: people (one or two words) and places among filler words."""
     tokens, tags = [], []
@@ -70,8 +69,13 @@ def test_entity_metrics_by_hand():
 
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
 def test_ner_learns_and_reloads_in_the_pipeline(checkpoints, ner_data, tmp_path, arch):
-    cfg = compose_ner(checkpoints[arch], ner_data, "trainer.num_train_epochs=12", "strategy.learning_rate=1e-2",
-                      "trainer.per_device_train_batch_size=8")
+    cfg = compose_ner(
+        checkpoints[arch],
+        ner_data,
+        "trainer.num_train_epochs=12",
+        "strategy.learning_rate=1e-2",
+        "trainer.per_device_train_batch_size=8",
+    )
     result = run(cfg, output_dir=tmp_path / "run")
     test = result.metrics["test"]
     assert result.metrics["train_loss"] < 1.0
@@ -119,3 +123,22 @@ def test_mismatched_tags_are_refused(checkpoints, tmp_path):
     (folder / "train.conll").write_text("alice\tB-person\nparis\n\n")
     with pytest.raises(UserError, match=r"line 2: expected `token tag`"):
         run(compose_ner(checkpoints["bert"], folder), output_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("strategy", ["head_only", "full", "partial_unfreeze", "lora"])
+def test_each_strategy_trains_what_it_claims(checkpoints, ner_data, tmp_path, strategy):
+    from test_strategies import ParameterWatch
+
+    watch = ParameterWatch()
+    extra = ["strategy.num_layers=1"] if strategy == "partial_unfreeze" else []
+    run(compose_ner(checkpoints["bert"], ner_data, f"strategy={strategy}", "trainer.num_train_epochs=1", *extra),
+        output_dir=tmp_path / "run", callbacks=[watch])  # fmt: skip
+    names = set(watch.before)
+    head = {n for n in names if n.startswith("classifier.")}
+    expected = {
+        "head_only": head,
+        "full": names,
+        "partial_unfreeze": head | {n for n in names if n.startswith("bert.encoder.layer.1.")},
+        "lora": {n for n in names if ".lora_" in n or "modules_to_save.default" in n},
+    }[strategy]
+    assert watch.changed == expected and expected

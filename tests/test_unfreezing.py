@@ -44,7 +44,9 @@ class StepWatch(TrainerCallback):
             if layer in self.first_change:
                 continue
             changed = any(
-                not torch.equal(p.detach(), self.start[n]) for n, p in self.model.named_parameters() if n.startswith(prefixes)
+                not torch.equal(p.detach(), self.start[n])
+                for n, p in self.model.named_parameters()
+                if n.startswith(prefixes)
             )
             if changed:
                 self.first_change[layer] = state.global_step
@@ -83,7 +85,12 @@ def test_unfreezing_by_epochs_down_to_the_embeddings(checkpoints, data_dir, tmp_
     )  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run", callbacks=[watch])
     steps_per_epoch = 5  # 72 training examples in batches of 16
-    assert watch.first_change == {"head": 1, "top": 1, "bottom": steps_per_epoch + 1, "embeddings": 2 * steps_per_epoch + 1}
+    assert watch.first_change == {
+        "head": 1,
+        "top": 1,
+        "bottom": steps_per_epoch + 1,
+        "embeddings": 2 * steps_per_epoch + 1,
+    }
     events = result.metrics["unfreezing"]
     assert [(e["step"], e["unfrozen"]) for e in events] == [
         (0, ["(start)"]),
@@ -138,8 +145,22 @@ def test_groups_that_join_later_follow_the_schedule(checkpoints, data_dir, tmp_p
 def test_gradual_unfreezing_is_refused_under_multi_process_training(checkpoints, data_dir, tmp_path):
     argv = [*tiny_overrides(checkpoints["bert"], data_dir), "strategy=partial_unfreeze", "strategy.unfreeze_every=1",
             f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hf_transfer", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "hf_transfer",
+        *argv,
+    ]
     done = subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
-    assert done.stderr.count("hf-transfer: error: gradual unfreezing (strategy.unfreeze_every) cannot run with 2 processes") == 2
+    assert (
+        done.stderr.count(
+            "hf-transfer: error: gradual unfreezing (strategy.unfreeze_every) cannot run with 2 processes"
+        )
+        == 2
+    )
     assert not (tmp_path / "run").exists()

@@ -93,7 +93,4 @@ class Task:
 
     def usage_snippet(self, model_ref: str) -> str:
         """Python that loads the saved model for the model card."""
-        return (
-            "from transformers import pipeline\n\n"
-            f'pipe = pipeline("{self.pipeline_task}", model="{model_ref}")\n'
-        )
+        return f'from transformers import pipeline\n\npipe = pipeline("{self.pipeline_task}", model="{model_ref}")\n'

@@ -88,8 +88,14 @@ class CausalLM(Task):
         prepared = {}
         for split, dataset in raw.items():
             require_columns(dataset, {"task.columns.text": column}, split)
-            dataset = dataset.select_columns([column]).rename_column(column, "text") if column != "text" else dataset.select_columns(["text"])
-            prepared[split] = dataset.filter(lambda row: isinstance(row["text"], str) and row["text"] != "", desc=f"Checking {split}")
+            dataset = (
+                dataset.select_columns([column]).rename_column(column, "text")
+                if column != "text"
+                else dataset.select_columns(["text"])
+            )
+            prepared[split] = dataset.filter(
+                lambda row: isinstance(row["text"], str) and row["text"] != "", desc=f"Checking {split}"
+            )
         return DatasetDict(prepared)
 
     def adapt_model(self, model: Any) -> None:
@@ -133,7 +139,11 @@ class CausalLM(Task):
             # Whole blocks; a split shorter than one block is kept as one shorter block.
             size = len(joined) - len(joined) % block if len(joined) >= block else len(joined)
             blocks = [joined[i : i + block] for i in range(0, size, block)]
-            return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks], "labels": [list(b) for b in blocks]}
+            return {
+                "input_ids": blocks,
+                "attention_mask": [[1] * len(b) for b in blocks],
+                "labels": [list(b) for b in blocks],
+            }
 
         encoded = split.map(encode, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
         # One batch for the whole split: blocks run across documents, as packing means.
@@ -191,7 +201,9 @@ class CausalLM(Task):
                     top_p=settings.top_p if settings.do_sample else None,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            continuations.append(self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+            continuations.append(
+                self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            )
         model.train(was_training)
         return continuations
 

@@ -179,7 +179,12 @@ class QuestionAnswering(Task):
     def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
         answers = self.answers(prediction.predictions, self._split_name(split))
         return [
-            {"id": row["id"], "question": row["question"], "answer": answers[row["id"]], "answers": row["answers"]["text"]}
+            {
+                "id": row["id"],
+                "question": row["question"],
+                "answer": answers[row["id"]],
+                "answers": row["answers"]["text"],
+            }
             for row in split
         ]
 
@@ -221,7 +226,9 @@ def context_offsets(encoded: Any) -> list[list[tuple[int, int] | None]]:
     ]
 
 
-def _answer_tokens(answer: dict[str, list[Any]], offsets: list[tuple[int, int]], sequence: list[int | None]) -> tuple[int, int]:
+def _answer_tokens(
+    answer: dict[str, list[Any]], offsets: list[tuple[int, int]], sequence: list[int | None]
+) -> tuple[int, int]:
     """The token span of the first answer inside this window; (0, 0) (the first token) if none."""
     if not answer["text"]:
         return 0, 0

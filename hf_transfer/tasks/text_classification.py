@@ -102,7 +102,9 @@ class TextClassification(Task):
         self.class_weight_values: list[float] | None = None
         self.extra_metrics = load_extra_metrics(config.metrics) if self.kind != "multi_label" else []
         if config.metrics and self.kind == "multi_label":
-            raise UserError("task.metrics (evaluate metrics) take single labels or numbers, not problem_type=multi_label")
+            raise UserError(
+                "task.metrics (evaluate metrics) take single labels or numbers, not problem_type=multi_label"
+            )
         self.metric = config.metric_for_best_model or METRICS[self.kind][0]
         known = list(METRICS[self.kind]) + [m.name for m in self.extra_metrics]
         if not any(self.metric.startswith(k) for k in known):
@@ -166,11 +168,13 @@ class TextClassification(Task):
             return [[feature[0].int2str(i) for i in v] if v is not None else None for v in values]
         if self.kind == "multi_label":
             return [self._split_multi(v) for v in values]
-        return [None if v is None or (isinstance(v, int) and v < 0 and self.kind != "regression") else v for v in values]
+        return [
+            None if v is None or (isinstance(v, int) and v < 0 and self.kind != "regression") else v for v in values
+        ]
 
-    def _split_multi(self, value: Any) -> list[Any] | None:
-        if value is None:
-            return None
+    def _split_multi(self, value: Any) -> list[Any]:
+        if value is None or value == "":  # an empty cell: no label applies
+            return []
         if isinstance(value, (list, tuple)):
             return list(value)
         if self.config.label_separator is None:
@@ -403,7 +407,11 @@ class TextClassification(Task):
             probabilities = _sigmoid(output)
             chosen = [n for n, p in zip(self.label_names, probabilities) if p >= self.config.threshold]
             record = {"labels": [n for n, v in zip(self.label_names, label) if v >= 0.5]} if label is not None else {}
-            return {**record, "prediction": chosen, "scores": {n: round(float(p), 6) for n, p in zip(self.label_names, probabilities)}}
+            return {
+                **record,
+                "prediction": chosen,
+                "scores": {n: round(float(p), 6) for n, p in zip(self.label_names, probabilities)},
+            }
         probabilities = _softmax(output)
         best = int(probabilities.argmax())
         record = {"label": self.label_names[label]} if label is not None else {}

@@ -105,7 +105,9 @@ class TokenClassification(Task):
         from datasets import ClassLabel, Sequence
 
         feature = dataset.features[self.config.columns.tags]
-        inner = feature.feature if isinstance(feature, Sequence) else (feature[0] if isinstance(feature, list) else None)
+        inner = (
+            feature.feature if isinstance(feature, Sequence) else (feature[0] if isinstance(feature, list) else None)
+        )
         values = dataset[self.config.columns.tags]
         if isinstance(inner, ClassLabel):
             return [[inner.int2str(t) for t in sentence] for sentence in values]
@@ -216,7 +218,9 @@ class TokenClassification(Task):
         records = []
         predicted_ids = prediction.predictions.argmax(axis=-1)
         for row, predicted in zip(split, predicted_ids):
-            encoded = self.tokenizer(row["tokens"], is_split_into_words=True, truncation=True, max_length=self.max_length)
+            encoded = self.tokenizer(
+                row["tokens"], is_split_into_words=True, truncation=True, max_length=self.max_length
+            )
             words = {}
             for position, word in enumerate(encoded.word_ids()):
                 if word is not None and word not in words:

@@ -1,0 +1,1 @@
+"""Accelerate config files shipped with hf_transfer: `hf-transfer accelerate-config [NAME]`."""

@@ -1,0 +1,100 @@
+"""Multi-process runs (accelerate launch, torchrun): one training, one run folder, no silent fallback.
+
+Every process composes the same config; the process group exists once TrainingArguments are
+built. From then on the main process prepares the run folder and hands its path to the others,
+which write nothing of their own (the CLI gives their Hydra outputs a temporary folder).
+
+Silent failures seen on this stack, each refused here:
+- a launcher that meant to start N processes started one (`accelerate launch --cpu
+  --num_processes 2` does): WORLD_SIZE or `expected_world_size` says so, the process group
+  does not;
+- the model left unwrapped while ranks step on their own (checked at the first step).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import UserError
+
+
+def launched_world_size() -> int:
+    """The number of processes a launcher (torchrun, accelerate launch) says it started."""
+    for key in ("WORLD_SIZE", "ACCELERATE_NUM_PROCESSES"):
+        value = os.environ.get(key)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def is_secondary_process() -> bool:
+    """True in every process of a launch but the main one (known before any setup)."""
+    return int(os.environ.get("RANK", "0") or 0) > 0
+
+
+def check_world(args: Any, expected: int | None) -> None:
+    """Refuse a run whose processes are not the ones that were asked for."""
+    if (
+        os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+        and "MASTER_ADDR" in os.environ
+        and "WORLD_SIZE" not in os.environ
+    ):
+        # What `accelerate launch --cpu --num_processes N` (N > 1) leaves behind: it sets up a
+        # rendezvous address for N processes, then starts one.
+        raise UserError(
+            "accelerate launch --cpu started one process, not the --num_processes asked for. For several CPU "
+            "processes use `accelerate launch --multi_gpu --num_processes N` with trainer.use_cpu=true, "
+            'or `--config_file "$(hf-transfer accelerate-config cpu_multi_process)"`'
+        )
+    launched = launched_world_size()
+    wanted = expected or (launched if launched > 1 else None)
+    if wanted is not None and args.world_size != wanted:
+        source = "expected_world_size" if expected else "the launcher (WORLD_SIZE)"
+        raise UserError(
+            f"{source} asks for {wanted} processes, but this process belongs to a world of {args.world_size}: "
+            "the launch did not start a distributed run. On CPUs use `accelerate launch --multi_gpu "
+            "--num_processes N` (not --cpu, which starts one process) or torchrun, with trainer.use_cpu=true"
+        )
+
+
+def shared_run_folder(args: Any, requested: Path) -> Path:
+    """The run folder, prepared by the main process; the others get its path (and its error)."""
+    from hf_transfer.outputs import prepare_run_folder
+
+    if args.world_size <= 1:
+        return prepare_run_folder(requested)
+    import torch.distributed as dist
+
+    message: list[Any] = [None]
+    if args.process_index == 0:
+        try:
+            message = [("ok", str(prepare_run_folder(requested)))]
+        except UserError as err:
+            message = [("error", str(err))]
+    dist.broadcast_object_list(message, src=0)
+    status, value = message[0]
+    if status == "error":
+        raise UserError(value)
+    return Path(value)
+
+
+def describe(trainer: Any) -> dict[str, Any]:
+    """What metrics.json records of the processes that trained."""
+    args = trainer.args
+    return {
+        "world_size": args.world_size,
+        "backend": args.distributed_state.backend if args.world_size > 1 else None,
+        "wrapped_as": type(trainer.model_wrapped).__name__,
+        "device": str(args.device),
+    }
+
+
+def check_wrapped(trainer: Any) -> None:
+    """Across processes the model must be wrapped (DDP, FSDP, DeepSpeed): else ranks diverge."""
+    if trainer.args.world_size > 1 and trainer.model_wrapped is trainer.model:
+        raise RuntimeError(
+            f"{trainer.args.world_size} processes, but the model was not wrapped for distributed training: "
+            "each process would train alone and their weights would diverge"
+        )

@@ -1,0 +1,188 @@
+"""Multi-process training on CPUs (gloo, 2 processes): one run, correct, or refused out loud.
+
+Two processes with half the per-device batch must train exactly what one process trains with
+the whole batch: same parameters, same logged loss. The optimizer is plain SGD, whose step
+grows with the gradient: a gradient scaled by the world size cannot hide behind AdamW's scale
+invariance (nor behind a clipping threshold that every step reaches). Dropout is off and the
+data are read in order so that the two runs see the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli_env, compose_tiny, tiny_overrides
+from safetensors.torch import load_file
+
+from hf_transfer.errors import UserError
+from hf_transfer.run import run
+
+CONFIGS = Path(__file__).resolve().parent.parent / "hf_transfer" / "accelerate_configs"
+
+# Dropout off, data in order, SGD, a global batch of 16 that divides the data.
+SAME_BATCHES = [
+    "model.config_overrides={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
+    "trainer.train_sampling_strategy=sequential", "trainer.optim=sgd", "trainer.max_grad_norm=1.0",
+    "trainer.num_train_epochs=2", "trainer.warmup_steps=0", "strategy.learning_rate=0.5", "trainer.logging_steps=1",
+    "task.data.validation_fraction=0.16",  # 96 rows: 16 (rounded up) to validate, 80 to train (5 x 16)
+]  # fmt: skip
+
+
+def accelerate_launch(tmp_path, launch_args, argv, timeout=600):
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "-m", "hf_transfer", *argv]
+    return subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+def torchrun(tmp_path, argv, processes=2, timeout=600):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "hf_transfer", *argv]  # fmt: skip
+    return subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+def logged_losses(folder):
+    last = max((folder / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = last / "trainer_state.json"
+    return [entry["loss"] for entry in json.loads(state.read_text())["log_history"] if "loss" in entry]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(checkpoints, data_dir, tmp_path_factory):
+    """The test recipe on tiny BERT, trained by two processes of 8 examples each per step,
+    launched as a user would: accelerate launch with the shipped CPU config."""
+    cwd = tmp_path_factory.mktemp("ddp")
+    folder = cwd / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), *SAME_BATCHES, "trainer.per_device_train_batch_size=8",
+            f"hydra.run.dir={folder}"]  # fmt: skip
+    done = accelerate_launch(cwd, ["--config_file", str(CONFIGS / "cpu_multi_process.yaml")], argv)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return cwd, folder, done
+
+
+def test_two_processes_train_what_one_process_trains(two_process_run, checkpoints, data_dir, tmp_path):
+    _, folder, _ = two_process_run
+    cfg = compose_tiny(checkpoints["bert"], data_dir, *SAME_BATCHES, "trainer.per_device_train_batch_size=16")
+    single = run(cfg, output_dir=tmp_path / "single")
+    double = json.loads((folder / "metrics.json").read_text())
+
+    assert double["distributed"]["world_size"] == 2 and double["distributed"]["wrapped_as"] == "DistributedDataParallel"
+    assert single.metrics["distributed"]["world_size"] == 1
+    # The same parameters, and the same (true) loss at every logged step.
+    one = load_file(single.folder / "model.safetensors")
+    two = load_file(folder / "model.safetensors")
+    assert one.keys() == two.keys()
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=2e-5), name
+    assert logged_losses(folder) == pytest.approx(logged_losses(single.folder), abs=2e-5)
+    assert double["train_loss"] == pytest.approx(single.metrics["train_loss"], abs=2e-5)
+    # Evaluation counted every example once.
+    for split in ("validation", "test"):
+        assert double[split]["num_examples"] == single.metrics[split]["num_examples"]
+        assert double[split]["accuracy"] == pytest.approx(single.metrics[split]["accuracy"])
+    records = (folder / "predictions_test.jsonl").read_text().splitlines()
+    assert [json.loads(r)["text"] for r in records] == [
+        json.loads(r)["text"] for r in (single.folder / "predictions_test.jsonl").read_text().splitlines()
+    ]
+
+
+def test_one_run_folder_and_the_second_process_wrote_nothing(two_process_run):
+    cwd, folder, done = two_process_run
+    assert sorted(p.name for p in cwd.iterdir()) == ["hf_home", "run"]
+    assert (folder / ".hydra").is_dir() and (folder / "train.log").exists()
+    assert not list(folder.glob("*rank*")) and "hf-transfer-rank-" not in " ".join(str(p) for p in folder.rglob("*"))
+    # Logs come from the main process: the end-of-run summary appears once.
+    assert (folder / "train.log").read_text().count("run folder") == 1
+
+
+def test_a_run_that_expected_more_processes_is_refused(checkpoints, data_dir, tmp_path):
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "expected_world_size=2")
+    with pytest.raises(UserError, match="asks for 2 processes, but this process belongs to a world of 1"):
+        run(cfg, output_dir=tmp_path / "run")
+
+
+def test_a_launch_without_cpu_processes_is_refused(checkpoints, data_dir, tmp_path):
+    """torchrun on a machine without GPUs, not told to use the CPU: refused, not run twice alone."""
+    argv = [
+        *tiny_overrides(checkpoints["bert"], data_dir),
+        "trainer.use_cpu=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    done = torchrun(tmp_path, argv)
+    assert done.returncode != 0
+    assert done.stderr.count("hf-transfer: error: the launcher (WORLD_SIZE) asks for 2 processes, but this process "
+                             "belongs to a world of 1") == 2  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(checkpoints, data_dir, tmp_path):
+    whole = run(compose_tiny(checkpoints["bert"], data_dir, *SAME_BATCHES, "trainer.per_device_train_batch_size=16"),
+                output_dir=tmp_path / "whole")  # fmt: skip
+    halves = run(compose_tiny(checkpoints["bert"], data_dir, *SAME_BATCHES, "trainer.per_device_train_batch_size=8",
+                              "trainer.gradient_accumulation_steps=2"), output_dir=tmp_path / "halves")  # fmt: skip
+    one, two = load_file(whole.folder / "model.safetensors"), load_file(halves.folder / "model.safetensors")
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=2e-5), name
+    assert logged_losses(halves.folder) == pytest.approx(logged_losses(whole.folder), abs=2e-5)
+
+
+@pytest.mark.parametrize("strategy", ["head_only", "partial_unfreeze", "lora", "full"])
+def test_gradient_checkpointing_with_frozen_layers_and_adapters(checkpoints, data_dir, tmp_path, strategy):
+    from test_strategies import ParameterWatch
+
+    watch = ParameterWatch()
+    cfg = compose_tiny(checkpoints["llama"], data_dir, f"strategy={strategy}", "trainer.gradient_checkpointing=true",
+                       "trainer.num_train_epochs=1")  # fmt: skip
+    run(cfg, output_dir=tmp_path / "run", callbacks=[watch])
+    assert watch.changed and watch.changed <= watch.trainable
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cpu(checkpoints, data_dir, tmp_path, precision):
+    from test_strategies import ParameterWatch
+
+    watch = ParameterWatch()
+    result = run(compose_tiny(checkpoints["bert"], data_dir, f"trainer.{precision}=true", "trainer.num_train_epochs=1"),
+                 output_dir=tmp_path / "run", callbacks=[watch])  # fmt: skip
+    assert watch.changed == set(watch.before)  # every weight moved: the steps were not all skipped
+    assert result.metrics["test"]["num_examples"] == 32
+
+
+def test_accelerate_cpu_flag_with_several_processes_is_refused(checkpoints, data_dir, tmp_path):
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), f"hydra.run.dir={tmp_path / 'run'}"]
+    done = accelerate_launch(tmp_path, ["--cpu", "--num_processes", "2"], argv)
+    assert done.returncode != 0
+    assert "hf-transfer: error: accelerate launch --cpu started one process" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+def test_accelerate_accepts_the_shipped_configs(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
+    expected = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "cpu_multi_process": "MULTI_GPU", "fsdp": "FSDP",
+                "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}  # fmt: skip
+    assert str(config.distributed_type).split(".")[-1] == expected[name]
+    if name.startswith("deepspeed"):
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_use_orig_params"] is True  # frozen and trainable parameters in one shard
+
+
+def test_fsdp_wraps_the_blocks_the_model_declares(checkpoints):
+    """The shipped FSDP config names no block class: accelerate takes the model's _no_split_modules."""
+    import functools
+
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoints["llama"], num_labels=2)
+    plugin = FullyShardedDataParallelPlugin(auto_wrap_policy="transformer_based_wrap", use_orig_params=True)
+    plugin.set_auto_wrap_policy(model)
+    policy = plugin.auto_wrap_policy
+    assert isinstance(policy, functools.partial)
+    assert {c.__name__ for c in policy.keywords["transformer_layer_cls"]} == set(model._no_split_modules)

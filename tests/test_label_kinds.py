@@ -1,0 +1,103 @@
+"""Multi-label classification and regression: labels, metrics, problem_type, pipeline reloads."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from conftest import FILLER, NEGATIVE, POSITIVE, TEST_RECIPES, write_csv
+from transformers import AutoConfig, pipeline
+
+from hf_transfer.compose import compose
+from hf_transfer.metrics import multi_label_scores, regression_scores
+from hf_transfer.run import run
+
+
+def rows(count, seed):
+    """Texts with 0-2 positive and 0-2 negative words: which kinds occur, and how positive."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        good, bad = rng.randint(0, 2), rng.randint(0, 2)
+        words = rng.sample(FILLER, 3) + rng.sample(POSITIVE, good) + rng.sample(NEGATIVE, bad)
+        rng.shuffle(words)
+        kinds = (["praise"] if good else []) + (["complaint"] if bad else [])
+        out.append({"review": " ".join(words), "kinds": ";".join(kinds), "score": float(good - bad)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def kinds_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kinds")
+    write_csv(folder / "train.csv", rows(200, 1))
+    write_csv(folder / "test.csv", rows(40, 2))
+    return folder
+
+
+def compose_kind(checkpoint, folder, *extra):
+    return compose(
+        ["recipe=tiny", f"model.source={checkpoint}", f"task.data.source={folder}", "trainer.num_train_epochs=10",
+         "strategy.learning_rate=3e-3", *extra],
+        config_dir=str(TEST_RECIPES),
+    )  # fmt: skip
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_multi_label_metrics_by_hand():
+    predicted = np.array([[1, 0], [1, 1], [0, 0], [0, 1]], bool)
+    actual = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], bool)
+    scores = multi_label_scores(predicted, actual, ["praise", "complaint"])
+    # praise: tp 2 fp 0 fn 0 -> F1 1; complaint: tp 1 fp 1 fn 1 -> F1 0.5; micro: tp 3, fp 1, fn 1.
+    assert scores["f1_macro"] == pytest.approx(0.75)
+    assert scores["f1_micro"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+    assert scores["subset_accuracy"] == pytest.approx(0.5)
+
+
+def test_regression_metrics_by_hand():
+    scores = regression_scores(np.array([1.0, 2.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0, 2.0]))
+    assert scores["mse"] == pytest.approx((0 + 1 + 0 + 4) / 4) and scores["mae"] == pytest.approx(3 / 4)
+    # Ranks (ties share the mean): predictions 1, 2.5, 2.5, 4; references 1, 4, 2.5, 2.5.
+    x, y = np.array([1, 2.5, 2.5, 4]), np.array([1, 4, 2.5, 2.5])
+    assert scores["spearman"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+
+
+def test_multi_label_run_and_pipeline(checkpoints, kinds_dir, tmp_path):
+    cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=multi_label", "task.columns.label=kinds",
+                       "task.label_separator=';'")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    test = result.metrics["test"]
+    assert set(test["per_class"]) == {"complaint", "praise"} and test["f1_micro"] > 0.7
+    config = AutoConfig.from_pretrained(result.folder)
+    assert config.problem_type == "multi_label_classification"
+    records = read_jsonl(result.folder / "predictions_test.jsonl")
+    classify = pipeline("text-classification", model=str(result.folder), top_k=None)
+    for record, scores in zip(records[:8], classify([r["text"] for r in records[:8]])):
+        assert {s["label"]: s["score"] for s in scores} == pytest.approx(record["scores"], abs=1e-5)  # sigmoid
+        assert sorted(record["prediction"]) == sorted(n for n, p in record["scores"].items() if p >= 0.5)
+
+
+def test_regression_run_and_pipeline(checkpoints, kinds_dir, tmp_path):
+    cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=regression", "task.columns.label=score")
+    result = run(cfg, output_dir=tmp_path / "run")
+    test = result.metrics["test"]
+    assert test["pearson"] > 0.5 and {"mse", "mae", "spearman"} <= set(test)
+    assert AutoConfig.from_pretrained(result.folder).problem_type == "regression"
+    records = read_jsonl(result.folder / "predictions_test.jsonl")
+    scores = pipeline("text-classification", model=str(result.folder))([r["text"] for r in records[:8]])
+    assert [s["score"] for s in scores] == pytest.approx(
+        [r["prediction"] for r in records[:8]], abs=1e-5
+    )  # no squashing
+
+
+def test_regression_needs_numbers(checkpoints, kinds_dir, tmp_path):
+    from hf_transfer.errors import UserError
+
+    cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=regression", "task.columns.text=kinds",
+                       "task.columns.label=review")  # fmt: skip
+    with pytest.raises(UserError, match="regression needs numbers in column 'review'"):
+        run(cfg, output_dir=tmp_path / "run")
