@@ -12,9 +12,17 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TEST_RECIPES, cli_env, tiny_overrides
+from conftest import ROOT, TEST_RECIPES, cli_env, tiny_overrides
 
 from hf_transfer.cli import main
+
+
+SHIPPED_RECIPES = [p.stem for p in (ROOT / "recipes" / "recipe").glob("*.yaml")]
+
+
+def recipes_in(help_text):
+    line = next(line for line in help_text.splitlines() if line.startswith("recipe: "))
+    return set(line.removeprefix("recipe: ").split(", "))
 
 
 def run_main(capsys, *argv):
@@ -68,7 +76,7 @@ def test_the_console_script_lists_recipes_in_help(tmp_path):
     assert script, "the hf-transfer console script is not installed"
     done = subprocess.run([script, "--help"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True)
     assert done.returncode == 0
-    assert "recipe: bert_sentiment, gpt_sentiment" in done.stdout
+    assert {"bert_sentiment", "gpt_sentiment", "bert_ner"} <= recipes_in(done.stdout)
     assert "strategy: full, head_only, lora, partial_unfreeze" in done.stdout
 
 
@@ -135,12 +143,13 @@ def test_multirun_trains_one_folder_per_strategy(capsys, checkpoints, data_dir, 
 def test_help_lists_groups_and_recipes(capsys):
     code, out, _ = run_main(capsys, "--help")
     assert code == 0
-    assert "recipe: bert_sentiment, gpt_sentiment" in out and "strategy: full, head_only, lora, partial_unfreeze" in out
+    assert set(SHIPPED_RECIPES) == recipes_in(out)
+    assert "strategy: full, head_only, lora, partial_unfreeze" in out
 
 
 def test_config_dir_adds_a_users_recipes(capsys):
     code, out, _ = run_main(capsys, f"--config-dir={TEST_RECIPES}", "--help")
-    assert "recipe: bert_sentiment, gpt_sentiment, tiny" in out
+    assert recipes_in(out) == set(SHIPPED_RECIPES) | {"tiny"}
 
 
 def test_cfg_job_prints_the_composed_config(capsys):
