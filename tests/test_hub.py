@@ -187,3 +187,26 @@ def test_a_lora_adapter_on_a_local_base_is_not_pushed(hub, checkpoints, data_dir
 def test_push_needs_a_finished_run(hub, tmp_path):
     done = cli(hub_env(tmp_path, hub), "push", str(tmp_path), "--repo-id", "tester/x")
     assert done.returncode == 2 and "is not a finished run folder" in done.stderr
+
+
+def test_predict_from_a_hub_id_uses_the_pushed_run_settings(hub, checkpoints, tmp_path):
+    """`predict org/name` reads the run's config.yaml from the hub: here a multi-label
+    threshold of 0.99, so no label is given (the default 0.5 would give some)."""
+    from conftest import write_csv
+    from test_label_kinds import compose_kind, rows
+
+    write_csv(tmp_path / "train.csv", rows(60, 1))
+    cfg = compose_kind(checkpoints["bert"], tmp_path, "task.problem_type=multi_label", "task.columns.label=kinds",
+                       "task.label_separator=';'", "task.threshold=0.99", "trainer.num_train_epochs=1")  # fmt: skip
+    folder = run(cfg, output_dir=tmp_path / "run").folder
+    env = hub_env(tmp_path, hub)
+    assert cli(env, "push", str(folder), "--repo-id", "tester/kinds").returncode == 0
+    done = cli(hub_env(tmp_path / "reader", hub), "predict", "tester/kinds", *TEXTS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    from hf_transfer.predict import load_predictor
+
+    local = list(load_predictor(str(folder)).predict([{"text": text} for text in TEXTS], batch_size=8))
+    assert [line["labels"] for line in lines] == [[]] * len(TEXTS)
+    assert any(score >= 0.5 for line in lines for score in line["scores"].values())  # 0.5 would give some
+    assert [line["scores"] for line in lines] == [line["scores"] for line in local]

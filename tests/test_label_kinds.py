@@ -64,11 +64,13 @@ def test_regression_metrics_by_hand():
     # Ranks (ties share the mean): predictions 1, 2.5, 2.5, 4; references 1, 4, 2.5, 2.5.
     x, y = np.array([1, 2.5, 2.5, 4]), np.array([1, 4, 2.5, 2.5])
     assert scores["spearman"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    # Pearson: deviations from the means 2.25 and 2 are (-1.25, -0.25, -0.25, 1.75) and (-1, 1, 0, 0).
+    assert scores["pearson"] == pytest.approx((1.25 - 0.25) / np.sqrt((1.5625 + 0.0625 + 0.0625 + 3.0625) * 2))
 
 
-def test_multi_label_run_and_pipeline(checkpoints, kinds_dir, tmp_path):
+def test_multi_label_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path):
     cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=multi_label", "task.columns.label=kinds",
-                       "task.label_separator=';'")  # fmt: skip
+                       "task.label_separator=';'", "task.threshold=0.3")  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run")
     test = result.metrics["test"]
     assert set(test["per_class"]) == {"complaint", "praise"} and test["f1_micro"] > 0.7
@@ -78,10 +80,18 @@ def test_multi_label_run_and_pipeline(checkpoints, kinds_dir, tmp_path):
     classify = pipeline("text-classification", model=str(result.folder), top_k=None)
     for record, scores in zip(records[:8], classify([r["text"] for r in records[:8]])):
         assert {s["label"]: s["score"] for s in scores} == pytest.approx(record["scores"], abs=1e-5)  # sigmoid
-        assert sorted(record["prediction"]) == sorted(n for n, p in record["scores"].items() if p >= 0.5)
+        assert sorted(record["prediction"]) == sorted(n for n, p in record["scores"].items() if p >= 0.3)
+    # hf-transfer predict applies the run's threshold too.
+    from test_predict import predict
+
+    code, lines, _ = predict(capsys, str(result.folder), *[r["text"] for r in records[:8]])
+    assert code == 0
+    for record, line in zip(records[:8], lines):
+        assert sorted(line["labels"]) == sorted(record["prediction"])
+        assert line["scores"] == pytest.approx(record["scores"], abs=1e-5)
 
 
-def test_regression_run_and_pipeline(checkpoints, kinds_dir, tmp_path):
+def test_regression_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path):
     cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=regression", "task.columns.label=score")
     result = run(cfg, output_dir=tmp_path / "run")
     test = result.metrics["test"]
@@ -92,6 +102,35 @@ def test_regression_run_and_pipeline(checkpoints, kinds_dir, tmp_path):
     assert [s["score"] for s in scores] == pytest.approx(
         [r["prediction"] for r in records[:8]], abs=1e-5
     )  # no squashing
+    from test_predict import predict
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(r["text"] + "\n" for r in records[:8]))
+    code, lines, _ = predict(capsys, str(result.folder), "--file", str(texts))
+    assert code == 0 and [line["score"] for line in lines] == pytest.approx(
+        [r["prediction"] for r in records[:8]], abs=1e-5
+    )
+
+
+@pytest.mark.parametrize("strategy", ["head_only", "partial_unfreeze", "lora"])
+@pytest.mark.parametrize("kind", ["multi_label", "regression"])
+def test_multi_label_and_regression_with_each_strategy(checkpoints, kinds_dir, tmp_path, strategy, kind):
+    """The saved model keeps its problem type and its trained head whatever trained it (LoRA's
+    head is saved with the adapter and merged at the root)."""
+    label = {"multi_label": ["task.columns.label=kinds", "task.label_separator=';'"],
+             "regression": ["task.columns.label=score"]}[kind]  # fmt: skip
+    cfg = compose_kind(checkpoints["distilbert"], kinds_dir, f"task.problem_type={kind}", *label,
+                       f"strategy={strategy}", "trainer.num_train_epochs=2")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    config = AutoConfig.from_pretrained(result.folder)
+    assert config.problem_type == {"multi_label": "multi_label_classification", "regression": "regression"}[kind]
+    records = read_jsonl(result.folder / "predictions_test.jsonl")
+    outputs = pipeline("text-classification", model=str(result.folder), top_k=None)([r["text"] for r in records[:6]])
+    for record, scores in zip(records, outputs):
+        if kind == "regression":
+            assert scores[0]["score"] == pytest.approx(record["prediction"], abs=1e-5)
+        else:
+            assert {s["label"]: s["score"] for s in scores} == pytest.approx(record["scores"], abs=1e-5)
 
 
 def test_regression_needs_numbers(checkpoints, kinds_dir, tmp_path):

@@ -68,3 +68,22 @@ def test_lora_run_reloads_with_identical_predictions(checkpoints, data_dir, tmp_
         logits(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer, [r["text"] for r in records]), -1
     )
     assert torch.allclose(reloaded.max(-1).values, torch.tensor([r["score"] for r in records]), atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["lora", "full"])
+def test_the_sharded_save_path_writes_the_model_that_predicted(checkpoints, data_dir, tmp_path, monkeypatch, strategy):
+    """Under FSDP or ZeRO-3 the Trainer gathers the weights and LoRA merges into a fresh base
+    copy. No sharding on CPU, so the run is told it is sharded: the save path itself runs,
+    gathering being one process's plain state dict."""
+    from hf_transfer import distributed
+
+    monkeypatch.setattr(distributed, "is_sharded", lambda trainer: True)
+    cfg = compose_tiny(checkpoints["bert"], data_dir, f"strategy={strategy}", "trainer.num_train_epochs=2")
+    folder = run(cfg, output_dir=tmp_path / "run").folder
+    assert not (folder / "training_args.bin").exists() and not (folder / "adapter" / "training_args.bin").exists()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    records = [json.loads(line) for line in (folder / "predictions_test.jsonl").read_text().splitlines()]
+    reloaded = torch.softmax(
+        logits(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer, [r["text"] for r in records]), -1
+    )
+    assert torch.allclose(reloaded.max(-1).values, torch.tensor([r["score"] for r in records]), atol=1e-5)

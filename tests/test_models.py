@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import compose_tiny
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -84,11 +85,19 @@ def test_default_max_length_is_the_smaller_limit(checkpoints):
 
 
 def test_max_length_truncates(checkpoints, data_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    class Lengths(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            self.longest = max(len(ids) for ids in train_dataloader.dataset["input_ids"])
+
+    lengths = Lengths()
     result = run(
         compose_tiny(checkpoints["bert"], data_dir, "task.max_length=4", "trainer.num_train_epochs=1"),
         output_dir=tmp_path / "run",
+        callbacks=[lengths],
     )
-    assert result.metrics["max_length"] == 4
+    assert result.metrics["max_length"] == 4 and lengths.longest == 4  # the texts are longer: cut
 
 
 def test_anatomy_of_each_architecture(checkpoints):
@@ -112,3 +121,17 @@ def test_anatomy_of_each_architecture(checkpoints):
             and parts.below
             and all("embed" in n or "wte" in n or "wpe" in n for n in parts.below)
         )
+
+
+def test_gguf_without_the_gguf_package_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from hf_transfer.errors import UserError
+
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    (folder / "model.gguf").write_bytes(b"GGUF")
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if it were not installed
+    with pytest.raises(UserError, match=r"needs the gguf package: pip install"):
+        models.checkpoint_location(ModelConfig(source=str(folder), gguf_file="model.gguf"))

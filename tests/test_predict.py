@@ -121,7 +121,9 @@ def test_token_classification_gives_entities(capsys, checkpoints, tmp_path):
     write_conll(tmp_path / "train.conll", [sentence(rng) for _ in range(40)])
     folder = tiny_run(checkpoints["bert"], tmp_path, tmp_path, "task=tiny_ner", "trainer.num_train_epochs=3",
                       "strategy.learning_rate=1e-2")  # fmt: skip
-    code, lines, _ = predict(capsys, str(folder), "alice went to paris", "bob saw a movie")
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("alice went to paris\nbob saw a movie\n")
+    code, lines, _ = predict(capsys, str(folder), "--file", str(sentences))
     assert code == 0 and [line["text"] for line in lines] == ["alice went to paris", "bob saw a movie"]
     tagger = pipeline("token-classification", model=str(folder), aggregation_strategy="simple")
     for line in lines:
@@ -157,8 +159,11 @@ def test_question_answering_from_a_file_and_from_arguments(capsys, checkpoints, 
 def test_generation(capsys, checkpoints, tmp_path):
     (tmp_path / "train.txt").write_text("the movie was really good\n" * 40)
     folder = tiny_run(checkpoints["gpt2"], tmp_path, tmp_path, "task=tiny_text")
-    code, lines, _ = predict(capsys, str(folder), "the movie", "--max-new-tokens", "5")
-    assert code == 0
-    expected = pipeline("text-generation", model=str(folder))("the movie", max_new_tokens=5, do_sample=False,
-                                                             return_full_text=False)[0]["generated_text"]  # fmt: skip
-    assert lines[0]["generated_text"] == expected
+    # Prompts of different lengths in one batch: each continues as it does alone.
+    prompts = ["the movie", "it was really good and the"]
+    code, lines, _ = predict(capsys, str(folder), *prompts, "--max-new-tokens", "5", "--batch-size", "2")
+    assert code == 0 and [line["text"] for line in lines] == prompts
+    generate = pipeline("text-generation", model=str(folder))
+    for line in lines:
+        alone = generate(line["text"], max_new_tokens=5, do_sample=False, return_full_text=False)
+        assert line["generated_text"] == alone[0]["generated_text"]

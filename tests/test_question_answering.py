@@ -12,7 +12,7 @@ from conftest import PEOPLE, PLACES, TEST_RECIPES
 from hf_transfer.compose import compose
 from hf_transfer.predict import load_predictor
 from hf_transfer.run import run
-from hf_transfer.tasks.question_answering import answer_f1, best_answers, normalize_answer, squad_scores
+from hf_transfer.tasks.question_answering import answer_f1, best_answers, encode_windows, normalize_answer, squad_scores
 
 
 def example(rng, index):
@@ -129,3 +129,48 @@ def test_qa_full_and_partial(checkpoints, qa_data, tmp_path, strategy):
         else {n for n in names if n.startswith(("qa_outputs.", "distilbert.transformer.layer.1."))}
     )
     assert watch.changed == expected
+
+
+def test_long_contexts_are_cut_into_windows_that_know_where_the_answer_is(checkpoints):
+    from transformers import AutoTokenizer
+
+    from hf_transfer.tasks.question_answering import _answer_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints["bert"])
+    context = "alice went to paris and bob went to london and carol went to rome and dave went to tokyo today"
+    answer = {"text": ["tokyo"], "answer_start": [context.index("tokyo")]}
+    encoded = encode_windows(tokenizer, ["where dave went"], [context], max_length=16, stride=4)
+    assert len(encoded["input_ids"]) > 2 and set(encoded["overflow_to_sample_mapping"]) == {0}
+    spans = []
+    for i, offsets in enumerate(encoded["offset_mapping"]):
+        start, end = _answer_tokens(answer, offsets, encoded.sequence_ids(i))
+        spans.append((start, end))
+        if (start, end) != (0, 0):
+            assert context[offsets[start][0] : offsets[end][1]] == "tokyo"
+    assert (0, 0) in spans and any(span != (0, 0) for span in spans)  # the early windows do not hold it
+
+
+def test_the_best_span_is_chosen_across_windows():
+    examples = [{"id": "x", "context": "alice went to paris and bob went to rome"}]
+    # Two windows of the same context; offsets of context tokens only (None: question, specials).
+    first = [None, None, (0, 5), (6, 10), (11, 13), (14, 19), None]  # alice went to paris
+    second = [None, None, (24, 27), (28, 32), (33, 35), (36, 40), None]  # bob went to rome
+    windows = {"example_id": ["x", "x"], "offset_mapping": [first, second]}
+    start, end = np.full((2, 7), -5.0), np.full((2, 7), -5.0)
+    start[0, 5], end[0, 5] = 2.0, 2.0  # "paris": 4
+    start[1, 5], end[1, 5] = 3.0, 2.5  # "rome": 5.5, the best
+    assert best_answers(examples, windows, start, end, n_best=5, max_answer_length=5) == {"x": "rome"}
+
+
+def test_a_run_with_short_windows_and_its_reader_agree(checkpoints, qa_data, tmp_path):
+    """Contexts longer than a window: training labels, evaluation and the reader all go through
+    several overlapping windows per example."""
+    cfg = compose_qa(checkpoints["bert"], qa_data, "task.max_length=14", "task.doc_stride=4",
+                     "trainer.num_train_epochs=2", "strategy.learning_rate=3e-3")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    records = [json.loads(line) for line in (result.folder / "predictions_test.jsonl").read_text().splitlines()]
+    rows = {r["id"]: r for r in (json.loads(line) for line in (qa_data / "test.jsonl").read_text().splitlines())}
+    reader = load_predictor(str(result.folder))
+    assert reader.settings["max_length"] == 14 and reader.settings["doc_stride"] == 4
+    questions = [{"question": rows[r["id"]]["question"], "context": rows[r["id"]]["context"]} for r in records]
+    assert [a["answer"] for a in reader.predict(questions, batch_size=4)] == [r["answer"] for r in records]

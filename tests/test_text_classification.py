@@ -51,7 +51,7 @@ def test_loss_falls_and_accuracy_rises_on_learnable_data(checkpoints, data_dir, 
 
 
 @pytest.mark.parametrize("arch", ["bert", "gpt2"])
-def test_pair_classification(checkpoints, data_dir, tmp_path, arch):
+def test_pair_classification(capsys, checkpoints, data_dir, tmp_path, arch):
     cfg = compose_tiny(
         checkpoints[arch],
         data_dir,
@@ -74,6 +74,15 @@ def test_pair_classification(checkpoints, data_dir, tmp_path, arch):
     classify = pipeline("text-classification", model=str(result.folder))
     reloaded = classify([{"text": r["text"], "text_pair": r["text_pair"]} for r in records[:8]])
     assert np.allclose([p["score"] for p in reloaded], [r["score"] for r in records[:8]], atol=1e-5)
+    # hf-transfer predict, from a csv with both columns.
+    from test_predict import predict
+
+    pairs = tmp_path / "pairs.csv"
+    write_csv(pairs, [{"premise": r["text"], "hypothesis": r["text_pair"]} for r in records[:8]])
+    code, lines, _ = predict(capsys, str(result.folder), "-f", str(pairs), "--column", "premise",
+                             "--pair-column", "hypothesis")  # fmt: skip
+    assert code == 0 and [line["text_pair"] for line in lines] == [r["text_pair"] for r in records[:8]]
+    assert np.allclose([line["score"] for line in lines], [r["score"] for r in records[:8]], atol=1e-5)
 
 
 def test_a_decoder_classifies_padded_batches_like_single_examples(checkpoints, data_dir, tmp_path):
@@ -230,3 +239,41 @@ def test_a_missing_data_file_is_named(tmp_path):
 
     with pytest.raises(UserError, match="nope.csv"):
         load_raw(DatasetConfig(data_files={"train": str(tmp_path / "nope.csv")}))
+
+
+def test_an_evaluate_metric_from_a_local_path(checkpoints, data_dir, tmp_path):
+    """evaluate.load of a hub name needs the hub; a local metric script works offline."""
+    script = tmp_path / "share_right" / "share_right.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import datasets\nimport evaluate\n\n"
+        "class ShareRight(evaluate.Metric):\n"
+        "    def _info(self):\n"
+        "        features = datasets.Features({'predictions': datasets.Value('int64'), 'references': datasets.Value('int64')})\n"
+        "        return evaluate.MetricInfo(description='', citation='', inputs_description='', features=features)\n\n"
+        "    def _compute(self, predictions, references):\n"
+        "        return {'share': sum(p == r for p, r in zip(predictions, references)) / len(references)}\n"
+    )
+    cfg = compose_tiny(checkpoints["bert"], data_dir, f"task.metrics=[{script.parent}]", "trainer.num_train_epochs=1")
+    result = run(cfg, output_dir=tmp_path / "run")
+    assert result.metrics["test"]["share_right_share"] == pytest.approx(result.metrics["test"]["accuracy"])
+
+
+def test_a_metric_that_cannot_be_loaded_is_named(checkpoints, data_dir, tmp_path):
+    with pytest.raises(UserError, match="could not load the evaluate metric '/no/such/metric'"):
+        run(compose_tiny(checkpoints["bert"], data_dir, "task.metrics=[/no/such/metric]"), output_dir=tmp_path / "run")
+
+
+def test_classification_metrics_by_hand():
+    from hf_transfer.metrics import classification_scores, per_class_scores
+
+    predictions, references = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0])
+    # a: tp 1 of 2 predicted, 2 actual; b: tp 1 of 1 and 2; c: tp 2 of 3 and 2; d: never seen (skipped).
+    scores = classification_scores(predictions, references, num_labels=4)
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    assert scores["precision_macro"] == pytest.approx((1 / 2 + 1 + 2 / 3) / 3)
+    assert scores["recall_macro"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    assert scores["f1_macro"] == pytest.approx((1 / 2 + 2 / 3 + 4 / 5) / 3)
+    per_class = per_class_scores(predictions, references, ["a", "b", "c", "d"])
+    assert per_class["b"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
+    assert per_class["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}

@@ -16,6 +16,7 @@ import torch
 from conftest import cli_env, compose_tiny, tiny_overrides
 from transformers import TrainerCallback
 
+from hf_transfer.errors import UserError
 from hf_transfer.run import run
 
 # Parameter-name prefixes of each layer of the tiny 2-block models.
@@ -159,8 +160,31 @@ def test_gradual_unfreezing_is_refused_under_multi_process_training(checkpoints,
     assert done.returncode != 0
     assert (
         done.stderr.count(
-            "hf-transfer: error: gradual unfreezing (strategy.unfreeze_every) cannot run with 2 processes"
+            "hf-transfer: error: gradual unfreezing (strategy.unfreeze_every) cannot run under DDP with 2 processes"
         )
         == 2
     )
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, wrapper",
+    [({"ACCELERATE_USE_FSDP": "true"}, "FSDP"), ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"), ({}, None)],
+)
+def test_gradual_unfreezing_is_refused_under_sharding_even_in_one_process(monkeypatch, setting, wrapper):
+    """FSDP's flat shards and DeepSpeed's partitions hold the parameters that trained when
+    they wrapped the model: blocks thawed later would never train."""
+    from types import SimpleNamespace
+
+    from hf_transfer.distributed import check_strategy
+
+    for key, value in setting.items():
+        monkeypatch.setenv(key, value)
+    one_process = SimpleNamespace(world_size=1, deepspeed=None, fsdp=None)
+    gradual = SimpleNamespace(changes_trainable_set=True)
+    if wrapper is None:
+        check_strategy(one_process, gradual)
+        return
+    with pytest.raises(UserError, match=f"cannot run under {wrapper}: it fixes the trainable parameters"):
+        check_strategy(one_process, gradual)
+    check_strategy(one_process, SimpleNamespace(changes_trainable_set=False))

@@ -75,6 +75,10 @@ class Task:
         """A loss to use instead of the model's own (class weights), or None."""
         return None
 
+    # Shrinks each evaluation batch's logits, before they are gathered, to what the metrics
+    # need: Trainer's preprocess_logits_for_metrics(logits, labels), or None to keep them.
+    preprocess_logits: Callable[[Any, Any], Any] | None = None
+
     def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
         """Scalar metrics logged at each evaluation."""
         return {}

@@ -66,7 +66,6 @@ class CausalLM(Task):
     peft_task_type = "CAUSAL_LM"
     new_head = False  # the pretrained output layer is the head
     evaluate_before_training = True
-    training_defaults = {"prediction_loss_only": True}  # logits over the vocabulary are not kept
 
     def __init__(self, config: CausalLMConfig, seed: int):
         super().__init__(config, seed)
@@ -173,8 +172,37 @@ class CausalLM(Task):
     def best_metric(self) -> tuple[str, bool]:
         return "loss", False  # perplexity is exp(loss): the same order
 
+    def preprocess_logits(self, logits: Any, labels: Any) -> Any:
+        """Each row's summed negative log-likelihood and its count of target tokens.
+
+        The Trainer's evaluation loss is a mean of batch means, each weighted by its rows:
+        unpacked rows differ in length, and that is not the corpus perplexity. These sums
+        are (and the vocabulary-sized logits are not kept).
+        """
+        import torch
+
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        targets = labels[:, 1:]
+        sums = torch.stack(
+            [
+                torch.nn.functional.cross_entropy(
+                    row_logits[:-1].float(), row_targets, ignore_index=-100, reduction="sum"
+                )
+                for row_logits, row_targets in zip(logits, targets)
+            ]
+        )
+        return torch.stack([sums, (targets != -100).sum(dim=1).to(sums.dtype)], dim=1)
+
+    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
+        loss = _token_mean_loss(eval_prediction.predictions)
+        return {} if loss is None else {"perplexity": _perplexity(loss)}
+
     def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
         results = dict(prediction.metrics or {})
+        token_loss = _token_mean_loss(prediction.predictions)
+        if token_loss is not None:
+            results["loss"] = token_loss
         results["perplexity"] = _perplexity(results.get("loss"))
         results["num_texts"] = len(split)
         return results
@@ -235,6 +263,15 @@ class PaddedCausalCollator:
         labels[batch["attention_mask"] == 0] = -100
         batch["labels"] = labels
         return batch
+
+
+def _token_mean_loss(sums_and_counts: Any) -> float | None:
+    """Mean loss per target token over the whole split (None when the Trainer kept no outputs,
+    as with trainer.prediction_loss_only=true)."""
+    if sums_and_counts is None:
+        return None
+    total, count = sums_and_counts.astype("float64").sum(axis=0)
+    return float(total / count) if count else None
 
 
 def _perplexity(loss: float | None) -> float | None:
