@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,15 @@ def _reason(err: Exception) -> str:
 
 
 def _retry(folder: Path, request: PushRequest) -> str:
-    parts = ["hf-transfer push", str(folder), "--repo-id", request.repo_id]
+    parts = ["hf-transfer push", shlex.quote(str(folder)), "--repo-id", request.repo_id]
     if request.private:
         parts.append("--private")
     if request.revision:
         parts += ["--revision", request.revision]
     if request.endpoint:
         parts += ["--endpoint", request.endpoint]
+    if request.commit_message:
+        parts += ["--commit-message", shlex.quote(request.commit_message)]
     return " ".join(parts)
 
 

@@ -27,8 +27,10 @@ def build(cls: type, data: Any, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
+            # A recipe file without its header lands under the key 'recipe'.
+            header = " (a recipe file must start with '# @package _global_')" if _join(path, key) == "recipe" else ""
             raise UserError(
-                f"unknown key '{_join(path, key)}'{did_you_mean(key, fields)}; "
+                f"unknown key '{_join(path, key)}'{did_you_mean(key, fields)}{header}; "
                 f"valid keys under '{path}': {', '.join(sorted(fields))}"
             )
     hints = typing.get_type_hints(cls)

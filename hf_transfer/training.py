@@ -269,16 +269,17 @@ class TransferTrainer(Trainer):
 
 def keep_frozen_in_eval(module: Any) -> None:
     """Put every frozen module into eval mode (dropout off): each one whose parameters are all
-    frozen, and each one without parameters (a dropout) whose earlier siblings are all frozen,
-    as GPT-2's dropout over its frozen embeddings: nothing trainable acts before it there."""
-    trainable_before = False
+    frozen, and each one without parameters (a dropout) that follows frozen siblings only, as
+    GPT-2's dropout over its frozen embeddings: nothing trainable acts before it there."""
+    frozen_before = trainable_before = False
     for child in module.children():
         flags = [p.requires_grad for p in child.parameters()]
         if not flags:
-            if not trainable_before:
+            if frozen_before and not trainable_before:
                 child.eval()
         elif not any(flags):
             child.eval()
+            frozen_before = True
         else:
             keep_frozen_in_eval(child)
             trainable_before = True

@@ -138,6 +138,7 @@ class HubServer:
         self._commits[sha] = (repo_id, dict(files))
         self._heads[repo_id][branch] = sha
         self.repos[repo_id]["branches"][branch] = files
+        self.repos[repo_id].setdefault("messages", []).append(summary)
         return sha
 
     def _resolve(self, repo_id: str, revision: str) -> tuple[str, dict[str, bytes]]:

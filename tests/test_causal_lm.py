@@ -93,6 +93,11 @@ def test_the_end_of_text_token_stays_a_target_when_it_is_also_the_pad(checkpoint
 def test_head_only_is_refused_when_the_output_layer_is_tied(checkpoints, text_dir, tmp_path):
     with pytest.raises(UserError, match="ties it to the input embeddings"):
         run(compose_text(checkpoints["gpt2"], text_dir, "strategy=head_only"), output_dir=tmp_path / "run")
+    # The same for partial_unfreeze with no blocks: it would train nothing at all.
+    with pytest.raises(UserError, match="has no head of its own.*Set strategy.num_layers to 1 or more"):
+        run(compose_text(checkpoints["gpt2"], text_dir, "strategy=partial_unfreeze", "strategy.num_layers=0"),
+            output_dir=tmp_path / "run")  # fmt: skip
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,9 @@ def test_a_broken_recipe_file_is_named_with_its_line(capsys, tmp_path, monkeypat
     code, out, err = run_main(capsys, "--config-dir", str(tmp_path / "mine"), "recipe=broken")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
     assert f"cannot read a config file: {tmp_path / 'mine' / 'recipe' / 'broken.yaml'}, line 3" in err
+    (tmp_path / "mine" / "recipe" / "headless.yaml").write_text("name: mine\n")
+    code, _, err = run_main(capsys, "--config-dir", str(tmp_path / "mine"), "recipe=headless")
+    assert code == 2 and "a recipe file must start with '# @package _global_'" in err
 
 
 def test_a_multirun_never_writes_into_an_earlier_sweep(capsys, tmp_path, monkeypatch):

@@ -89,7 +89,7 @@ def test_push_a_run_folder_and_load_it_back(hub, finished_run, tmp_path):
                "--commit-message", "first model")  # fmt: skip
     assert done.returncode == 0, done.stderr
     repo = hub.repos["tester/tiny-run"]
-    assert repo["private"] is True
+    assert repo["private"] is True and "first model" in repo["messages"]
     pushed = set(repo["branches"]["dev"])
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "config.yaml", "metrics.json"} <= pushed
     assert not any(
@@ -210,3 +210,19 @@ def test_predict_from_a_hub_id_uses_the_pushed_run_settings(hub, checkpoints, tm
     assert [line["labels"] for line in lines] == [[]] * len(TEXTS)
     assert any(score >= 0.5 for line in lines for score in line["scores"].values())  # 0.5 would give some
     assert [line["scores"] for line in lines] == [line["scores"] for line in local]
+
+
+def test_a_push_that_fails_at_the_end_of_a_run_keeps_the_run(hub, checkpoints, data_dir, tmp_path):
+    """hub.endpoint from the config (no HF_ENDPOINT), a refused token: the run is complete and
+    stays; the message says how to push it again."""
+    run_dir = tmp_path / "run"
+    env = hub_env(tmp_path, hub, token="hf_wrong", endpoint=False)
+    done = cli(
+        env, f"--config-dir={TEST_RECIPES}", "recipe=tiny", f"model.source={checkpoints['bert']}",
+        f"task.data.source={data_dir}", "trainer.num_train_epochs=1", "hub.push=true", "hub.repo_id=tester/late",
+        f"hub.endpoint={hub.url}", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "refused the token" in done.stderr and f"--endpoint {hub.url}" in done.stderr
+    assert (run_dir / "metrics.json").exists() and (run_dir / "model.safetensors").exists()
+    assert "hf_wrong" not in done.stderr + done.stdout and "tester/late" not in hub.repos

@@ -158,3 +158,17 @@ def test_token_and_tag_list_columns(checkpoints, tmp_path):
     result = run(cfg, output_dir=tmp_path / "run")
     assert result.metrics["examples"]["train"] + result.metrics["examples"]["validation"] == 40
     assert AutoTokenizer.from_pretrained(result.folder) is not None
+
+
+def test_words_cut_off_by_max_length_count_as_missed(checkpoints, ner_data, tmp_path):
+    """Scores cover every word of the test sentences, not only those that fit in max_length."""
+    cfg = compose_ner(checkpoints["bert"], ner_data, "task.max_length=5", "trainer.num_train_epochs=2",
+                      "strategy.learning_rate=1e-2")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    records = [json.loads(line) for line in (result.folder / "predictions_test.jsonl").read_text().splitlines()]
+    assert any(len(r["tokens"]) > 3 and set(r["predicted"][3:]) == {"O"} for r in records)  # cut off: "O"
+    expected = entity_scores([r["predicted"] for r in records], [r["tags"] for r in records])
+    test = result.metrics["test"]
+    assert (test["precision"], test["recall"], test["f1"]) == pytest.approx(
+        (expected["precision"], expected["recall"], expected["f1"])
+    )

@@ -209,13 +209,23 @@ class TokenClassification(Task):
         return scores
 
     def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+        # Scored per word against every word's tag: a word cut off by max_length counts as
+        # predicted "O" (left out, it would flatter the scores).
         results = dict(prediction.metrics or {})
-        results.update(entity_scores(*self._tag_sequences(prediction.predictions, prediction.label_ids)))
+        actual = [[self.label_names[t] for t in row["tags"]] for row in split]
+        results.update(entity_scores(self._word_tags(prediction, split), actual))
         results["num_examples"] = len(split)
         return results
 
     def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
-        records = []
+        return [
+            {"tokens": row["tokens"], "tags": [self.label_names[t] for t in row["tags"]], "predicted": predicted}
+            for row, predicted in zip(split, self._word_tags(prediction, split))
+        ]
+
+    def _word_tags(self, prediction: Any, split: Dataset) -> list[list[str]]:
+        """Each example's predicted tag per word, from its first sub-token; "O" for words cut off."""
+        tags = []
         predicted_ids = prediction.predictions.argmax(axis=-1)
         for row, predicted in zip(split, predicted_ids):
             encoded = self.tokenizer(
@@ -225,15 +235,8 @@ class TokenClassification(Task):
             for position, word in enumerate(encoded.word_ids()):
                 if word is not None and word not in words:
                     words[word] = self.label_names[predicted[position]]
-            records.append(
-                {
-                    "tokens": row["tokens"],
-                    "tags": [self.label_names[t] for t in row["tags"]],
-                    # Words cut off by max_length get no prediction: "O".
-                    "predicted": [words.get(i, "O") for i in range(len(row["tokens"]))],
-                }
-            )
-        return records
+            tags.append([words.get(i, "O") for i in range(len(row["tokens"]))])
+        return tags
 
     def usage_snippet(self, model_ref: str) -> str:
         return (
