@@ -108,7 +108,9 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.strategy_parameter_groups = strategy.parameter_groups
-    if trainer.compute_loss_func is not None or (
+    if task.loss_counts_items:
+        use_item_count_loss(trainer)
+    elif trainer.compute_loss_func is not None or (
         # A ZeRO-3 model cannot run the probe before DeepSpeed wraps it; a batch mean is
         # correctly scaled whatever the model does with the item count.
         trainer.model_accepts_loss_kwargs
@@ -132,6 +134,14 @@ def use_batch_mean_loss(trainer: Trainer) -> None:
     trainer.model_accepts_loss_kwargs = False
     trainer.loss_is_scaled_for_ga = False
     trainer.args.average_tokens_across_devices = False
+
+
+def use_item_count_loss(trainer: Trainer) -> None:
+    """The task's own loss divides by the Trainer's item count: the count goes to it (not to
+    the model's forward), and the Trainer neither divides by the accumulation steps again nor
+    leaves the per-process share of the count averaged away by DDP."""
+    trainer.model_accepts_loss_kwargs = False
+    trainer.loss_is_scaled_for_ga = True
 
 
 def loss_uses_item_count(model: Any, dataset: Any, collator: Any) -> bool:
@@ -220,6 +230,15 @@ class TransferTrainer(Trainer):
 
     strategy_parameter_groups: Any = None
     _checked_wrapping = False
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        # An evaluation before training (a causal LM's perplexity before) has accelerate prepare
+        # the model for evaluation, unwrapped, and mark it prepared: training would then skip the
+        # DDP wrapping and each process would train alone (check_wrapped stops that). The mark
+        # goes, so that training prepares the model for itself.
+        if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
+            self.model._is_accelerate_prepared = False
+        return super().train(*args, **kwargs)
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
         if not self._checked_wrapping:

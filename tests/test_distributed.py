@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env, compose_tiny, tiny_overrides
+from conftest import TEST_RECIPES, cli_env, compose_tiny, tiny_overrides
 from safetensors.torch import load_file
 
 from hf_transfer.errors import UserError
@@ -290,3 +290,87 @@ def test_the_gpu_benchmark_refuses_to_run_without_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the benchmark would run")
     assert done.returncode == 2 and "no CUDA GPU is visible here" in done.stderr
+
+
+def test_a_causal_lm_trains_under_ddp_as_in_one_process(checkpoints, tmp_path):
+    """Token-count losses across processes (rows of different lengths, one example per row):
+    the loss of each rank is its tokens' sum over the whole global batch's tokens, so that
+    two processes of 4 rows train as one process of 8."""
+    import random
+
+    from conftest import FILLER, NEGATIVE, POSITIVE
+
+    rng = random.Random(0)
+    data = tmp_path / "text"
+    data.mkdir()
+    words = FILLER + POSITIVE + NEGATIVE
+    for split, count in (("train", 200), ("test", 8)):
+        lines = [" ".join(rng.choices(words, k=rng.randint(2, 12))) for _ in range(count)]
+        (data / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    settings = [
+        f"--config-dir={TEST_RECIPES}", "recipe=tiny", "task=tiny_text", f"model.source={checkpoints['gpt2']}",
+        f"task.data.source={data}", "task.packing=false", "task.generation.prompts=[]",
+        "model.config_overrides={resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0}",
+        "trainer.train_sampling_strategy=sequential", "trainer.optim=sgd", "trainer.max_grad_norm=1.0",
+        "trainer.num_train_epochs=1", "trainer.warmup_steps=0", "strategy.learning_rate=0.5", "trainer.logging_steps=1",
+        "trainer.load_best_model_at_end=false",  # 200 rows: 40 validate, 160 train (20 x 8)
+    ]  # fmt: skip
+    done = torchrun(tmp_path, [*settings, "trainer.per_device_train_batch_size=4", f"hydra.run.dir={tmp_path / 'two'}"])
+    assert done.returncode == 0, done.stderr[-4000:]
+    from hf_transfer.compose import compose
+
+    single = run(compose([*settings[1:], "trainer.per_device_train_batch_size=8"], config_dir=str(TEST_RECIPES)),
+                 output_dir=tmp_path / "one")  # fmt: skip
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["distributed"]["world_size"] == 2
+    one_weights, two_weights = (
+        load_file(single.folder / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
+    for name in one_weights:
+        assert torch.allclose(one_weights[name], two_weights[name], atol=2e-5), name
+    assert logged_losses(tmp_path / "two") == pytest.approx(logged_losses(single.folder), abs=2e-5)
+    assert two["test"]["perplexity"] == pytest.approx(single.metrics["test"]["perplexity"], rel=1e-4)
+
+
+@pytest.mark.parametrize("task", ["tiny_ner", "tiny_qa"])
+def test_token_classification_and_qa_under_ddp_as_in_one_process(checkpoints, tmp_path, task):
+    """Per-token losses and window-level QA features: same weights, and evaluation (entity F1,
+    exact match over windows gathered back in order, an odd test split) as in one process."""
+    import random
+
+    from test_question_answering import example
+    from test_token_classification import sentence, write_conll
+
+    rng = random.Random(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    if task == "tiny_ner":
+        write_conll(data / "train.conll", [sentence(rng) for _ in range(96)])
+        write_conll(data / "test.conll", [sentence(rng) for _ in range(31)])
+    else:
+        for split, count in (("train", 96), ("test", 31)):
+            rows = [example(rng, f"{split}{i}") for i in range(count)]
+            (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = [f"--config-dir={TEST_RECIPES}", "recipe=tiny", f"task={task}", f"model.source={checkpoints['bert']}",
+                f"task.data.source={data}", *SAME_BATCHES, "trainer.num_train_epochs=1"]  # fmt: skip
+    done = torchrun(tmp_path, [*settings, "trainer.per_device_train_batch_size=8", f"hydra.run.dir={tmp_path / 'two'}"])
+    assert done.returncode == 0, done.stderr[-4000:]
+    from hf_transfer.compose import compose
+
+    single = run(compose([*settings[1:], "trainer.per_device_train_batch_size=16"], config_dir=str(TEST_RECIPES)),
+                 output_dir=tmp_path / "one")  # fmt: skip
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["distributed"]["world_size"] == 2
+    one_weights, two_weights = (
+        load_file(single.folder / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
+    for name in one_weights:
+        assert torch.allclose(one_weights[name], two_weights[name], atol=2e-5), name
+    assert logged_losses(tmp_path / "two") == pytest.approx(logged_losses(single.folder), abs=2e-5)
+    scores = ["precision", "recall", "f1", "accuracy"] if task == "tiny_ner" else ["exact_match", "f1"]
+    assert two["test"]["num_examples"] == single.metrics["test"]["num_examples"] == 31
+    assert {k: two["test"][k] for k in scores} == pytest.approx({k: single.metrics["test"][k] for k in scores})
+    records = (tmp_path / "two" / "predictions_test.jsonl").read_text()
+    assert records == (single.folder / "predictions_test.jsonl").read_text()

@@ -25,6 +25,9 @@ class Task:
     stratify_by: ClassVar[str | None] = None  # the column to stratify carved splits on
     evaluate_before_training: ClassVar[bool] = False  # also score the held-out data untrained
     sort_eval_by_length: ClassVar[bool] = True  # evaluate in length-sorted batches (outputs re-ordered)
+    # True when loss_function() sums over the batch's items and divides by num_items_in_batch,
+    # the Trainer's count over the whole accumulated, all-process step; else it is a batch mean.
+    loss_counts_items: ClassVar[bool] = False
     training_defaults: ClassVar[dict[str, Any]] = {}  # TrainingArguments the task needs, unless set
 
     def __init__(self, config: Any, seed: int):

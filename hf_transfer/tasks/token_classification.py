@@ -55,6 +55,7 @@ class TokenClassification(Task):
     auto_model = "AutoModelForTokenClassification"
     pipeline_task = "token-classification"
     peft_task_type = "TOKEN_CLS"
+    loss_counts_items = True  # TokenCrossEntropy: each labelled token weighs the same
 
     def __init__(self, config: TokenClassificationConfig, seed: int):
         super().__init__(config, seed)
@@ -183,6 +184,9 @@ class TokenClassification(Task):
             previous = word
         return labels
 
+    def loss_function(self) -> Any:
+        return TokenCrossEntropy()
+
     def collator(self, tokenizer: Any) -> Any:
         from transformers import DataCollatorForTokenClassification
 
@@ -244,3 +248,20 @@ class TokenClassification(Task):
             f'ner = pipeline("token-classification", model="{model_ref}", aggregation_strategy="simple")\n'
             'print(ner("Hugging Face is based in New York City"))\n'
         )
+
+
+class TokenCrossEntropy:
+    """Cross-entropy summed over the labelled tokens and divided by the Trainer's count of them
+    over the whole step (all accumulated batches, all processes): every token weighs the same,
+    however the step is split. The models' own loss is a mean per batch, which weighs the
+    tokens of a short batch more (and differs between one process and several)."""
+
+    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        import torch
+
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        total = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORED, reduction="sum"
+        )
+        count = num_items_in_batch if num_items_in_batch is not None else labels.ne(IGNORED).sum()
+        return total / torch.as_tensor(count, device=total.device).clamp(min=1)
