@@ -202,35 +202,29 @@ def test_fsdp_wraps_the_blocks_the_model_declares(checkpoints):
 
 
 @pytest.mark.parametrize(
-    "strategy, per_process",
+    "strategy, settings, per_process",
     [
-        ("head_only", ["trainer.per_device_train_batch_size=8"]),
-        ("lora", ["trainer.per_device_train_batch_size=8", "strategy.dropout=0.0"]),
+        ("head_only", [], ["trainer.per_device_train_batch_size=8"]),
+        # Adapters on a frozen base, through checkpointed blocks (non-reentrant) under DDP.
+        (
+            "lora",
+            ["strategy.dropout=0.0", "trainer.gradient_checkpointing=true"],
+            ["trainer.per_device_train_batch_size=8"],
+        ),
         # Gradient accumulation across processes: 2 processes x 2 steps x 4 examples.
-        ("full", ["trainer.per_device_train_batch_size=4", "trainer.gradient_accumulation_steps=2"]),
+        ("full", [], ["trainer.per_device_train_batch_size=4", "trainer.gradient_accumulation_steps=2"]),
     ],
 )
-def test_each_strategy_trains_under_ddp_as_in_one_process(checkpoints, data_dir, tmp_path, strategy, per_process):
-    """torchrun, 2 processes: frozen layers, LoRA adapters and accumulated gradients train in
-    step with one process that sees the same 16 examples per optimizer step."""
-    argv = [*tiny_overrides(checkpoints["bert"], data_dir), f"strategy={strategy}", *SAME_BATCHES, *per_process,
-            f"hydra.run.dir={tmp_path / 'two'}"]  # fmt: skip
-    done = torchrun(tmp_path, argv)
-    assert done.returncode == 0, done.stderr[-4000:]
-    same_settings = [o for o in per_process if "batch_size" not in o and "accumulation" not in o]
-    cfg = compose_tiny(checkpoints["bert"], data_dir, f"strategy={strategy}", *SAME_BATCHES, *same_settings,
-                       "trainer.per_device_train_batch_size=16")  # fmt: skip
-    single = run(cfg, output_dir=tmp_path / "one")
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert two["distributed"]["world_size"] == 2
+def test_each_strategy_trains_under_ddp_as_in_one_process(
+    checkpoints, data_dir, tmp_path, strategy, settings, per_process
+):
+    """torchrun, 2 processes: frozen layers, LoRA adapters (with gradient checkpointing) and
+    accumulated gradients train in step with one process that sees the same 16 examples per
+    optimizer step."""
+    common = ["recipe=tiny", f"model.source={checkpoints['bert']}", f"task.data.source={data_dir}",
+              f"strategy={strategy}", *SAME_BATCHES, *settings]  # fmt: skip
+    two, single = train_twice(tmp_path, common, per_process, ["trainer.per_device_train_batch_size=16"])
     assert two["trainable_parameters"] == single.metrics["trainable_parameters"]
-    one_weights, two_weights = (
-        load_file(single.folder / "model.safetensors"),
-        load_file(tmp_path / "two" / "model.safetensors"),
-    )
-    for name in one_weights:
-        assert torch.allclose(one_weights[name], two_weights[name], atol=2e-5), name
-    assert logged_losses(tmp_path / "two") == pytest.approx(logged_losses(single.folder), abs=2e-5)
 
 
 def test_an_unwrapped_model_across_processes_is_stopped(checkpoints):
@@ -292,10 +286,31 @@ def test_the_gpu_benchmark_refuses_to_run_without_a_gpu(tmp_path):
     assert done.returncode == 2 and "no CUDA GPU is visible here" in done.stderr
 
 
+def train_twice(tmp_path, settings, two_process, one_process):
+    """The same run by two processes (torchrun) with `two_process` settings and by one process
+    with `one_process` settings (the same examples per optimizer step): both must end with the
+    same weights and logged losses. Returns (the 2-process metrics, the 1-process result)."""
+    from hf_transfer.compose import compose
+
+    argv = [f"--config-dir={TEST_RECIPES}", *settings, *two_process, f"hydra.run.dir={tmp_path / 'two'}"]
+    done = torchrun(tmp_path, argv)
+    assert done.returncode == 0, done.stderr[-4000:]
+    single = run(compose([*settings, *one_process], config_dir=str(TEST_RECIPES)), output_dir=tmp_path / "one")
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["distributed"]["world_size"] == 2
+    one_weights, two_weights = (
+        load_file(single.folder / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
+    for name in one_weights:
+        assert torch.allclose(one_weights[name], two_weights[name], atol=2e-5), name
+    assert logged_losses(tmp_path / "two") == pytest.approx(logged_losses(single.folder), abs=2e-5)
+    return two, single
+
+
 def test_a_causal_lm_trains_under_ddp_as_in_one_process(checkpoints, tmp_path):
     """Token-count losses across processes (rows of different lengths, one example per row):
-    the loss of each rank is its tokens' sum over the whole global batch's tokens, so that
-    two processes of 4 rows train as one process of 8."""
+    each process's loss is its tokens' sum over the token count of the whole step."""
     import random
 
     from conftest import FILLER, NEGATIVE, POSITIVE
@@ -308,28 +323,15 @@ def test_a_causal_lm_trains_under_ddp_as_in_one_process(checkpoints, tmp_path):
         lines = [" ".join(rng.choices(words, k=rng.randint(2, 12))) for _ in range(count)]
         (data / f"{split}.txt").write_text("\n".join(lines) + "\n")
     settings = [
-        f"--config-dir={TEST_RECIPES}", "recipe=tiny", "task=tiny_text", f"model.source={checkpoints['gpt2']}",
-        f"task.data.source={data}", "task.packing=false", "task.generation.prompts=[]",
+        "recipe=tiny", "task=tiny_text", f"model.source={checkpoints['gpt2']}", f"task.data.source={data}",
+        "task.packing=false", "task.generation.prompts=[]",
         "model.config_overrides={resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0}",
         "trainer.train_sampling_strategy=sequential", "trainer.optim=sgd", "trainer.max_grad_norm=1.0",
         "trainer.num_train_epochs=1", "trainer.warmup_steps=0", "strategy.learning_rate=0.5", "trainer.logging_steps=1",
         "trainer.load_best_model_at_end=false",  # 200 rows: 40 validate, 160 train (20 x 8)
     ]  # fmt: skip
-    done = torchrun(tmp_path, [*settings, "trainer.per_device_train_batch_size=4", f"hydra.run.dir={tmp_path / 'two'}"])
-    assert done.returncode == 0, done.stderr[-4000:]
-    from hf_transfer.compose import compose
-
-    single = run(compose([*settings[1:], "trainer.per_device_train_batch_size=8"], config_dir=str(TEST_RECIPES)),
-                 output_dir=tmp_path / "one")  # fmt: skip
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert two["distributed"]["world_size"] == 2
-    one_weights, two_weights = (
-        load_file(single.folder / "model.safetensors"),
-        load_file(tmp_path / "two" / "model.safetensors"),
-    )
-    for name in one_weights:
-        assert torch.allclose(one_weights[name], two_weights[name], atol=2e-5), name
-    assert logged_losses(tmp_path / "two") == pytest.approx(logged_losses(single.folder), abs=2e-5)
+    two, single = train_twice(tmp_path, settings, ["trainer.per_device_train_batch_size=4"],
+                              ["trainer.per_device_train_batch_size=8"])  # fmt: skip
     assert two["test"]["perplexity"] == pytest.approx(single.metrics["test"]["perplexity"], rel=1e-4)
 
 
@@ -352,23 +354,10 @@ def test_token_classification_and_qa_under_ddp_as_in_one_process(checkpoints, tm
         for split, count in (("train", 96), ("test", 31)):
             rows = [example(rng, f"{split}{i}") for i in range(count)]
             (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    settings = [f"--config-dir={TEST_RECIPES}", "recipe=tiny", f"task={task}", f"model.source={checkpoints['bert']}",
-                f"task.data.source={data}", *SAME_BATCHES, "trainer.num_train_epochs=1"]  # fmt: skip
-    done = torchrun(tmp_path, [*settings, "trainer.per_device_train_batch_size=8", f"hydra.run.dir={tmp_path / 'two'}"])
-    assert done.returncode == 0, done.stderr[-4000:]
-    from hf_transfer.compose import compose
-
-    single = run(compose([*settings[1:], "trainer.per_device_train_batch_size=16"], config_dir=str(TEST_RECIPES)),
-                 output_dir=tmp_path / "one")  # fmt: skip
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert two["distributed"]["world_size"] == 2
-    one_weights, two_weights = (
-        load_file(single.folder / "model.safetensors"),
-        load_file(tmp_path / "two" / "model.safetensors"),
-    )
-    for name in one_weights:
-        assert torch.allclose(one_weights[name], two_weights[name], atol=2e-5), name
-    assert logged_losses(tmp_path / "two") == pytest.approx(logged_losses(single.folder), abs=2e-5)
+    settings = ["recipe=tiny", f"task={task}", f"model.source={checkpoints['bert']}", f"task.data.source={data}",
+                *SAME_BATCHES, "trainer.num_train_epochs=1"]  # fmt: skip
+    two, single = train_twice(tmp_path, settings, ["trainer.per_device_train_batch_size=8"],
+                              ["trainer.per_device_train_batch_size=16"])  # fmt: skip
     scores = ["precision", "recall", "f1", "accuracy"] if task == "tiny_ner" else ["exact_match", "f1"]
     assert two["test"]["num_examples"] == single.metrics["test"]["num_examples"] == 31
     assert {k: two["test"][k] for k in scores} == pytest.approx({k: single.metrics["test"][k] for k in scores})

@@ -73,6 +73,7 @@ def test_multi_label_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path):
                        "task.label_separator=';'", "task.threshold=0.3")  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run")
     test = result.metrics["test"]
+    assert result.metrics["train_loss_last_logged"] < 0.8 * result.metrics["train_loss_first_logged"]
     assert set(test["per_class"]) == {"complaint", "praise"} and test["f1_micro"] > 0.7
     config = AutoConfig.from_pretrained(result.folder)
     assert config.problem_type == "multi_label_classification"
@@ -95,6 +96,7 @@ def test_regression_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path):
     cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=regression", "task.columns.label=score")
     result = run(cfg, output_dir=tmp_path / "run")
     test = result.metrics["test"]
+    assert result.metrics["train_loss_last_logged"] < 0.8 * result.metrics["train_loss_first_logged"]
     assert test["pearson"] > 0.5 and {"mse", "mae", "spearman"} <= set(test)
     assert AutoConfig.from_pretrained(result.folder).problem_type == "regression"
     records = read_jsonl(result.folder / "predictions_test.jsonl")
