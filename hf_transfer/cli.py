@@ -16,12 +16,14 @@ A user's mistake ends with one line on stderr and exit status 2 (see errors.User
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.errors import UserError, did_you_mean, first_line
 
 PROG = "hf-transfer"
 
@@ -120,25 +122,21 @@ def train(argv: list[str]) -> int:
     secondary = is_secondary_process()
     if secondary and args.multirun:
         raise UserError("-m (multirun) cannot run under a multi-process launch: launch one run per command")
-    scratch = None
-    if secondary:
-        # Every process of a launch composes the config; only the main one keeps Hydra's
-        # outputs (its run folder is the run's). The others log warnings only, into a scratch folder.
-        import tempfile
-
-        scratch = tempfile.mkdtemp(prefix="hf-transfer-rank-")
-        args.overrides = [*args.overrides, f"hydra.run.dir={scratch}", "hydra.output_subdir=null",
-                          "hydra.job_logging.root.level=WARNING"]  # fmt: skip
-    try:
-        return _train(parser, args, config_name, secondary)
-    finally:
+    # Every process of a launch composes the config; only the main one keeps Hydra's outputs
+    # (its run folder is the run's). The others log warnings only, into a scratch folder.
+    scratch_folder = (
+        tempfile.TemporaryDirectory(prefix="hf-transfer-rank-", ignore_cleanup_errors=True)
+        if secondary
+        else contextlib.nullcontext()
+    )
+    with scratch_folder as scratch:
         if scratch is not None:
-            import shutil
+            args.overrides = [*args.overrides, f"hydra.run.dir={scratch}", "hydra.output_subdir=null",
+                              "hydra.job_logging.root.level=WARNING"]  # fmt: skip
+        return _train(parser, args, config_name)
 
-            shutil.rmtree(scratch, ignore_errors=True)
 
-
-def _train(parser: Any, args: Any, config_name: str, secondary: bool) -> int:
+def _train(parser: Any, args: Any, config_name: str) -> int:
     from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
 
     with hydra_session(args.config_dir) as hydra:
@@ -166,17 +164,16 @@ def _train(parser: Any, args: Any, config_name: str, secondary: bool) -> int:
             _refuse_used_sweep_dir(jobs[0].config)
             hydra.multirun(config_name=config_name, task_function=_train_job, overrides=overrides)
         else:
-            if not secondary:
-                _refuse_finished_run_dir(jobs[0].config)
+            _refuse_finished_run_dir(jobs[0].config)  # a secondary process's scratch folder is empty
             hydra.run(config_name=config_name, task_function=_train_job, overrides=overrides)
     return 0
 
 
 def _refuse_finished_run_dir(cfg: Any) -> None:
-    from hf_transfer.outputs import RESULT_MARKERS
+    from hf_transfer.outputs import held_results
 
     run_dir = _hydra_folder(cfg, "hydra.run.dir")
-    held = [name for name in RESULT_MARKERS if (run_dir / name).exists()]
+    held = held_results(run_dir)
     if held:
         raise UserError(f"hydra.run.dir '{run_dir}' already holds a run ({', '.join(held)}); choose another folder")
 
@@ -196,7 +193,7 @@ def _hydra_folder(cfg: Any, key: str) -> Path:
     try:
         return Path(str(OmegaConf.select(cfg, key, throw_on_missing=True)))
     except OmegaConfBaseException as err:
-        raise UserError(f"{key} cannot be resolved: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{key} cannot be resolved: {first_line(err)}") from None
 
 
 def _train_job(cfg: Any) -> None:

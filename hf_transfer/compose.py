@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.errors import UserError, did_you_mean, first_line
 
 if TYPE_CHECKING:
     from hydra._internal.hydra import Hydra
@@ -89,7 +89,7 @@ def _parse(overrides: list[str]) -> list[Any]:
     try:
         return OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
-        raise UserError(f"cannot read the override: {_first_line(err)}; write overrides as key=value") from None
+        raise UserError(f"cannot read the override: {first_line(err)}; write overrides as key=value") from None
 
 
 def _check_choices(loader: Any, group: str, override: Any) -> None:
@@ -148,7 +148,7 @@ def _compose(hydra: Hydra, overrides: list[str], mode: Any) -> DictConfig:
         )
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         hint = " (to run without the default recipe, write ~recipe)" if "Got NoneType" in str(err) else ""
-        raise UserError(f"cannot compose the config: {_first_line(err)}{hint}") from None
+        raise UserError(f"cannot compose the config: {first_line(err)}{hint}") from None
     except yaml.YAMLError as err:
         raise UserError(f"cannot read a config file: {_yaml_problem(err)}") from None
 
@@ -158,7 +158,7 @@ def _yaml_problem(err: Exception) -> str:
     mark = getattr(err, "problem_mark", None)
     where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     what = "; ".join(part for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part)
-    return where + (what or _first_line(err))
+    return where + (what or first_line(err))
 
 
 def _split_sweeps(overrides: list[str]) -> list[list[str]]:
@@ -166,11 +166,6 @@ def _split_sweeps(overrides: list[str]) -> list[list[str]]:
 
     batches = BasicSweeper.split_arguments(_parse(overrides), max_batch_size=None)
     return [job for batch in batches for job in batch]
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 class _unlocked:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hf_transfer import schema
-from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.errors import UserError, did_you_mean, first_line
 
 
 @dataclass
@@ -206,7 +206,7 @@ def _to_plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
             return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None)
-            message = str(err).splitlines()[0]
+            message = first_line(err)
             raise UserError(f"key '{key}': {message}" if key else message) from None
     return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
 

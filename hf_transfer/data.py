@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from hf_transfer.errors import UserError
+from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -85,7 +85,7 @@ def load_raw(cfg: DatasetConfig) -> DatasetDict:
     source = resolve_source(cfg.source, kind="dataset") if cfg.source else None
     if cfg.data_files is not None:
         base = source if source is not None and source.is_dir() else Path.cwd()
-        raw = _load_files(_files_by_split(cfg.data_files, base), cfg.format)
+        raw = _load_files(files_by_split(cfg.data_files, base), cfg.format)
     elif source is not None and source.is_file():
         raw = _load_files({"train": [source]}, cfg.format)
     elif source is not None and source.is_dir():
@@ -173,7 +173,19 @@ def _is_class_label(dataset: Any, column: str) -> bool:
     return isinstance(dataset.features.get(column), ClassLabel)
 
 
-def _files_by_split(data_files: Any, base: Path) -> dict[str, list[Path]]:
+def list_class_label(feature: Any) -> Any:
+    """The ClassLabel of a list feature (tags per word, labels per text), or None."""
+    from datasets import ClassLabel, Sequence
+
+    inner = (
+        feature.feature
+        if isinstance(feature, Sequence)
+        else (feature[0] if isinstance(feature, list) and feature else None)
+    )
+    return inner if isinstance(inner, ClassLabel) else None
+
+
+def files_by_split(data_files: Any, base: Path) -> dict[str, list[Path]]:
     if isinstance(data_files, (str, list)):
         data_files = {"train": data_files}
     files = {}
@@ -276,7 +288,7 @@ def _load_hub(cfg: DatasetConfig) -> DatasetDict:
     except Exception as err:  # the hub client raises many types; all mean "could not load"
         raise UserError(
             f"could not load dataset '{cfg.source}' (task.data.source) from the hub: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; check the name and "
+            f"{first_line(err)}; check the name and "
             "your connection, or point task.data.source at a local file or folder"
         ) from None
     return loaded
@@ -299,15 +311,20 @@ def _rename_splits(raw: DatasetDict, names: SplitNames) -> DatasetDict:
     return DatasetDict({ours: raw[theirs] for ours, theirs in wanted.items() if theirs in raw})
 
 
-def _format_of(path: Path) -> str:
-    name = path.name.lower()
+def format_from_name(name: str) -> str | None:
+    """The data format a file's name says (compression suffixes aside), or None."""
+    name = name.lower()
     for suffix in _COMPRESSION:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    suffix = Path(name).suffix
-    if suffix not in _FORMATS:
+    return _FORMATS.get(Path(name).suffix)
+
+
+def _format_of(path: Path) -> str:
+    fmt = format_from_name(path.name)
+    if fmt is None:
         raise UserError(
             f"cannot tell the format of '{path}' from its name; set task.data.format "
-            f"to one of: csv, tsv, json, parquet, text, conll"
+            f"to one of: {', '.join(dict.fromkeys(_FORMATS.values()))}"
         )
-    return _FORMATS[suffix]
+    return fmt

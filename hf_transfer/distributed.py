@@ -79,8 +79,6 @@ def check_strategy(args: Any, strategy: Any) -> None:
 
 
 def _sharding_wrapper(args: Any) -> str | None:
-    import os
-
     if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         return "DeepSpeed"
     if args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":

@@ -29,3 +29,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def unknown_choice(what: str, value: str, choices: Iterable[str]) -> UserError:
     choices = sorted(str(c) for c in choices)
     return UserError(f"unknown {what} '{value}'{did_you_mean(value, choices)}; choose one of: {', '.join(choices)}")
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name if it has none):
+    library errors often run on for paragraphs, and a UserError is one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import UserError
+from hf_transfer.config import HubConfig
+from hf_transfer.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +23,9 @@ log = logging.getLogger(__name__)
 NOT_PUSHED = ["checkpoints/**", ".hydra/**", "train.log", "predictions_*.jsonl", "*.lock", ".*"]
 
 
-@dataclass
-class PushRequest:
-    repo_id: str
-    private: bool = False
-    revision: str | None = None
-    commit_message: str | None = None
-    endpoint: str | None = None
-
-
-def push(folder: Path, request: PushRequest) -> str:
-    """Upload the run folder; returns the URL of the commit. Raises UserError on any failure."""
+def push(folder: Path, request: HubConfig) -> str:
+    """Upload the run folder as `request` (the hub.* settings) says; returns the URL of the
+    commit. Raises UserError on any failure."""
     from huggingface_hub import HfApi, get_token
 
     folder = Path(folder)
@@ -110,7 +102,7 @@ def _local_adapter_base(folder: Path) -> str | None:
 def _reason(err: Exception) -> str:
     response = getattr(err, "response", None)
     status = getattr(response, "status_code", None)
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     if status in (401, 403):
         return f"the hub refused the token or the repo ({status}: {first})"
     if status is not None:
@@ -118,7 +110,7 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {first}"
 
 
-def _retry(folder: Path, request: PushRequest) -> str:
+def _retry(folder: Path, request: HubConfig) -> str:
     parts = ["hf-transfer push", shlex.quote(str(folder)), "--repo-id", request.repo_id]
     if request.private:
         parts.append("--private")
@@ -146,7 +138,14 @@ def main(argv: list[str]) -> int:
     _configure_logging()
     url = push(
         Path(args.folder),
-        PushRequest(args.repo_id, args.private, args.revision, args.commit_message, args.endpoint),
+        HubConfig(
+            push=True,
+            repo_id=args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            endpoint=args.endpoint,
+        ),
     )
     print(url)
     return 0

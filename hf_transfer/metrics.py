@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_transfer.errors import UserError
+from hf_transfer.errors import UserError, first_line
 
 
 def classification_scores(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:
@@ -39,19 +39,8 @@ def _per_class(predictions: np.ndarray, references: np.ndarray, num_labels: int)
     for label in range(num_labels):
         predicted = predictions == label
         actual = references == label
-        true_positive = int(np.sum(predicted & actual))
-        precision = true_positive / int(predicted.sum()) if predicted.any() else 0.0
-        recall = true_positive / int(actual.sum()) if actual.any() else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append(
-            {
-                "precision": precision,
-                "recall": recall,
-                "f1": f1,
-                "support": int(actual.sum()),
-                "predicted": int(predicted.sum()),
-            }
-        )
+        counts = int(np.sum(predicted & actual)), int(predicted.sum()), int(actual.sum())
+        rows.append({**_prf(*counts), "predicted": counts[1]})
     return rows
 
 
@@ -62,12 +51,7 @@ def multi_label_scores(
     predicted, actual = predicted.astype(bool), actual.astype(bool)
     true_positive = (predicted & actual).sum(axis=0)
     predicted_count, actual_count = predicted.sum(axis=0), actual.sum(axis=0)
-    rows = []
-    for tp, p, a in zip(true_positive, predicted_count, actual_count):
-        precision = tp / p if p else 0.0
-        recall = tp / a if a else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(a)})
+    rows = [_prf(int(tp), int(p), int(a)) for tp, p, a in zip(true_positive, predicted_count, actual_count)]
     tp, p, a = int(true_positive.sum()), int(predicted_count.sum()), int(actual_count.sum())
     micro = 2 * tp / (p + a) if p + a else 0.0
     scores: dict[str, Any] = {
@@ -148,7 +132,7 @@ def _load_evaluate_metric(path: str) -> Any:
     except Exception as err:  # network errors, missing scripts, bad modules: all the user's to fix
         raise UserError(
             f"could not load the evaluate metric '{path}' (task.metrics): "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. A hub name needs the "
+            f"{first_line(err)}. A hub name needs the "
             "hub; offline, give the path of a local metric script or folder"
         ) from None
 
@@ -200,8 +184,10 @@ def entity_scores(predicted: Sequence[Sequence[str]], actual: Sequence[Sequence[
         total_tokens += len(gold)
     per_type = {}
     for kind in sorted({c[1] for c in predicted_chunks | actual_chunks}):
-        per_type[kind] = _prf({c for c in predicted_chunks if c[1] == kind}, {c for c in actual_chunks if c[1] == kind})
-    overall = _prf(predicted_chunks, actual_chunks)
+        per_type[kind] = _prf_of_sets(
+            {c for c in predicted_chunks if c[1] == kind}, {c for c in actual_chunks if c[1] == kind}
+        )
+    overall = _prf_of_sets(predicted_chunks, actual_chunks)
     return {
         "precision": overall["precision"],
         "recall": overall["recall"],
@@ -211,9 +197,13 @@ def entity_scores(predicted: Sequence[Sequence[str]], actual: Sequence[Sequence[
     }
 
 
-def _prf(predicted: set[Any], actual: set[Any]) -> dict[str, float]:
-    correct = len(predicted & actual)
-    precision = correct / len(predicted) if predicted else 0.0
-    recall = correct / len(actual) if actual else 0.0
+def _prf_of_sets(predicted: set[Any], actual: set[Any]) -> dict[str, float]:
+    return _prf(len(predicted & actual), len(predicted), len(actual))
+
+
+def _prf(correct: int, predicted: int, actual: int) -> dict[str, Any]:
+    """Precision, recall, F1 and support from counts (0 where a count is 0)."""
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / actual if actual else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "support": len(actual)}
+    return {"precision": precision, "recall": recall, "f1": f1, "support": actual}

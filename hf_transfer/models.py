@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hf_transfer.assets import cache_root, count_one_time, model_location
 from hf_transfer.config import ModelConfig
-from hf_transfer.errors import UserError
+from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -112,7 +112,7 @@ def load_base_config(cfg: ModelConfig, **kwargs: Any) -> Any:
         )
     except (OSError, ValueError) as err:
         raise UserError(
-            f"could not load the model config from '{cfg.source}' (model.source): {str(err).splitlines()[0]}"
+            f"could not load the model config from '{cfg.source}' (model.source): {first_line(err)}"
         ) from None
 
 
@@ -125,9 +125,7 @@ def load_tokenizer(cfg: ModelConfig, family: str) -> Any:
             location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise UserError(
-            f"could not load a tokenizer from '{cfg.source}' (model.source): {str(err).splitlines()[0]}"
-        ) from None
+        raise UserError(f"could not load a tokenizer from '{cfg.source}' (model.source): {first_line(err)}") from None
     if family == "decoder":
         # A decoder classifies from its last real token: pad on the right, and it needs a pad id.
         tokenizer.padding_side = "right"

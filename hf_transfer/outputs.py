@@ -27,10 +27,15 @@ from hf_transfer.errors import UserError
 RESULT_MARKERS = ("metrics.json", "config.json", "model.safetensors", "adapter", "checkpoints")
 
 
+def held_results(folder: Path) -> list[str]:
+    """The result files a folder already holds (empty: no run is there)."""
+    return [name for name in RESULT_MARKERS if (folder / name).exists()]
+
+
 def prepare_run_folder(path: str | Path) -> Path:
     """Create the run folder, refusing one that already holds results (never overwrite a run)."""
     folder = Path(path).expanduser().resolve()
-    held = [name for name in RESULT_MARKERS if (folder / name).exists()]
+    held = held_results(folder)
     if held:
         raise UserError(
             f"output folder '{folder}' already holds a run ({', '.join(held)}); "

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import UserError
+from hf_transfer.errors import UserError, first_line
 
 # What a model does, by the ending of its architecture's name.
 TASKS = {
@@ -187,6 +187,8 @@ class PipelinePredictor(Predictor):
             inputs = [r if "text_pair" in r else r["text"] for r in chunk]
             outputs = self.pipe(inputs, batch_size=batch_size, top_k=None)
             return [self._classification(output) for output in outputs]
+        from hf_transfer.tasks.causal_lm import Generation
+
         texts = [r["text"] for r in chunk]
         if self.task == "token-classification":
             outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
@@ -194,7 +196,7 @@ class PipelinePredictor(Predictor):
         outputs = self.pipe(
             texts,
             batch_size=batch_size,
-            max_new_tokens=self.settings.get("max_new_tokens", 40),
+            max_new_tokens=self.settings.get("max_new_tokens", Generation.max_new_tokens),
             do_sample=False,
             return_full_text=False,
         )
@@ -204,7 +206,9 @@ class PipelinePredictor(Predictor):
         if self.problem_type == "regression":
             return {"score": round(float(scores[0]["score"]), 6)}
         if self.problem_type == "multi_label_classification":
-            threshold = self.settings.get("threshold", 0.5)
+            from hf_transfer.tasks.text_classification import TextClassificationConfig
+
+            threshold = self.settings.get("threshold", TextClassificationConfig.threshold)
             return {
                 "labels": [s["label"] for s in scores if s["score"] >= threshold],
                 "scores": {s["label"]: round(float(s["score"]), 6) for s in scores},
@@ -235,10 +239,11 @@ class QuestionAnsweringPredictor(Predictor):
         import numpy as np
         import torch
 
+        from hf_transfer.tasks.question_answering import QuestionAnsweringConfig as defaults
         from hf_transfer.tasks.question_answering import best_answers, context_offsets, encode_windows
 
-        max_length = self.settings.get("max_length") or 384
-        stride = min(self.settings.get("doc_stride", 128), max_length // 2)
+        max_length = self.settings.get("max_length") or defaults.max_length
+        stride = self.settings.get("doc_stride", defaults.doc_stride)
         encoded = encode_windows(
             self.tokenizer, [r["question"] for r in chunk], [r["context"] for r in chunk], max_length, stride
         )
@@ -262,8 +267,8 @@ class QuestionAnsweringPredictor(Predictor):
         padded = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in starts]
         padded_ends = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in ends]
         spans = best_answers(
-            examples, windows, np.stack(padded), np.stack(padded_ends), self.settings.get("n_best", 20),
-            self.settings.get("max_answer_length", 30), with_spans=True,
+            examples, windows, np.stack(padded), np.stack(padded_ends), self.settings.get("n_best", defaults.n_best),
+            self.settings.get("max_answer_length", defaults.max_answer_length), with_spans=True,
         )  # fmt: skip
         return [spans[str(i)] for i in range(len(chunk))]
 
@@ -286,16 +291,19 @@ def run_settings(model: str, revision: str | None = None) -> dict[str, Any]:
 
     import yaml
 
-    config_file, metrics_file = _run_file(model, "config.yaml", revision), _run_file(model, "metrics.json", revision)
+    from hf_transfer.tasks.causal_lm import Generation
+
+    config_file = _run_file(model, "config.yaml", revision)
     task = ((yaml.safe_load(config_file.read_text()) or {}).get("task") or {}) if config_file else {}
     settings = {
         k: task[k] for k in ("threshold", "max_length", "doc_stride", "n_best", "max_answer_length") if k in task
     }
-    if settings.get("max_length") is None and metrics_file:
+    if "max_length" in settings and settings["max_length"] is None:
         # Left to its default, the length was the model's limit: the run recorded what it used.
-        settings["max_length"] = json.loads(metrics_file.read_text()).get("max_length")
+        metrics_file = _run_file(model, "metrics.json", revision)
+        settings["max_length"] = json.loads(metrics_file.read_text()).get("max_length") if metrics_file else None
     if isinstance(task.get("generation"), dict):
-        settings["max_new_tokens"] = task["generation"].get("max_new_tokens", 40)
+        settings["max_new_tokens"] = task["generation"].get("max_new_tokens", Generation.max_new_tokens)
     return settings
 
 
@@ -320,17 +328,17 @@ def load_predictor(model: str, revision: str | None = None, device: str | None =
     try:
         config = AutoConfig.from_pretrained(model, revision=revision)
     except (OSError, ValueError) as err:
-        raise UserError(f"could not load '{model}': {str(err).splitlines()[0]}") from None
+        raise UserError(f"could not load '{model}': {first_line(err)}") from None
     task = detect_task(config)
     settings = run_settings(model, revision)
     if task == "question-answering":
-        qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision)
+        qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision, config=config)
         if device:
             qa_model = qa_model.to(device)
         return QuestionAnsweringPredictor(
             task, settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision)
         )
-    pipe = pipeline(task, model=model, revision=revision, device=device, dtype="float32")
+    pipe = pipeline(task, model=model, config=config, revision=revision, device=device, dtype="float32")
     if task == "text-generation":
         # Batched generation continues every row from its last token: pad on the left.
         pipe.tokenizer.padding_side = "left"

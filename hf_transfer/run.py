@@ -43,10 +43,9 @@ def run(cfg: RunConfig | Mapping[str, Any], output_dir: str | Path, callbacks: l
         raise
     if run_cfg.hub.push and result.is_main_process:
         # After the run is complete and saved: a failed push leaves the run folder as it is.
-        from hf_transfer.hub import PushRequest, push
+        from hf_transfer.hub import push
 
-        hub = run_cfg.hub
-        push(result.folder, PushRequest(hub.repo_id, hub.private, hub.revision, hub.commit_message, hub.endpoint))
+        push(result.folder, run_cfg.hub)
     return result
 
 
@@ -124,10 +123,10 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     metrics.update(evaluation)
     metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
     if samples_before:
-        prompts = task.config.generation.prompts
         after = task.generate(trainer.model)
         predictions["generations"] = [
-            {"prompt": p, "before_training": b, "after_training": a} for p, b, a in zip(prompts, samples_before, after)
+            {"prompt": prompt, "before_training": before, "after_training": text}
+            for (prompt, before), (_, text) in zip(samples_before, after)
         ]
     metrics.update(memory.result())
 
@@ -196,11 +195,12 @@ def _evaluate(trainer: Any, task: Any, splits: Any, tokenized: Any) -> tuple[dic
         if split_name not in tokenized:
             continue
         output = predict_in_order(trainer, tokenized[split_name], split_name, sort=task.sort_eval_by_length)
+        decoded = task.decode(output, split_name)
         if task.is_labeled(splits[split_name]):
-            metrics[split_name] = task.evaluate(output, splits[split_name])
+            metrics[split_name] = task.evaluate(output, splits[split_name], decoded)
         else:
             metrics[split_name] = "unlabeled: predicted, not scored"
-        records = task.prediction_records(output, splits[split_name])
+        records = task.prediction_records(output, splits[split_name], decoded)
         if records:
             predictions[f"predictions_{split_name}"] = records
     return metrics, predictions

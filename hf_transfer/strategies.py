@@ -250,8 +250,8 @@ class PartialUnfreeze(Strategy):
         if self.config.unfreeze_every is None:
             depth = len(self._top_blocks(parts))
             return layers[: 1 + depth]
-        depth = len(parts.blocks) if self.config.max_layers is None else min(self.config.max_layers, len(parts.blocks))
         self._check_depth(self.config.max_layers or 0, parts, "max_layers")
+        depth = len(parts.blocks) if self.config.max_layers is None else self.config.max_layers
         chosen = layers[: 1 + depth]
         if self.config.unfreeze_embeddings and depth == len(parts.blocks):
             chosen.append(layers[-1])
@@ -335,8 +335,7 @@ class Lora(Strategy):
                 f"LoRA target modules {missing} are not in {type(model).__name__} (strategy.target_modules); "
                 f"its linear layers are: {', '.join(linear_names)}"
             )
-        # A new head trains in full beside the adapters; a pretrained output layer stays as it is.
-        head = self.head(model) if self.task.new_head else []
+        head = self.head(model)
         lora_config = LoraConfig(
             task_type=TaskType[self.task.peft_task_type],
             r=self.config.r,
@@ -387,15 +386,18 @@ class Lora(Strategy):
             merged.save_pretrained(folder)
 
     def head(self, model: Any) -> list[str]:
+        """A new head trains in full beside the adapters; a pretrained output layer stays as it is."""
         from peft import PeftModel
 
+        if not self.task.new_head:
+            return []
         if isinstance(model, PeftModel):
             model = model.get_base_model()
         return super().head(model)
 
     def trainable_modules(self, model: Any) -> list[str]:
         targets = self._targets(model.get_base_model() if hasattr(model, "get_base_model") else model)
-        return [f"lora({', '.join(targets)})"] + (self.head(model) if self.task.new_head else [])
+        return [f"lora({', '.join(targets)})"] + self.head(model)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

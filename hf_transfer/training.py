@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
 from hf_transfer.distributed import zero3_enabled
-from hf_transfer.errors import UserError
+from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from hf_transfer.config import RunConfig
@@ -59,7 +59,7 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     try:
         return TrainingArguments(**kwargs)
     except (ValueError, TypeError) as err:
-        raise UserError(f"trainer settings rejected by TrainingArguments: {str(err).splitlines()[0]}") from None
+        raise UserError(f"trainer settings rejected by TrainingArguments: {first_line(err)}") from None
 
 
 def _has_accelerator() -> bool:

@@ -115,10 +115,10 @@ class GradualUnfreezing(TrainerCallback):
 
     def _advance(self, stage: int, state: Any, model: Any) -> None:
         thawed = []
+        parameters = dict(model.named_parameters())
         while self._stage < stage and self.pending:
             self._stage += 1
             for layer in self.pending[: self.per_stage]:
-                parameters = dict(model.named_parameters())
                 for name in layer.parameters:
                     parameters[name].requires_grad_(True)
                 thawed.append(layer.name)

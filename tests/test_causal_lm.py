@@ -8,10 +8,9 @@ import random
 
 import pytest
 import torch
-from conftest import FILLER, NEGATIVE, POSITIVE, TEST_RECIPES
+from conftest import FILLER, NEGATIVE, POSITIVE, compose_tiny
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-from hf_transfer.compose import compose
 from hf_transfer.errors import UserError
 from hf_transfer.run import run
 
@@ -32,11 +31,7 @@ def text_dir(tmp_path_factory):
 
 
 def compose_text(checkpoint, folder, *extra):
-    return compose(
-        ["recipe=tiny", "task=tiny_text", f"model.source={checkpoint}", f"task.data.source={folder}",
-         "strategy.learning_rate=3e-3", *extra],
-        config_dir=str(TEST_RECIPES),
-    )  # fmt: skip
+    return compose_tiny(checkpoint, folder, "task=tiny_text", "strategy.learning_rate=3e-3", *extra)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

@@ -7,10 +7,9 @@ import random
 
 import numpy as np
 import pytest
-from conftest import FILLER, NEGATIVE, POSITIVE, TEST_RECIPES, write_csv
+from conftest import FILLER, NEGATIVE, POSITIVE, compose_tiny, write_csv
 from transformers import AutoConfig, pipeline
 
-from hf_transfer.compose import compose
 from hf_transfer.metrics import multi_label_scores, regression_scores
 from hf_transfer.run import run
 
@@ -37,11 +36,7 @@ def kinds_dir(tmp_path_factory):
 
 
 def compose_kind(checkpoint, folder, *extra):
-    return compose(
-        ["recipe=tiny", f"model.source={checkpoint}", f"task.data.source={folder}", "trainer.num_train_epochs=10",
-         "strategy.learning_rate=3e-3", *extra],
-        config_dir=str(TEST_RECIPES),
-    )  # fmt: skip
+    return compose_tiny(checkpoint, folder, "trainer.num_train_epochs=10", "strategy.learning_rate=3e-3", *extra)
 
 
 def read_jsonl(path):

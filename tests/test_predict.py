@@ -103,12 +103,7 @@ def test_a_folder_without_a_model(capsys, tmp_path):
 
 # -- the other tasks ----------------------------------------------------------------------
 def tiny_run(checkpoint, folder, tmp_path, *extra):
-    from conftest import TEST_RECIPES
-
-    from hf_transfer.compose import compose
-
-    cfg = compose(["recipe=tiny", f"model.source={checkpoint}", f"task.data.source={folder}",
-                   "trainer.num_train_epochs=1", *extra], config_dir=str(TEST_RECIPES))  # fmt: skip
+    cfg = compose_tiny(checkpoint, folder, "trainer.num_train_epochs=1", *extra)
     return run(cfg, output_dir=tmp_path / "run").folder
 
 

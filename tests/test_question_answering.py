@@ -7,9 +7,8 @@ import random
 
 import numpy as np
 import pytest
-from conftest import PEOPLE, PLACES, TEST_RECIPES
+from conftest import PEOPLE, PLACES, compose_tiny
 
-from hf_transfer.compose import compose
 from hf_transfer.predict import load_predictor
 from hf_transfer.run import run
 from hf_transfer.tasks.question_answering import answer_f1, best_answers, encode_windows, normalize_answer, squad_scores
@@ -36,10 +35,7 @@ def qa_data(tmp_path_factory):
 
 
 def compose_qa(checkpoint, folder, *extra):
-    return compose(
-        ["recipe=tiny", "task=tiny_qa", f"model.source={checkpoint}", f"task.data.source={folder}", *extra],
-        config_dir=str(TEST_RECIPES),
-    )
+    return compose_tiny(checkpoint, folder, "task=tiny_qa", *extra)
 
 
 def test_squad_metrics_by_hand():

@@ -6,10 +6,9 @@ import json
 import random
 
 import pytest
-from conftest import PEOPLE, PLACES, TEST_RECIPES, WORDS
+from conftest import PEOPLE, PLACES, WORDS, compose_tiny
 from transformers import AutoTokenizer, pipeline
 
-from hf_transfer.compose import compose
 from hf_transfer.metrics import entity_scores
 from hf_transfer.run import run
 
@@ -49,10 +48,7 @@ def ner_data(tmp_path_factory):
 
 
 def compose_ner(checkpoint, folder, *extra):
-    return compose(
-        ["recipe=tiny", "task=tiny_ner", f"model.source={checkpoint}", f"task.data.source={folder}", *extra],
-        config_dir=str(TEST_RECIPES),
-    )
+    return compose_tiny(checkpoint, folder, "task=tiny_ner", *extra)
 
 
 def test_entity_metrics_by_hand():

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hf_transfer.data import load_raw, make_splits
+from hf_transfer.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -86,18 +87,43 @@ class Task:
         """Scalar metrics logged at each evaluation."""
         return {}
 
-    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+    def decode(self, prediction: Any, name: str) -> Any:
+        """What the outputs on split `name` say (answers, tags per word) where that takes work:
+        done once, and handed to both evaluate and prediction_records. None: nothing to do."""
+        return None
+
+    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
         """Full results for the saved metrics (per-class figures included)."""
         return dict(prediction.metrics or {})
 
-    def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
+    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
         """One JSON-able record per example, for predictions files."""
         return []
 
-    def generate(self, model: Any) -> list[str]:
-        """Sample outputs written to the run folder before and after training (generation tasks)."""
+    def generate(self, model: Any) -> list[tuple[str, str]]:
+        """(prompt, output) samples written to the run folder before and after training
+        (generation tasks)."""
         return []
 
     def usage_snippet(self, model_ref: str) -> str:
         """Python that loads the saved model for the model card."""
         return f'from transformers import pipeline\n\npipe = pipeline("{self.pipeline_task}", model="{model_ref}")\n'
+
+
+def check_metric(name: str, known: list[str]) -> None:
+    """Refuse a task.metric_for_best_model that is none of the task's metrics ('f1' also
+    covers 'f1_macro' and the like: a prefix is enough)."""
+    if not any(name.startswith(k) for k in known):
+        raise UserError(
+            f"task.metric_for_best_model '{name}' is not a metric of this task"
+            f"{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
+        )
+
+
+def label_config(names: list[str]) -> dict[str, Any]:
+    """Model config values for a head with one output per name, labelled by name."""
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }

@@ -15,9 +15,10 @@ import logging
 import math
 from dataclasses import dataclass, field
 from itertools import chain
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from hf_transfer.data import DatasetConfig, require_columns
+from hf_transfer.data import DatasetConfig, files_by_split, format_from_name, require_columns
 from hf_transfer.errors import UserError
 from hf_transfer.tasks.base import Task
 
@@ -70,15 +71,15 @@ class CausalLM(Task):
     def __init__(self, config: CausalLMConfig, seed: int):
         super().__init__(config, seed)
         self.tokenizer: Any = None
-        self.blocks: dict[str, int] = {}
 
     # -- data ---------------------------------------------------------------------------
     def _rows_are_lines(self) -> bool:
         data = self.config.data
         if data.format is not None:
             return data.format == "text"
-        names = [data.source or ""] + _file_names(data.data_files)
-        return any(n.split("#")[0].endswith((".txt", ".txt.gz", ".txt.bz2", ".txt.xz")) for n in names if n)
+        files = files_by_split(data.data_files or {}, Path())
+        names = [data.source or ""] + [str(path) for paths in files.values() for path in paths]
+        return any(format_from_name(name.split("#")[0]) == "text" for name in names if name)
 
     def prepare(self, raw: DatasetDict) -> DatasetDict:
         from datasets import DatasetDict
@@ -123,7 +124,6 @@ class CausalLM(Task):
                 tokenized[name] = self._rows(split, tokenizer, block, name)
             if len(tokenized[name]) == 0:
                 raise UserError(f"the {name} split holds no text to train or evaluate on")
-            self.blocks[name] = len(tokenized[name])
         return DatasetDict(tokenized)
 
     def _packed(self, split: Dataset, tokenizer: Any, block: int, add_eos: bool, name: str) -> Dataset:
@@ -170,7 +170,8 @@ class CausalLM(Task):
     # -- training and evaluation ---------------------------------------------------------
     @property
     def best_metric(self) -> tuple[str, bool]:
-        return "loss", False  # perplexity is exp(loss): the same order
+        # "perplexity" is per token over the split; "loss" the Trainer's mean of batch means.
+        return self.config.metric_for_best_model, False
 
     def preprocess_logits(self, logits: Any, labels: Any) -> Any:
         """Each row's summed negative log-likelihood and its count of target tokens.
@@ -198,7 +199,7 @@ class CausalLM(Task):
         loss = _token_mean_loss(eval_prediction.predictions)
         return {} if loss is None else {"perplexity": _perplexity(loss)}
 
-    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
         results = dict(prediction.metrics or {})
         token_loss = _token_mean_loss(prediction.predictions)
         if token_loss is not None:
@@ -207,7 +208,7 @@ class CausalLM(Task):
         results["num_texts"] = len(split)
         return results
 
-    def generate(self, model: Any) -> list[str]:
+    def generate(self, model: Any) -> list[tuple[str, str]]:
         """Greedy (or sampled) continuations of the configured prompts."""
         import torch
 
@@ -229,9 +230,8 @@ class CausalLM(Task):
                     top_p=settings.top_p if settings.do_sample else None,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            continuations.append(
-                self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            )
+            continuation = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            continuations.append((prompt, continuation))
         model.train(was_training)
         return continuations
 
@@ -278,13 +278,3 @@ def _perplexity(loss: float | None) -> float | None:
     if loss is None:
         return None
     return math.exp(loss) if loss < 50 else float("inf")
-
-
-def _file_names(data_files: Any) -> list[str]:
-    if data_files is None:
-        return []
-    if isinstance(data_files, str):
-        return [data_files]
-    if isinstance(data_files, list):
-        return [str(f) for f in data_files]
-    return [str(f) for files in data_files.values() for f in ([files] if isinstance(files, str) else files)]

@@ -103,17 +103,18 @@ class QuestionAnswering(Task):
                     )
 
     # -- preprocessing -------------------------------------------------------------------
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
-        from datasets import DatasetDict
-
+    def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
+        # Checked before the model loads: the answer spans need both.
         if not getattr(tokenizer, "is_fast", False):
             raise UserError("question answering needs a fast tokenizer (to map tokens back to characters)")
         if tokenizer.padding_side != "right":
             raise UserError("question answering needs a tokenizer that pads on the right")
-        stride = min(self.config.doc_stride, max_length // 2)
+
+    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+        from datasets import DatasetDict
 
         def windows(batch: dict[str, list[Any]]) -> Any:
-            return encode_windows(tokenizer, batch["question"], batch["context"], max_length, stride)
+            return encode_windows(tokenizer, batch["question"], batch["context"], max_length, self.config.doc_stride)
 
         def positions(batch: dict[str, list[Any]], encoded: Any) -> None:
             # Evaluation windows get them too: the Trainer then reports a loss, and scores.
@@ -169,15 +170,17 @@ class QuestionAnswering(Task):
             self.config.max_answer_length,
         )  # fmt: skip
 
-    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
-        name = self._split_name(split)
-        results = {k: v for k, v in (prediction.metrics or {}).items() if not k.startswith(("f1", "exact"))}
-        results.update(squad_scores(self.answers(prediction.predictions, name), split))
+    def decode(self, prediction: Any, name: str) -> dict[str, str]:
+        return self.answers(prediction.predictions, name)
+
+    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
+        results = dict(prediction.metrics or {})
+        results.update(squad_scores(decoded, split))
         results["num_examples"] = len(split)
         return results
 
-    def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
-        answers = self.answers(prediction.predictions, self._split_name(split))
+    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
+        answers = decoded
         return [
             {
                 "id": row["id"],
@@ -187,12 +190,6 @@ class QuestionAnswering(Task):
             }
             for row in split
         ]
-
-    def _split_name(self, split: Dataset) -> str:
-        for name, examples in self.examples.items():
-            if examples is split or (len(examples) == len(split) and examples["id"] == split["id"]):
-                return name
-        raise RuntimeError("unknown split")  # pragma: no cover
 
     def usage_snippet(self, model_ref: str) -> str:
         # transformers 5 has no question-answering pipeline: hf_transfer's own reader does the
@@ -206,13 +203,14 @@ class QuestionAnswering(Task):
 
 
 def encode_windows(tokenizer: Any, questions: list[str], contexts: list[str], max_length: int, stride: int) -> Any:
-    """Question + context, the context cut into overlapping windows, with character offsets."""
+    """Question + context, the context cut into overlapping windows, with character offsets.
+    The overlap is at most half a window (a longer one would leave little new context each)."""
     return tokenizer(
         [q.lstrip() for q in questions],
         contexts,
         truncation="only_second",
         max_length=max_length,
-        stride=stride,
+        stride=min(stride, max_length // 2),
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from hf_transfer.data import DatasetConfig, require_columns
-from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.data import DatasetConfig, list_class_label, require_columns
+from hf_transfer.errors import UserError
 from hf_transfer.metrics import (
     classification_scores,
     load_extra_metrics,
@@ -30,7 +30,7 @@ from hf_transfer.metrics import (
     per_class_scores,
     regression_scores,
 )
-from hf_transfer.tasks.base import Task
+from hf_transfer.tasks.base import Task, check_metric, label_config
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -94,6 +94,9 @@ class TextClassification(Task):
     auto_model = "AutoModelForSequenceClassification"
     pipeline_task = "text-classification"
     peft_task_type = "SEQ_CLS"
+    # Carved splits keep the class balance; make_splits stratifies only on class labels, so
+    # multi-label and regression targets are split at random.
+    stratify_by = "label"
 
     def __init__(self, config: TextClassificationConfig, seed: int):
         super().__init__(config, seed)
@@ -106,16 +109,7 @@ class TextClassification(Task):
                 "task.metrics (evaluate metrics) take single labels or numbers, not problem_type=multi_label"
             )
         self.metric = config.metric_for_best_model or METRICS[self.kind][0]
-        known = list(METRICS[self.kind]) + [m.name for m in self.extra_metrics]
-        if not any(self.metric.startswith(k) for k in known):
-            raise UserError(
-                f"task.metric_for_best_model '{self.metric}' is not a metric of this task"
-                f"{did_you_mean(self.metric, known)}; choose one of: {', '.join(known)}"
-            )
-
-    @property
-    def stratify_by(self) -> str | None:  # type: ignore[override]
-        return "label" if self.kind == "single_label" else None
+        check_metric(self.metric, list(METRICS[self.kind]) + [m.name for m in self.extra_metrics])
 
     # -- data ---------------------------------------------------------------------------
     def prepare(self, raw: DatasetDict) -> DatasetDict:
@@ -156,16 +150,15 @@ class TextClassification(Task):
 
     def _raw_labels(self, dataset: Dataset) -> list[Any]:
         """Label values as written in the data; None for a missing one (null or a negative id)."""
-        from datasets import ClassLabel, Sequence
+        from datasets import ClassLabel
 
         feature = dataset.features[self.config.columns.label]
         values = dataset[self.config.columns.label]
         if isinstance(feature, ClassLabel):
             return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
-        if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel):
-            return [[feature.feature.int2str(i) for i in v] if v is not None else None for v in values]
-        if isinstance(feature, list) and feature and isinstance(feature[0], ClassLabel):
-            return [[feature[0].int2str(i) for i in v] if v is not None else None for v in values]
+        inner = list_class_label(feature)
+        if inner is not None:
+            return [[inner.int2str(i) for i in v] if v is not None else None for v in values]
         if self.kind == "multi_label":
             return [self._split_multi(v) for v in values]
         return [
@@ -312,12 +305,7 @@ class TextClassification(Task):
     # -- model ---------------------------------------------------------------------------
     def model_config_kwargs(self) -> dict[str, Any]:
         names = self.label_names if self.kind != "regression" else ["score"]
-        return {
-            "num_labels": len(names),
-            "id2label": dict(enumerate(names)),
-            "label2id": {name: i for i, name in enumerate(names)},
-            "problem_type": PROBLEM_TYPES[self.kind],
-        }
+        return {**label_config(names), "problem_type": PROBLEM_TYPES[self.kind]}
 
     def uses_text_pairs(self) -> bool:
         return self.config.columns.text_pair is not None
@@ -358,38 +346,35 @@ class TextClassification(Task):
             return None
         return WeightedCrossEntropy(self.class_weight_values)
 
-    def scores(self, outputs: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    def scores(self, outputs: np.ndarray, references: np.ndarray, per_class: bool = False) -> dict[str, Any]:
         if self.kind == "regression":
             scores = regression_scores(outputs.reshape(-1), references.reshape(-1))
             predictions = outputs.reshape(-1)
         elif self.kind == "multi_label":
-            return multi_label_scores(_sigmoid(outputs) >= self.config.threshold, references >= 0.5)
+            predicted = _sigmoid(outputs) >= self.config.threshold
+            return multi_label_scores(predicted, references >= 0.5, self.label_names if per_class else None)
         else:
             predictions = np.argmax(outputs, axis=-1)
             scores = classification_scores(predictions, references, len(self.label_names))
         for metric in self.extra_metrics:
             scores.update(metric.compute(predictions, references))
+        if per_class and self.kind == "single_label":
+            scores["per_class"] = per_class_scores(predictions, references, self.label_names)
         return scores
 
     def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
         return self.scores(eval_prediction.predictions, eval_prediction.label_ids)
 
-    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
         references = np.asarray(split["label"])
         if not np.array_equal(references, prediction.label_ids):  # pragma: no cover - a bug guard
             raise RuntimeError("predictions came back in another order than the examples")
         results = dict(prediction.metrics or {})
-        results.update(self.scores(prediction.predictions, references))
-        if self.kind == "single_label":
-            predictions = np.argmax(prediction.predictions, axis=-1)
-            results["per_class"] = per_class_scores(predictions, references, self.label_names)
-        elif self.kind == "multi_label":
-            predicted = _sigmoid(prediction.predictions) >= self.config.threshold
-            results["per_class"] = multi_label_scores(predicted, references >= 0.5, self.label_names)["per_class"]
+        results.update(self.scores(prediction.predictions, references, per_class=True))
         results["num_examples"] = len(references)
         return results
 
-    def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
+    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
         outputs = prediction.predictions
         records = []
         for i, row in enumerate(split):

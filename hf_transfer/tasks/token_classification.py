@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from hf_transfer.data import DatasetConfig, require_columns
-from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.data import DatasetConfig, list_class_label, require_columns
+from hf_transfer.errors import UserError
 from hf_transfer.metrics import entity_scores
-from hf_transfer.tasks.base import Task
+from hf_transfer.tasks.base import Task, check_metric, label_config
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -59,14 +59,11 @@ class TokenClassification(Task):
 
     def __init__(self, config: TokenClassificationConfig, seed: int):
         super().__init__(config, seed)
-        if not config.metric_for_best_model.startswith(METRICS):
-            raise UserError(
-                f"task.metric_for_best_model '{config.metric_for_best_model}' is not a metric of this task"
-                f"{did_you_mean(config.metric_for_best_model, METRICS)}; choose one of: {', '.join(METRICS)}"
-            )
+        check_metric(config.metric_for_best_model, list(METRICS))
         self.label_names: list[str] = []
-        self.tokenizer: Any = None
-        self.max_length = 512
+        # Of each evaluated split: every example's word index per token, and its word count.
+        self.word_ids: dict[str, list[list[int | None]]] = {}
+        self.word_counts: dict[str, list[int]] = {}
 
     # -- data ---------------------------------------------------------------------------
     def prepare(self, raw: DatasetDict) -> DatasetDict:
@@ -103,14 +100,9 @@ class TokenClassification(Task):
         return DatasetDict(prepared)
 
     def _tag_names(self, dataset: Dataset) -> list[list[str]]:
-        from datasets import ClassLabel, Sequence
-
-        feature = dataset.features[self.config.columns.tags]
-        inner = (
-            feature.feature if isinstance(feature, Sequence) else (feature[0] if isinstance(feature, list) else None)
-        )
+        inner = list_class_label(dataset.features[self.config.columns.tags])
         values = dataset[self.config.columns.tags]
-        if isinstance(inner, ClassLabel):
+        if inner is not None:
             return [[inner.int2str(t) for t in sentence] for sentence in values]
         return [[str(t) for t in sentence] for sentence in values]
 
@@ -126,11 +118,7 @@ class TokenClassification(Task):
 
     # -- model ---------------------------------------------------------------------------
     def model_config_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_labels": len(self.label_names),
-            "id2label": dict(enumerate(self.label_names)),
-            "label2id": {name: i for i, name in enumerate(self.label_names)},
-        }
+        return label_config(self.label_names)
 
     def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
         from hf_transfer.models import ensure_prefix_space
@@ -143,28 +131,27 @@ class TokenClassification(Task):
     def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
         from datasets import DatasetDict
 
-        self.tokenizer, self.max_length = tokenizer, max_length
         inside = self._inside_tags()
 
         def encode(batch: dict[str, list[Any]], all_subtokens: bool) -> Any:
             encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
+            encoded["word_ids"] = [encoded.word_ids(i) for i in range(len(batch["tokens"]))]
             encoded["labels"] = [
-                self._align(encoded.word_ids(i), tags, all_subtokens, inside) for i, tags in enumerate(batch["tags"])
+                self._align(word_ids, tags, all_subtokens, inside)
+                for word_ids, tags in zip(encoded["word_ids"], batch["tags"])
             ]
             return encoded
 
-        return DatasetDict(
-            {
-                name: split.map(
-                    encode,
-                    batched=True,
-                    fn_kwargs={"all_subtokens": self.config.label_all_subtokens and name == "train"},
-                    remove_columns=split.column_names,
-                    desc=f"Tokenizing {name}",
-                )
-                for name, split in splits.items()
-            }
-        )
+        tokenized = {}
+        for name, split in splits.items():
+            all_subtokens = self.config.label_all_subtokens and name == "train"
+            features = split.map(encode, batched=True, fn_kwargs={"all_subtokens": all_subtokens},
+                                 remove_columns=split.column_names, desc=f"Tokenizing {name}")  # fmt: skip
+            if name != "train":  # kept to read the predictions back per word
+                self.word_ids[name] = features["word_ids"]
+                self.word_counts[name] = [len(tokens) for tokens in split["tokens"]]
+            tokenized[name] = features.remove_columns("word_ids")
+        return DatasetDict(tokenized)
 
     def _inside_tags(self) -> dict[int, int]:
         """The id of I-X for the id of each B-X (for sub-tokens after a word's first)."""
@@ -212,35 +199,34 @@ class TokenClassification(Task):
         scores.pop("per_type")
         return scores
 
-    def evaluate(self, prediction: Any, split: Dataset) -> dict[str, Any]:
+    def decode(self, prediction: Any, name: str) -> list[list[str]]:
+        """Each example's predicted tag per word, from its first sub-token; "O" for the words
+        max_length cut off."""
+        tags = []
+        for word_ids, predicted, count in zip(
+            self.word_ids[name], prediction.predictions.argmax(axis=-1), self.word_counts[name]
+        ):
+            words = {}
+            for position, word in enumerate(word_ids):
+                if word is not None and word not in words:
+                    words[word] = self.label_names[predicted[position]]
+            tags.append([words.get(i, "O") for i in range(count)])
+        return tags
+
+    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
         # Scored per word against every word's tag: a word cut off by max_length counts as
         # predicted "O" (left out, it would flatter the scores).
         results = dict(prediction.metrics or {})
         actual = [[self.label_names[t] for t in row["tags"]] for row in split]
-        results.update(entity_scores(self._word_tags(prediction, split), actual))
+        results.update(entity_scores(decoded, actual))
         results["num_examples"] = len(split)
         return results
 
-    def prediction_records(self, prediction: Any, split: Dataset) -> list[dict[str, Any]]:
+    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
         return [
             {"tokens": row["tokens"], "tags": [self.label_names[t] for t in row["tags"]], "predicted": predicted}
-            for row, predicted in zip(split, self._word_tags(prediction, split))
+            for row, predicted in zip(split, decoded)
         ]
-
-    def _word_tags(self, prediction: Any, split: Dataset) -> list[list[str]]:
-        """Each example's predicted tag per word, from its first sub-token; "O" for words cut off."""
-        tags = []
-        predicted_ids = prediction.predictions.argmax(axis=-1)
-        for row, predicted in zip(split, predicted_ids):
-            encoded = self.tokenizer(
-                row["tokens"], is_split_into_words=True, truncation=True, max_length=self.max_length
-            )
-            words = {}
-            for position, word in enumerate(encoded.word_ids()):
-                if word is not None and word not in words:
-                    words[word] = self.label_names[predicted[position]]
-            tags.append([words.get(i, "O") for i in range(len(row["tokens"]))])
-        return tags
 
     def usage_snippet(self, model_ref: str) -> str:
         return (
