@@ -15,7 +15,6 @@ A user's mistake ends with one line on stderr and exit status 2 (see errors.User
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import UserError, did_you_mean, first_line
+from hf_transfer.errors import CommandParser, UserError, first_line, unknown_choice
 
 PROG = "hf-transfer"
 
@@ -35,13 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in commands:
         command = argv.pop(0)
     elif argv and _looks_like_command(argv[0]):
-        choices = sorted(commands)
-        exit_with_error(
-            UserError(
-                f"unknown command '{argv[0]}'{did_you_mean(argv[0], choices)}; commands: {', '.join(choices)}; "
-                "without a command, arguments are training overrides (key=value)"
-            )
-        )
+        hint = "; without a command, arguments are training overrides (key=value)"
+        exit_with_error(unknown_choice("command", argv[0], commands, hint=hint))
     try:
         return commands[command](argv) or 0
     except UserError as err:
@@ -90,13 +84,6 @@ def accelerate_config(argv: list[str]) -> int:
     return 0
 
 
-class CommandParser(argparse.ArgumentParser):
-    """argparse for the subcommands, with a usage mistake reported like any other: one line, exit 2."""
-
-    def error(self, message: str) -> None:
-        raise UserError(f"{message} (see {self.prog} --help)")
-
-
 def _looks_like_command(word: str) -> bool:
     return not word.startswith("-") and "=" not in word and word.replace("-", "_").isidentifier()
 
@@ -109,6 +96,7 @@ def exit_with_error(err: UserError) -> None:
 # -- train --------------------------------------------------------------------------------
 def train(argv: list[str]) -> int:
     """Hydra's command line (overrides, --cfg, --help, -m, --config-dir), run on our search path."""
+    # Private to Hydra: the parser @hydra.main uses, so that every Hydra flag works as documented.
     from hydra._internal.utils import get_args_parser
 
     from hf_transfer.compose import CONFIG_NAME
@@ -137,7 +125,11 @@ def train(argv: list[str]) -> int:
 
 
 def _train(parser: Any, args: Any, config_name: str) -> int:
-    from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
+    """Each job is composed and validated once, up front: a mistake in any job of a sweep is
+    reported before anything runs or is written. A single run then runs that config; a sweep's
+    jobs are launched by Hydra's sweeper and launcher (plugins a user may swap), which compose
+    each job themselves, and each runs the config validated here."""
+    from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides, run_job
 
     with hydra_session(args.config_dir) as hydra:
         if args.help:
@@ -150,7 +142,8 @@ def _train(parser: Any, args: Any, config_name: str) -> int:
         if args.info:
             hydra.show_info(args.info, config_name=config_name, overrides=overrides)
             return 0
-        jobs = compose_jobs(hydra, overrides, multirun=args.multirun, validate_schema=args.cfg is None)
+        for_run = not (args.cfg or args.multirun)
+        jobs = compose_jobs(hydra, overrides, multirun=args.multirun, validate_schema=args.cfg is None, for_run=for_run)
         if args.cfg:
             hydra.show_cfg(
                 config_name=config_name,
@@ -162,10 +155,12 @@ def _train(parser: Any, args: Any, config_name: str) -> int:
             return 0
         if args.multirun:
             _refuse_used_sweep_dir(jobs[0].config)
-            hydra.multirun(config_name=config_name, task_function=_train_job, overrides=overrides)
+            validated = {tuple(job.overrides): job.run for job in jobs}
+            hydra.multirun(config_name=config_name, task_function=_sweep_job(validated), overrides=overrides)
         else:
-            _refuse_finished_run_dir(jobs[0].config)  # a secondary process's scratch folder is empty
-            hydra.run(config_name=config_name, task_function=_train_job, overrides=overrides)
+            (job,) = jobs
+            _refuse_finished_run_dir(job.config)  # a secondary process's scratch folder is empty
+            run_job(hydra, job, lambda cfg: _train_job(job.run))
     return 0
 
 
@@ -196,7 +191,22 @@ def _hydra_folder(cfg: Any, key: str) -> Path:
         raise UserError(f"{key} cannot be resolved: {first_line(err)}") from None
 
 
+def _sweep_job(validated: dict[tuple[str, ...], Any]) -> Callable[[Any], None]:
+    """The task function of a sweep: each job runs the config validated for its overrides."""
+
+    def task_function(cfg: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = tuple(HydraConfig.get().overrides.task)
+        # A sweeper plugin that chooses its own jobs (not the basic one) runs configs not seen
+        # up front: those are validated now.
+        _train_job(validated.get(overrides) or cfg)
+
+    return task_function
+
+
 def _train_job(cfg: Any) -> None:
+    """Run one training job in the run folder Hydra made for it."""
     from hydra.core.hydra_config import HydraConfig
 
     from hf_transfer.run import run

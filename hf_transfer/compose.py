@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hf_transfer.errors import UserError, did_you_mean, first_line
+from hf_transfer.errors import UserError, first_line, unknown_choice
 
 if TYPE_CHECKING:
     from hydra._internal.hydra import Hydra
     from omegaconf import DictConfig
+
+    from hf_transfer.config import RunConfig
 
 CONFIG_MODULE = "hf_transfer.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
@@ -32,23 +34,33 @@ RECIPES_PATH = "pkg://hf_transfer.recipes"
 
 @dataclass
 class Job:
-    """One training job of a command line (a multirun sweep has several)."""
+    """One training job of a command line (a multirun sweep has several): its overrides, the
+    config Hydra composed for it, and that config validated (None when not asked for)."""
 
     overrides: list[str]
     config: DictConfig
+    run: RunConfig | None = None
 
 
 @contextlib.contextmanager
 def hydra_session(config_dir: str | None = None) -> Iterator[Hydra]:
-    """A Hydra instance on our search path: conf/, then recipes/, then `--config-dir` first.
+    """A Hydra instance on our search path: conf/, then recipes/, then `--config-dir` first,
+    with the strategy and hub defaults of config.py registered.
 
     The recipes folder is added here rather than through `hydra.searchpath` in config.yaml:
     Hydra applies that key only while composing, so `--help` would not list the recipes.
     """
+    # Private to Hydra: its public entry points (@hydra.main, initialize + compose) either run
+    # the app themselves, with Hydra's own errors and exit status 1, or cannot --help, --info or
+    # multirun. This instance does all of it, with our messages. tests/test_upstream.py checks it.
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
+
+    from hf_transfer.config import register_defaults
+
+    register_defaults()
 
     search_path = create_automatic_config_search_path(None, None, CONFIG_PATH)
     search_path.append(provider="hf_transfer", path=RECIPES_PATH, anchor=SearchPathQuery(provider="main"))
@@ -99,30 +111,52 @@ def _check_choices(loader: Any, group: str, override: Any) -> None:
         if value is None or str(value) == "null":
             continue
         if str(value) not in options:
-            raise UserError(
-                f"unknown {group} '{value}'{did_you_mean(str(value), options)}; "
-                f"choose one of: {', '.join(sorted(options)) or '(none found)'}"
-                + ("; your own recipes go in DIR/recipe/NAME.yaml with --config-dir DIR" if group == "recipe" else "")
-            )
+            hint = "; your own recipes go in DIR/recipe/NAME.yaml with --config-dir DIR" if group == "recipe" else ""
+            raise unknown_choice(group, str(value), options, hint=hint)
 
 
-def compose_jobs(hydra: Hydra, overrides: list[str], multirun: bool = False, validate_schema: bool = True) -> list[Job]:
+def compose_jobs(
+    hydra: Hydra, overrides: list[str], multirun: bool = False, validate_schema: bool = True, for_run: bool = False
+) -> list[Job]:
     """Compose (and validate) each job a command line describes; raise UserError on any mistake.
 
-    `overrides` are prepared ones (see prepare_overrides).
+    `overrides` are prepared ones (see prepare_overrides). `for_run`: a single run's config
+    with Hydra's logging set up, ready for `run_job`.
     """
     from hydra.types import RunMode
+
+    from hf_transfer.config import validate
 
     job_overrides = _split_sweeps(overrides) if multirun else [overrides]
     jobs = []
     for job in job_overrides:
-        cfg = _compose(hydra, job, RunMode.MULTIRUN if multirun else RunMode.RUN)
-        if validate_schema:
-            from hf_transfer.config import validate
-
-            validate(cfg)
-        jobs.append(Job(overrides=job, config=cfg))
+        cfg = _compose(hydra, job, RunMode.MULTIRUN if multirun else RunMode.RUN, with_logging=for_run)
+        jobs.append(Job(overrides=job, config=cfg, run=validate(cfg) if validate_schema else None))
     return jobs
+
+
+def run_job(hydra: Hydra, job: Job, task_function: Any) -> None:
+    """Run one composed job as Hydra's own `run` does (run folder, .hydra/ records, logging,
+    callbacks), without composing it again."""
+    from hydra._internal.callbacks import Callbacks  # private; Hydra.run builds its callbacks so too
+    from hydra.core.utils import run_job as hydra_run_job
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import open_dict
+
+    cfg = job.config
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.RUN
+    callbacks = Callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
+    ret = hydra_run_job(
+        hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=callbacks),
+        task_function=task_function,
+        config=cfg,
+        job_dir_key="hydra.run.dir",
+        job_subdir_key=None,
+    )
+    callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
+    _ = ret.return_value  # raises what the job raised
 
 
 def compose(overrides: list[str] | None = None, config_dir: str | None = None) -> DictConfig:
@@ -137,14 +171,14 @@ def compose(overrides: list[str] | None = None, config_dir: str | None = None) -
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
 
 
-def _compose(hydra: Hydra, overrides: list[str], mode: Any) -> DictConfig:
+def _compose(hydra: Hydra, overrides: list[str], mode: Any, with_logging: bool = False) -> DictConfig:
     import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         return hydra.compose_config(
-            CONFIG_NAME, overrides, run_mode=mode, with_log_configuration=False, validate_sweep_overrides=False
+            CONFIG_NAME, overrides, run_mode=mode, with_log_configuration=with_logging, validate_sweep_overrides=False
         )
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         hint = " (to run without the default recipe, write ~recipe)" if "Got NoneType" in str(err) else ""
@@ -162,6 +196,8 @@ def _yaml_problem(err: Exception) -> str:
 
 
 def _split_sweeps(overrides: list[str]) -> list[list[str]]:
+    # Private to Hydra: the basic sweeper's own expansion of `key=a,b` into jobs, so that every
+    # job of a sweep is composed and checked before the first one runs.
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     batches = BasicSweeper.split_arguments(_parse(overrides), max_batch_size=None)

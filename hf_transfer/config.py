@@ -1,5 +1,10 @@
 """The run's configuration schema: what each key means and which values it takes.
 
+Each step owns the dataclass of its keys (models.ModelConfig, data.DatasetConfig, each task's
+and each strategy's Config, hub.HubConfig); `RunConfig` puts them together. The dataclasses are
+the schema and, for strategies and the hub, the defaults too: `register_defaults` offers them
+to Hydra as the options of the `strategy` and `hub` groups, so no YAML repeats them.
+
 `validate()` turns the mapping Hydra composed into a typed `RunConfig`. It fails on the first
 unknown key, wrong type or impossible combination with one line naming the key, and it imports
 nothing heavy, so mistakes are answered in about a second.
@@ -17,45 +22,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hf_transfer import schema
-from hf_transfer.errors import UserError, did_you_mean, first_line
-
-
-@dataclass
-class ModelConfig:
-    source: str = field(metadata={"help": "a hub id, a local folder or a package asset"})
-    name: str | None = None
-    # encoder (BERT-like) or decoder (GPT-like); detected from the checkpoint when not given.
-    family: Literal["encoder", "decoder"] | None = None
-    revision: str | None = None
-    # false: the same architecture with random weights (the from-scratch baseline).
-    pretrained: bool = True
-    # A GGUF file inside `source` (llama.cpp checkpoints); converted once to safetensors.
-    gguf_file: str | None = None
-    lora_target_modules: list[str] | None = None
-    trust_remote_code: bool = False
-    # Model config values to change on load, e.g. {hidden_dropout_prob: 0.0}.
-    config_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from hf_transfer.assets import is_package_source, parse_package_source
-
-        if is_package_source(self.source):
-            parse_package_source(self.source, "model.source")
-
-
-@dataclass
-class HubConfig:
-    push: bool = False
-    repo_id: str | None = None
-    private: bool = False
-    revision: str | None = None
-    commit_message: str | None = None
-    # A self-hosted hub; HF_ENDPOINT is used when this is not set.
-    endpoint: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.push and not self.repo_id:
-            raise ValueError("hub.push=true needs hub.repo_id=ORG/NAME")
+from hf_transfer.errors import UserError, did_you_mean, first_line, unknown_choice
+from hf_transfer.hub import HubConfig
+from hf_transfer.models import ModelConfig
+from hf_transfer.strategies import STRATEGIES
+from hf_transfer.tasks import TASKS, task_class
 
 
 @dataclass
@@ -105,29 +76,32 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
 
 
 def build_task_config(data: dict[str, Any]) -> Any:
-    from hf_transfer.tasks import TASKS, task_class
-
     task_type = data.get("type")
     if task_type is None:
         raise UserError("missing key 'task.type'; choose one of: " + ", ".join(sorted(TASKS)))
     if task_type not in TASKS:
-        raise UserError(
-            f"unknown task type '{task_type}' in key 'task.type'{did_you_mean(task_type, TASKS)}; "
-            f"choose one of: {', '.join(sorted(TASKS))}"
-        )
+        raise unknown_choice("task type", task_type, TASKS, key="task.type")
     return schema.build(task_class(task_type).Config, data, "task")
 
 
 def build_strategy_config(data: dict[str, Any]) -> Any:
-    from hf_transfer.strategies import STRATEGIES
-
     name = data.get("name")
     if name not in STRATEGIES:
-        raise UserError(
-            f"unknown strategy '{name}' in key 'strategy.name'{did_you_mean(str(name), STRATEGIES)}; "
-            f"choose one of: {', '.join(sorted(STRATEGIES))}"
-        )
+        raise unknown_choice("strategy", str(name), STRATEGIES, key="strategy.name")
     return schema.build(STRATEGIES[name].Config, data, "strategy")
+
+
+def register_defaults() -> None:
+    """Offer each strategy's Config defaults, and the hub's, to Hydra as group options
+    (`strategy=lora`, `hub: default`): the dataclass states each default once. Plain mappings,
+    not typed nodes, so that a wrong key or value is reported by `validate` (with the closest
+    valid names), not by Hydra."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, strategy in STRATEGIES.items():
+        store.store(group="strategy", name=name, node=dataclasses.asdict(strategy.Config()))
+    store.store(group="hub", name="default", node=dataclasses.asdict(HubConfig()))
 
 
 def check_trainer_keys(trainer: dict[str, Any]) -> dict[str, Any]:

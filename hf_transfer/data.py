@@ -95,18 +95,19 @@ def load_raw(cfg: DatasetConfig) -> DatasetDict:
     return _rename_splits(raw, cfg.splits)
 
 
-def make_splits(raw: DatasetDict, cfg: DatasetConfig, seed: int, stratify_by: str | None) -> DatasetDict:
+def make_splits(raw: DatasetDict, cfg: DatasetConfig, seed: int, stratify_by: str = "label") -> DatasetDict:
     """Carve the missing validation (and, if asked, test) split out of train; apply the caps.
 
     Fractions are of the whole train split, so 0.1 + 0.1 gives an 80/10/10 split. The test
-    split is never used to make a validation split.
+    split is never used to make a validation split. Carved splits keep the class balance of
+    the `stratify_by` column where it holds class labels (single-label classification).
     """
     from datasets import DatasetDict
 
     split_seed = cfg.split_seed if cfg.split_seed is not None else seed
     splits = dict(raw)
     train = splits["train"]
-    stratify = stratify_by if stratify_by and _is_class_label(train, stratify_by) else None
+    stratify = stratify_by if _is_class_label(train, stratify_by) else None
     if cfg.split_mode == "contiguous":
         stratify = None
     total = len(train)

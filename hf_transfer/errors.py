@@ -6,6 +6,7 @@ and ends the process with exit status 2 (see `cli.py`).
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterable
 
@@ -26,9 +27,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return " (did you mean " + " or ".join(f"'{m}'" for m in matches) + "?)"
 
 
-def unknown_choice(what: str, value: str, choices: Iterable[str]) -> UserError:
+def unknown_choice(what: str, value: str, choices: Iterable[str], key: str | None = None, hint: str = "") -> UserError:
+    """"unknown WHAT 'value' [in key 'KEY'] (did you mean ...?); choose one of: ...[HINT]"."""
     choices = sorted(str(c) for c in choices)
-    return UserError(f"unknown {what} '{value}'{did_you_mean(value, choices)}; choose one of: {', '.join(choices)}")
+    where = f" in key '{key}'" if key else ""
+    return UserError(
+        f"unknown {what} '{value}'{where}{did_you_mean(str(value), choices)}; "
+        f"choose one of: {', '.join(choices) or '(none found)'}{hint}"
+    )
 
 
 def first_line(err: BaseException) -> str:
@@ -36,3 +42,10 @@ def first_line(err: BaseException) -> str:
     library errors often run on for paragraphs, and a UserError is one line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for the subcommands, with a usage mistake reported like any other: one line, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")

@@ -8,16 +8,39 @@ TrainingArguments that checkpoints pickle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.config import HubConfig
-from hf_transfer.errors import UserError, first_line
+from hf_transfer.errors import CommandParser, UserError, first_line
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class HubConfig:
+    """`hub.*`: where a finished run is pushed; `hf-transfer push` takes the same settings as
+    options (--repo-id, --private, ...)."""
+
+    push: bool = False  # push at the end of the run (hf-transfer push does it later)
+    repo_id: str | None = None  # ORG/NAME
+    private: bool = False  # create the repo private
+    revision: str | None = None  # a branch to push to (created if needed)
+    commit_message: str | None = None
+    # A self-hosted hub; HF_ENDPOINT is used when this is not set, else huggingface.co.
+    endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.push and not self.repo_id:
+            raise ValueError("hub.push=true needs hub.repo_id=ORG/NAME")
+
+
+# `hf-transfer push` options: every HubConfig field but `push`, as --kebab-case.
+PUSH_OPTIONS = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(HubConfig) if f.name != "push"}
 
 # Local to this machine, or large and re-creatable: not part of the published model.
 NOT_PUSHED = ["checkpoints/**", ".hydra/**", "train.log", "predictions_*.jsonl", "*.lock", ".*"]
@@ -111,44 +134,38 @@ def _reason(err: Exception) -> str:
 
 
 def _retry(folder: Path, request: HubConfig) -> str:
-    parts = ["hf-transfer push", shlex.quote(str(folder)), "--repo-id", request.repo_id]
-    if request.private:
-        parts.append("--private")
-    if request.revision:
-        parts += ["--revision", request.revision]
-    if request.endpoint:
-        parts += ["--endpoint", request.endpoint]
-    if request.commit_message:
-        parts += ["--commit-message", shlex.quote(request.commit_message)]
+    """The `hf-transfer push` command that repeats this push."""
+    parts = ["hf-transfer push", shlex.quote(str(folder))]
+    for name, option in PUSH_OPTIONS.items():
+        value = getattr(request, name)
+        if value is True:
+            parts.append(option)
+        elif value:
+            parts += [option, shlex.quote(str(value))]
     return " ".join(parts)
 
 
 # -- hf-transfer push ---------------------------------------------------------------------
 def main(argv: list[str]) -> int:
-    from hf_transfer.cli import CommandParser
-
     parse = CommandParser(prog="hf-transfer push", description="Push a finished run folder to a hub.")
     parse.add_argument("folder", help="the run folder")
-    parse.add_argument("--repo-id", required=True, help="ORG/NAME on the hub")
-    parse.add_argument("--private", action="store_true", help="create the repo private")
-    parse.add_argument("--revision", help="a branch to push to (created if needed)")
-    parse.add_argument("--commit-message")
-    parse.add_argument("--endpoint", help="a self-hosted hub; default: HF_ENDPOINT, else huggingface.co")
+    for name, option in PUSH_OPTIONS.items():
+        if name == "private":
+            parse.add_argument(option, action="store_true", help="create the repo private")
+        else:
+            parse.add_argument(option, required=name == "repo_id", help=_PUSH_HELP.get(name))
     args: Any = parse.parse_args(argv)
     _configure_logging()
-    url = push(
-        Path(args.folder),
-        HubConfig(
-            push=True,
-            repo_id=args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            endpoint=args.endpoint,
-        ),
-    )
+    url = push(Path(args.folder), HubConfig(push=True, **{name: getattr(args, name) for name in PUSH_OPTIONS}))
     print(url)
     return 0
+
+
+_PUSH_HELP = {
+    "repo_id": "ORG/NAME on the hub",
+    "revision": "a branch to push to (created if needed)",
+    "endpoint": "a self-hosted hub; default: HF_ENDPOINT, else huggingface.co",
+}
 
 
 def _configure_logging() -> None:

@@ -77,6 +77,9 @@ def regression_scores(predictions: np.ndarray, references: np.ndarray) -> dict[s
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    # Undefined for a constant side; tested before centring, whose rounding leaves it not quite constant.
+    if not len(x) or (x == x[0]).all() or (y == y[0]).all():
+        return 0.0
     x, y = x - x.mean(), y - y.mean()
     denominator = np.sqrt((x**2).sum() * (y**2).sum())
     return float((x * y).sum() / denominator) if denominator else 0.0

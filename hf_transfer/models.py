@@ -8,20 +8,43 @@ BERT-family encoder or GPT-family decoder without a table per architecture.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from hf_transfer.assets import cache_root, count_one_time, model_location
-from hf_transfer.config import ModelConfig
+from hf_transfer.assets import cache_root, count_one_time, is_package_source, model_location, parse_package_source
 from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from hf_transfer.tasks import Task
-
 log = logging.getLogger(__name__)
+
+# Architectures whose name says they generate text (GPT-2 calls its own "LMHeadModel").
+CAUSAL_LM_ENDINGS = ("ForCausalLM", "LMHeadModel")
+
+
+@dataclass
+class ModelConfig:
+    """`model.*`: the pretrained checkpoint a run starts from."""
+
+    source: str = field(metadata={"help": "a hub id, a local folder or a package asset"})
+    name: str | None = None
+    # encoder (BERT-like) or decoder (GPT-like); detected from the checkpoint when not given.
+    family: Literal["encoder", "decoder"] | None = None
+    revision: str | None = None
+    # false: the same architecture with random weights (the from-scratch baseline).
+    pretrained: bool = True
+    # A GGUF file inside `source` (llama.cpp checkpoints); converted once to safetensors.
+    gguf_file: str | None = None
+    lora_target_modules: list[str] | None = None
+    trust_remote_code: bool = False
+    # Model config values to change on load, e.g. {hidden_dropout_prob: 0.0}.
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if is_package_source(self.source):
+            parse_package_source(self.source, "model.source")
 
 # model_type values of decoder-only (GPT-like) architectures; others are told by their
 # `architectures` entry, and `model.family` settles any doubt.
@@ -38,7 +61,7 @@ def detect_family(config: Any, override: str | None = None) -> str:
     if config.model_type in DECODER_TYPES:
         return "decoder"
     architectures = getattr(config, "architectures", None) or []
-    if architectures and all(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+    if architectures and all(a.endswith(CAUSAL_LM_ENDINGS) for a in architectures):
         return "decoder"
     return "encoder"
 
@@ -137,13 +160,14 @@ def load_tokenizer(cfg: ModelConfig, family: str) -> Any:
     return tokenizer
 
 
-def load_model(cfg: ModelConfig, task: Task, tokenizer: Any, family: str) -> Any:
-    """The task's AutoModelFor* class on the checkpoint, with a fresh head when the task needs one."""
+def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool, **config_kwargs: Any) -> Any:
+    """`auto_model` (an AutoModelFor* class name) on the checkpoint, with a fresh head when
+    `new_head`; `config_kwargs` are model config values such as the labels."""
     import torch
     import transformers
 
-    auto_class = getattr(transformers, task.auto_model)
-    config = load_base_config(cfg, **task.model_config_kwargs())
+    auto_class = getattr(transformers, auto_model)
+    config = load_base_config(cfg, **config_kwargs)
     for key, value in cfg.config_overrides.items():
         if not hasattr(config, key):
             raise UserError(f"model.config_overrides.{key}: {type(config).__name__} has no such setting")
@@ -158,7 +182,7 @@ def load_model(cfg: ModelConfig, task: Task, tokenizer: Any, family: str) -> Any
             trust_remote_code=cfg.trust_remote_code,
             dtype=torch.float32,  # master weights in fp32; bf16/fp16 training autocasts
         )
-        if task.new_head:
+        if new_head:
             reinit_head(model)
     else:
         log.info("model.pretrained=false: same architecture, random weights (the from-scratch baseline)")
@@ -171,8 +195,10 @@ def load_model(cfg: ModelConfig, task: Task, tokenizer: Any, family: str) -> Any
 def reinit_head(model: Any) -> None:
     """Initialise every head parameter anew, even those a same-shape checkpoint head filled.
 
-    transformers marks loaded tensors `_is_hf_initialized` and its init functions skip them,
-    so the mark is cleared first.
+    transformers has no public call for this: its init functions skip tensors marked
+    `_is_hf_initialized` (loaded ones), so the mark is cleared, and each module goes through the
+    model's own `_init_weights` (its init scheme, not torch's). tests/test_upstream.py fails
+    if transformers changes either.
     """
     for name in anatomy(model).head:
         module = model.get_submodule(name)

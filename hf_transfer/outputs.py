@@ -158,7 +158,7 @@ def _results_table(metrics: dict[str, Any]) -> str:
         return "No labelled evaluation data."
     rows = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     for key in names:
-        cells = [_fmt(metrics[s].get(key)) for s in splits]
+        cells = [split_score(metrics, s, key) for s in splits]
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -171,14 +171,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def summary(metrics: dict[str, Any], folder: Path, headline: str) -> str:
-    """A few lines for the end of a run: quality, cost, and where the result is."""
+def headline(metrics: dict[str, Any]) -> str:
+    """The metric a run chose its best checkpoint by, as its metrics.json records it."""
+    return metrics.get("best_metric", {}).get("name", "loss")
 
-    def score(split: str) -> str:
-        results = metrics.get(split)
-        if not isinstance(results, dict) or headline not in results:
-            return "-"
-        return f"{results[headline]:.4f}"
+
+def split_score(metrics: dict[str, Any], split: str, name: str) -> str:
+    """A split's score as the summary, the report and the model card show it ("-" if none)."""
+    results = metrics.get(split)
+    return _fmt(results.get(name)) if isinstance(results, dict) else "-"
+
+
+def summary(metrics: dict[str, Any], folder: Path) -> str:
+    """A few lines for the end of a run: quality, cost, and where the result is."""
+    metric = headline(metrics)
 
     trainable, total = metrics["trainable_parameters"], metrics["total_parameters"]
     lines = [
@@ -186,7 +192,8 @@ def summary(metrics: dict[str, Any], folder: Path, headline: str) -> str:
         f"  run folder      {folder}",
         f"  strategy        {metrics['strategy']}",
         f"  trainable       {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%)",
-        f"  {headline:<15} validation {score('validation')}   test {score('test')}",
+        f"  {metric:<15} validation {split_score(metrics, 'validation', metric)}   "
+        f"test {split_score(metrics, 'test', metric)}",
         f"  train time      {metrics['train_runtime_s']:.1f} s   ({metrics['train_samples_per_second']:.1f} samples/s)",
         f"  wall time       {metrics['wall_time_s']:.1f} s"
         + (

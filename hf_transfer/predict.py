@@ -9,8 +9,9 @@ standard input. The model's config says what it does:
     question answering     {"question", "context", "answer", "start", "end", "score"}
     causal LM              {"text", "generated_text"}
 
-For a run folder, the settings the run used (multi-label threshold, QA windows, generation
-length) come from its config.yaml.
+A run folder's config.yaml names its task (else the model's architecture does); the task's
+class says how to predict and which of the run's settings it needs (multi-label threshold,
+QA windows, generation length).
 """
 
 from __future__ import annotations
@@ -22,23 +23,16 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hf_transfer.errors import UserError, first_line
+from hf_transfer.errors import CommandParser, UserError, first_line
+from hf_transfer.tasks import TASKS, task_class
 
-# What a model does, by the ending of its architecture's name.
-TASKS = {
-    "ForSequenceClassification": "text-classification",
-    "ForTokenClassification": "token-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForCausalLM": "text-generation",
-    "LMHeadModel": "text-generation",
-}
+if TYPE_CHECKING:
+    from hf_transfer.tasks.base import Predictor, Task
 
 
 def parser() -> argparse.ArgumentParser:
-    from hf_transfer.cli import CommandParser
-
     parse = CommandParser(
         prog="hf-transfer predict",
         description="Predict with a run folder or a hub model; writes one JSON line per input.",
@@ -62,10 +56,11 @@ def main(argv: list[str]) -> int:
     records = list(_read_records(args))  # input mistakes are found before the model loads
     if not records:
         raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
-    predictor = load_predictor(args.model, args.revision, args.device)
+    task, settings = run_task(args.model, args.revision)
+    records = task.prediction_inputs(records, args.context)
     if args.max_new_tokens is not None:
-        predictor.settings["max_new_tokens"] = args.max_new_tokens
-    records = list(for_task(records, args, predictor.task))
+        settings["max_new_tokens"] = args.max_new_tokens
+    predictor = load_predictor(args.model, args.revision, args.device, task, settings)
     output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for line in predictor.predict(records, args.batch_size):
@@ -77,22 +72,6 @@ def main(argv: list[str]) -> int:
 
 
 # -- inputs -------------------------------------------------------------------------------
-def for_task(records: list[dict[str, Any]], args: argparse.Namespace, task: str) -> Iterator[dict[str, Any]]:
-    """Question answering takes questions with contexts; other tasks take the records as read."""
-    if task != "question-answering":
-        yield from records
-        return
-    for number, record in enumerate(records, 1):
-        if "question" not in record:
-            record = {"question": record["text"], "context": args.context}
-        if not record.get("context"):
-            raise UserError(
-                f"input {number}: a question needs a context: give --context, or a file with question and context "
-                "columns (keys)"
-            )
-        yield record
-
-
 def _read_records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     if args.texts:
         yield from ({"text": text} for text in args.texts)
@@ -152,159 +131,41 @@ def _record(row: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
-# -- predictors ---------------------------------------------------------------------------
-class Predictor:
-    """Runs a model over records in batches (a progress bar on long inputs); one dict each."""
-
-    def __init__(self, task: str, settings: dict[str, Any]):
-        self.task = task
-        self.settings = settings
-
-    def predict(self, records: list[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
-        from tqdm.auto import tqdm
-
-        batches = range(0, len(records), batch_size)
-        progress = tqdm(batches, desc="Predicting", unit="batch", disable=len(batches) < 2, file=sys.stderr)
-        for start in progress:
-            chunk = records[start : start + batch_size]
-            for record, output in zip(chunk, self.run(chunk, batch_size)):
-                yield {**record, **output}
-
-    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-
-class PipelinePredictor(Predictor):
-    """Classification, token classification and generation: a transformers pipeline."""
-
-    def __init__(self, task: str, settings: dict[str, Any], pipe: Any):
-        super().__init__(task, settings)
-        self.pipe = pipe
-        self.problem_type = getattr(pipe.model.config, "problem_type", None)
-
-    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-        if self.task == "text-classification":
-            inputs = [r if "text_pair" in r else r["text"] for r in chunk]
-            outputs = self.pipe(inputs, batch_size=batch_size, top_k=None)
-            return [self._classification(output) for output in outputs]
-        from hf_transfer.tasks.causal_lm import Generation
-
-        texts = [r["text"] for r in chunk]
-        if self.task == "token-classification":
-            outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
-            return [{"entities": [_entity(e) for e in entities]} for entities in outputs]
-        outputs = self.pipe(
-            texts,
-            batch_size=batch_size,
-            max_new_tokens=self.settings.get("max_new_tokens", Generation.max_new_tokens),
-            do_sample=False,
-            return_full_text=False,
-        )
-        return [{"generated_text": output[0]["generated_text"]} for output in outputs]
-
-    def _classification(self, scores: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.problem_type == "regression":
-            return {"score": round(float(scores[0]["score"]), 6)}
-        if self.problem_type == "multi_label_classification":
-            from hf_transfer.tasks.text_classification import TextClassificationConfig
-
-            threshold = self.settings.get("threshold", TextClassificationConfig.threshold)
-            return {
-                "labels": [s["label"] for s in scores if s["score"] >= threshold],
-                "scores": {s["label"]: round(float(s["score"]), 6) for s in scores},
-            }
-        best = max(scores, key=lambda s: s["score"])
-        return {"label": best["label"], "score": round(float(best["score"]), 6)}
-
-
-def _entity(entity: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "entity_group": entity["entity_group"],
-        "word": entity["word"],
-        "start": int(entity["start"]),
-        "end": int(entity["end"]),
-        "score": round(float(entity["score"]), 6),
-    }
-
-
-class QuestionAnsweringPredictor(Predictor):
-    """transformers 5 has no question-answering pipeline: the run's own windowing and span search."""
-
-    def __init__(self, task: str, settings: dict[str, Any], model: Any, tokenizer: Any):
-        super().__init__(task, settings)
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-
-    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-        import numpy as np
-        import torch
-
-        from hf_transfer.tasks.question_answering import QuestionAnsweringConfig as defaults
-        from hf_transfer.tasks.question_answering import best_answers, context_offsets, encode_windows
-
-        max_length = self.settings.get("max_length") or defaults.max_length
-        stride = self.settings.get("doc_stride", defaults.doc_stride)
-        encoded = encode_windows(
-            self.tokenizer, [r["question"] for r in chunk], [r["context"] for r in chunk], max_length, stride
-        )
-        inputs = {k: encoded[k] for k in self.tokenizer.model_input_names if k in encoded}
-        starts, ends = [], []
-        device = next(self.model.parameters()).device
-        for begin in range(0, len(encoded["input_ids"]), batch_size):
-            batch = self.tokenizer.pad(
-                {k: v[begin : begin + batch_size] for k, v in inputs.items()}, return_tensors="pt"
-            )
-            with torch.no_grad():
-                out = self.model(**{k: v.to(device) for k, v in batch.items()})
-            starts += list(out.start_logits.float().cpu().numpy())
-            ends += list(out.end_logits.float().cpu().numpy())
-        examples = [{"id": str(i), "context": r["context"]} for i, r in enumerate(chunk)]
-        windows = {
-            "example_id": [str(i) for i in encoded["overflow_to_sample_mapping"]],
-            "offset_mapping": context_offsets(encoded),
-        }
-        width = max(len(s) for s in starts)
-        padded = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in starts]
-        padded_ends = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in ends]
-        spans = best_answers(
-            examples, windows, np.stack(padded), np.stack(padded_ends), self.settings.get("n_best", defaults.n_best),
-            self.settings.get("max_answer_length", defaults.max_answer_length), with_spans=True,
-        )  # fmt: skip
-        return [spans[str(i)] for i in range(len(chunk))]
-
-
-def detect_task(config: Any) -> str:
-    for architecture in getattr(config, "architectures", None) or []:
-        for ending, task in TASKS.items():
-            if architecture.endswith(ending):
-                return task
-    raise UserError(
-        f"cannot tell what the model does from its config (architectures: {getattr(config, 'architectures', None)}); "
-        "hf-transfer predict handles classification, token classification, question answering and generation"
-    )
-
-
-def run_settings(model: str, revision: str | None = None) -> dict[str, Any]:
-    """The task settings the run was trained with, from its config.yaml and metrics.json (in
-    the run folder, or pushed with it to the hub); empty for a model hf_transfer did not make."""
-    import json
-
+# -- the model and what it does -----------------------------------------------------------
+def run_task(model: str, revision: str | None = None) -> tuple[type[Task], dict[str, Any]]:
+    """The task class a model was trained for and the settings it predicts with: from the run's
+    config.yaml and metrics.json (in the run folder, or pushed with it), else, for a model no
+    hf_transfer run made, from its architecture's name."""
     import yaml
 
-    from hf_transfer.tasks.causal_lm import Generation
-
+    if Path(model).exists() and not (Path(model) / "config.json").exists():
+        raise UserError(f"'{model}' holds no model (no config.json): give a finished run folder")
     config_file = _run_file(model, "config.yaml", revision)
-    task = ((yaml.safe_load(config_file.read_text()) or {}).get("task") or {}) if config_file else {}
-    settings = {
-        k: task[k] for k in ("threshold", "max_length", "doc_stride", "n_best", "max_answer_length") if k in task
-    }
-    if "max_length" in settings and settings["max_length"] is None:
-        # Left to its default, the length was the model's limit: the run recorded what it used.
-        metrics_file = _run_file(model, "metrics.json", revision)
-        settings["max_length"] = json.loads(metrics_file.read_text()).get("max_length") if metrics_file else None
-    if isinstance(task.get("generation"), dict):
-        settings["max_new_tokens"] = task["generation"].get("max_new_tokens", Generation.max_new_tokens)
-    return settings
+    task_config = ((yaml.safe_load(config_file.read_text()) or {}).get("task") or {}) if config_file else {}
+    task_type = task_config.get("type")
+    if task_type not in TASKS:
+        task_type = _task_of_architecture(model, revision)
+    metrics_file = _run_file(model, "metrics.json", revision)
+    metrics = json.loads(metrics_file.read_text()) if metrics_file else {}
+    task = task_class(task_type)
+    return task, task.prediction_settings(task_config, metrics)
+
+
+def _task_of_architecture(model: str, revision: str | None) -> str:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, revision=revision)
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not load '{model}': {first_line(err)}") from None
+    architectures = getattr(config, "architectures", None) or []
+    for task_type in TASKS:
+        if any(a.endswith(task_class(task_type).architecture_endings()) for a in architectures):
+            return task_type
+    raise UserError(
+        f"cannot tell what the model does from its config (architectures: {architectures or None}); "
+        f"hf-transfer predict handles the tasks {', '.join(TASKS)}"
+    )
 
 
 def _run_file(model: str, name: str, revision: str | None) -> Path | None:
@@ -320,28 +181,17 @@ def _run_file(model: str, name: str, revision: str | None) -> Path | None:
         return None
 
 
-def load_predictor(model: str, revision: str | None = None, device: str | None = None) -> Predictor:
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, pipeline
-
-    if Path(model).exists() and not (Path(model) / "config.json").exists():
-        raise UserError(f"'{model}' holds no model (no config.json): give a finished run folder")
+def load_predictor(
+    model: str,
+    revision: str | None = None,
+    device: str | None = None,
+    task: type[Task] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Predictor:
+    """A Predictor for a run folder or a hub model: `predictor.predict(records, batch_size)`."""
+    if task is None:
+        task, settings = run_task(model, revision)
     try:
-        config = AutoConfig.from_pretrained(model, revision=revision)
+        return task.predictor(model, settings or {}, revision, device)
     except (OSError, ValueError) as err:
         raise UserError(f"could not load '{model}': {first_line(err)}") from None
-    task = detect_task(config)
-    settings = run_settings(model, revision)
-    if task == "question-answering":
-        qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision, config=config)
-        if device:
-            qa_model = qa_model.to(device)
-        return QuestionAnsweringPredictor(
-            task, settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision)
-        )
-    pipe = pipeline(task, model=model, config=config, revision=revision, device=device, dtype="float32")
-    if task == "text-generation":
-        # Batched generation continues every row from its last token: pad on the left.
-        pipe.tokenizer.padding_side = "left"
-        if pipe.tokenizer.pad_token is None:
-            pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
-    return PipelinePredictor(task, settings, pipe)

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import UserError
+from hf_transfer.errors import CommandParser, UserError
+from hf_transfer.outputs import headline, split_score
 
 COLUMNS = ["run", "strategy", "pretrained", "trainable", "trainable %", "metric", "validation", "test",
            "train s", "samples/s", "wall s", "peak MB"]  # fmt: skip
@@ -35,12 +36,7 @@ def collect(folders: list[Path]) -> list[dict[str, Any]]:
 
 
 def row(run: Path, metrics: dict[str, Any], root: Path) -> dict[str, Any]:
-    metric = _headline(metrics)
-
-    def score(split: str) -> str:
-        results = metrics.get(split)
-        return f"{results[metric]:.4f}" if isinstance(results, dict) and metric in results else "-"
-
+    metric = headline(metrics)
     return {
         "run": str(run.relative_to(root)) if run != root else run.name,
         "strategy": metrics.get("strategy", "?"),
@@ -48,21 +44,13 @@ def row(run: Path, metrics: dict[str, Any], root: Path) -> dict[str, Any]:
         "trainable": f"{metrics['trainable_parameters']:,}",
         "trainable %": f"{100 * metrics['trainable_fraction']:.2f}",
         "metric": metric,
-        "validation": score("validation"),
-        "test": score("test"),
+        "validation": split_score(metrics, "validation", metric),
+        "test": split_score(metrics, "test", metric),
         "train s": f"{metrics['train_runtime_s']:.1f}",
         "samples/s": f"{metrics['train_samples_per_second']:.1f}",
         "wall s": f"{metrics.get('wall_time_s', 0):.1f}",
         "peak MB": f"{metrics.get('peak_memory_mb', 0):.0f}",
     }
-
-
-def _headline(metrics: dict[str, Any]) -> str:
-    for name in ("accuracy", "f1", "exact_match", "perplexity", "pearson", "loss"):
-        for split in ("test", "validation"):
-            if isinstance(metrics.get(split), dict) and name in metrics[split]:
-                return name
-    return "loss"
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -72,8 +60,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from hf_transfer.cli import CommandParser
-
     parse = CommandParser(prog="hf-transfer report", description="Compare finished runs in one table.")
     parse.add_argument("folders", nargs="+", help="run folders, or folders holding them (searched recursively)")
     parse.add_argument("--csv", help="also write the table as CSV to this file")

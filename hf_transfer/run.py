@@ -66,7 +66,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     set_seed(run_cfg.seed)
 
     task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
-    strategy = make_strategy(run_cfg.strategy, run_cfg.model, task)
+    strategy = make_strategy(run_cfg.strategy, run_cfg.model, task.new_head, task.peft_task_type)
     # Building TrainingArguments sets up the process group under a launcher; from then on the
     # main process chooses the one run folder.
     args = training_arguments(run_cfg, task, Path(output_dir))
@@ -75,8 +75,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     folder = distributed.shared_run_folder(args, Path(output_dir))
     args.output_dir = str(folder / "checkpoints")
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
-    splits = task.load_splits()
-    log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
+    data = task.load()
+    log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
 
     memory = PeakMemory()
     log.info("loading model: %s", run_cfg.model.source)
@@ -84,8 +84,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     tokenizer = models.load_tokenizer(run_cfg.model, family)
     task.adapt_tokenizer(tokenizer, family)
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
-    model = models.load_model(run_cfg.model, task, tokenizer, family)
-    task.adapt_model(model)
+    model = _load_model(run_cfg, task, data, tokenizer)
 
     model = strategy.apply(model)
     trainable, total = models.count_parameters(model)
@@ -100,17 +99,17 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     )
 
     max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, model.config)
-    tokenized = task.tokenize(splits, tokenizer, max_length)
-    trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, tokenized, folder, callbacks)
-    untrained = _evaluate(trainer, task, splits, tokenized)[0] if task.evaluate_before_training else {}
+    encoded = task.tokenize(data, tokenizer, max_length)
+    trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, data, encoded, folder, callbacks)
+    untrained = _evaluate(trainer, task, data, encoded)[0] if task.evaluate_before_training else {}
     if distributed.zero3_enabled():
         log.info("DeepSpeed ZeRO-3: no generations before training (the model runs only once DeepSpeed wraps it)")
         samples_before = []
     else:
-        samples_before = task.generate(trainer.model)
+        samples_before = task.generate(trainer.model, tokenizer)
     train_output = trainer.train()
 
-    metrics = _run_metrics(run_cfg, trainer, train_output, splits, folder)
+    metrics = _run_metrics(run_cfg, task, trainer, train_output, data, folder)
     metrics.update(
         trainable_parameters=trainable,
         total_parameters=total,
@@ -119,11 +118,11 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         max_length=max_length,
         **strategy.record(),
     )
-    evaluation, predictions = _evaluate(trainer, task, splits, tokenized)
+    evaluation, predictions = _evaluate(trainer, task, data, encoded)
     metrics.update(evaluation)
     metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
     if samples_before:
-        after = task.generate(trainer.model)
+        after = task.generate(trainer.model, tokenizer)
         predictions["generations"] = [
             {"prompt": prompt, "before_training": before, "after_training": text}
             for (prompt, before), (_, text) in zip(samples_before, after)
@@ -132,7 +131,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
 
     if distributed.is_sharded(trainer):
         # No process holds the whole model: all of them take part in gathering it.
-        strategy.save_sharded(trainer, folder, lambda: _load_base_model(run_cfg, task, tokenizer, family))
+        strategy.save_sharded(trainer, folder, lambda: _load_model(run_cfg, task, data, tokenizer, whole=True))
     elif trainer.is_world_process_zero():
         strategy.save(trainer.model, folder)
     if trainer.is_world_process_zero():
@@ -144,32 +143,37 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
 
 
-def _load_base_model(run_cfg: RunConfig, task: Any, tokenizer: Any, family: str) -> Any:
-    """The pretrained model with the task's new head, as the run started from it."""
+def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole: bool = False) -> Any:
+    """The pretrained model with the task's new head, as the run starts from it (`whole`: a
+    complete copy in this process, after a sharded run)."""
     from hf_transfer import models
     from hf_transfer.distributed import zero3_enabled
 
-    if zero3_enabled():
+    if whole and zero3_enabled():
         # Training is over: this process alone loads a whole copy, not a ZeRO-3 partition.
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
-    model = models.load_model(run_cfg.model, task, tokenizer, family)
-    task.adapt_model(model)
-    return model
+    return models.load_model(
+        run_cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data)
+    )
 
 
-def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, splits: Any, folder: Path) -> dict[str, Any]:
+def _run_metrics(run_cfg: RunConfig, task: Any, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:
     """What the run was and what training cost."""
     from hf_transfer import distributed
 
+    metric, greater_is_better = task.best_metric
     metrics: dict[str, Any] = {
         "name": run_cfg.name,
+        "task": run_cfg.task.type,
+        # The headline of the run: what chose its best checkpoint, and which way is better.
+        "best_metric": {"name": metric, "greater_is_better": greater_is_better},
         "model": run_cfg.model.source,
         "pretrained": run_cfg.model.pretrained,
         "strategy": run_cfg.strategy.name,
         "seed": run_cfg.seed,
-        "examples": {name: len(split) for name, split in splits.items()},
+        "examples": {name: len(split) for name, split in data.splits.items()},
         "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
         "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),
         "train_loss": round(train_output.training_loss, 6),
@@ -186,23 +190,19 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, splits: An
     return metrics
 
 
-def _evaluate(trainer: Any, task: Any, splits: Any, tokenized: Any) -> tuple[dict[str, Any], dict[str, list]]:
+def _evaluate(trainer: Any, task: Any, data: Any, encoded: Any) -> tuple[dict[str, Any], dict[str, list]]:
     """Metrics and prediction records of the validation and test splits, in dataset order."""
     from hf_transfer.training import predict_in_order
 
     metrics, predictions = {}, {}
-    for split_name in ("validation", "test"):
-        if split_name not in tokenized:
+    for split in ("validation", "test"):
+        if split not in encoded.inputs:
             continue
-        output = predict_in_order(trainer, tokenized[split_name], split_name, sort=task.sort_eval_by_length)
-        decoded = task.decode(output, split_name)
-        if task.is_labeled(splits[split_name]):
-            metrics[split_name] = task.evaluate(output, splits[split_name], decoded)
-        else:
-            metrics[split_name] = "unlabeled: predicted, not scored"
-        records = task.prediction_records(output, splits[split_name], decoded)
+        output = predict_in_order(trainer, encoded.inputs[split], split, sort=task.sort_eval_by_length)
+        scores, records = task.evaluate(output, split, data, encoded)
+        metrics[split] = scores if scores is not None else "unlabeled: predicted, not scored"
         if records:
-            predictions[f"predictions_{split_name}"] = records
+            predictions[f"predictions_{split}"] = records
     return metrics, predictions
 
 
@@ -251,8 +251,7 @@ def _write_results(
         recipe=as_dict(run_cfg),
     )
     (folder / "README.md").write_text(card, encoding="utf-8")
-    headline = task.best_metric[0]
-    log.info("done%s", outputs.summary(metrics, folder, headline))
+    log.info("done%s", outputs.summary(metrics, folder))
 
 
 def _loss_ends(history: list[dict[str, Any]]) -> dict[str, float]:

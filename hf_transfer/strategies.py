@@ -1,8 +1,9 @@
 """What trains, and how the result is saved: head_only | full | partial_unfreeze | lora.
 
 A strategy sees a model with its new head and its anatomy (models.Anatomy); it knows nothing
-of datasets or of the Trainer. Each has a Config dataclass, whose defaults are in
-conf/strategy/NAME.yaml, and is registered in STRATEGIES.
+of datasets or of the Trainer. Each has a Config dataclass, the schema and the defaults of its
+`strategy.*` keys (offered to Hydra as the `strategy=NAME` option: config.register_defaults),
+and is registered in STRATEGIES. A new strategy is one class here and one line there.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from hf_transfer.errors import UserError
 from hf_transfer.models import Anatomy, anatomy
 
 if TYPE_CHECKING:
-    from hf_transfer.config import ModelConfig
-    from hf_transfer.tasks import Task
+    from hf_transfer.models import ModelConfig
     from hf_transfer.unfreezing import GradualUnfreezing, Layer
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,13 @@ class StrategyConfig:
 class Strategy:
     Config: ClassVar[type] = StrategyConfig
 
-    def __init__(self, config: Any, model_config: ModelConfig, task: Task):
+    def __init__(self, config: Any, model_config: ModelConfig, new_head: bool, peft_task_type: str):
+        """`new_head`: the task adds a head (False where the pretrained output layer is kept, as
+        for a causal LM); `peft_task_type`: the peft.TaskType member name of the task."""
         self.config = config
         self.model_config = model_config
-        self.task = task
+        self.new_head = new_head
+        self.peft_task_type = peft_task_type
 
     def apply(self, model: Any) -> Any:
         """Set what trains; may wrap the model (LoRA). Returns the model to train."""
@@ -80,7 +83,7 @@ class Strategy:
         """The modules that are the task head: new ones, or a pretrained output layer that can
         train on its own (not when it is the input embedding matrix, tied)."""
         parts = anatomy(model)
-        if self.task.new_head or not output_layer_tied(model):
+        if self.new_head or not output_layer_tied(model):
             return parts.head
         return []
 
@@ -120,6 +123,7 @@ class HeadOnly(Strategy):
     @dataclass
     class Config(StrategyConfig):
         name: Literal["head_only"] = "head_only"
+        # Only a linear layer or two learns, on fixed features: a far higher rate than fine-tuning.
         learning_rate: float = 1e-2
 
     def apply(self, model: Any) -> Any:
@@ -152,7 +156,8 @@ class Full(Strategy):
     class Config(StrategyConfig):
         name: Literal["full"] = "full"
         learning_rate: float = 5e-5
-        # Each block's rate is the one above it times this factor; the embeddings lowest.
+        # Each block trains at the rate of the one above it times this factor (e.g. 0.8); the
+        # embeddings lowest. null: one rate for all.
         layerwise_lr_decay: float | None = None
 
         def __post_init__(self) -> None:
@@ -186,17 +191,17 @@ class PartialUnfreeze(Strategy):
     class Config(StrategyConfig):
         name: Literal["partial_unfreeze"] = "partial_unfreeze"
         learning_rate: float = 1e-4
-        # Blocks that train from the start (0: the head only).
+        # Blocks that train from the start, from the top (0: the head only).
         num_layers: int = 2
-        # Unfreeze more blocks every this many epochs or steps (null: never).
+        # Gradual unfreezing: every `unfreeze_every` epochs (or steps), `unfreeze_blocks` more
+        # blocks start training, from the top down, until `max_layers` train (null: all); then
+        # the embeddings too, with `unfreeze_embeddings`. null: the trainable set never changes.
         unfreeze_every: int | None = None
         unfreeze_unit: Literal["epoch", "step"] = "epoch"
-        # Blocks added at each stage.
         unfreeze_blocks: int = 1
-        # Stop once this many blocks train (null: all of them).
         max_layers: int | None = None
-        # After the last block, let the embeddings train too.
         unfreeze_embeddings: bool = False
+        # Each block trains at the rate of the one above it times this (e.g. 0.8); null: one rate.
         layerwise_lr_decay: float | None = None
 
         def __post_init__(self) -> None:
@@ -210,8 +215,8 @@ class PartialUnfreeze(Strategy):
                 raise ValueError("strategy.max_layers must be at least strategy.num_layers")
             _check_decay(self.layerwise_lr_decay)
 
-    def __init__(self, config: Any, model_config: ModelConfig, task: Task):
-        super().__init__(config, model_config, task)
+    def __init__(self, config: Any, model_config: ModelConfig, new_head: bool, peft_task_type: str):
+        super().__init__(config, model_config, new_head, peft_task_type)
         self.schedule: GradualUnfreezing | None = None
         self._layers: list[Layer] = []
 
@@ -311,8 +316,8 @@ class Lora(Strategy):
     class Config(StrategyConfig):
         name: Literal["lora"] = "lora"
         learning_rate: float = 5e-4
-        r: int = 8
-        alpha: int = 16
+        r: int = 8  # the rank of the adapters
+        alpha: int = 16  # their scale is alpha / r
         dropout: float = 0.1
         # Module names to adapt; by default model.lora_target_modules, else peft's table.
         target_modules: list[str] | None = None
@@ -337,7 +342,7 @@ class Lora(Strategy):
             )
         head = self.head(model)
         lora_config = LoraConfig(
-            task_type=TaskType[self.task.peft_task_type],
+            task_type=TaskType[self.peft_task_type],
             r=self.config.r,
             lora_alpha=self.config.alpha,
             lora_dropout=self.config.dropout,
@@ -389,7 +394,7 @@ class Lora(Strategy):
         """A new head trains in full beside the adapters; a pretrained output layer stays as it is."""
         from peft import PeftModel
 
-        if not self.task.new_head:
+        if not self.new_head:
             return []
         if isinstance(model, PeftModel):
             model = model.get_base_model()
@@ -408,5 +413,5 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def make_strategy(config: Any, model_config: ModelConfig, task: Task) -> Strategy:
-    return STRATEGIES[config.name](config, model_config, task)
+def make_strategy(config: Any, model_config: ModelConfig, new_head: bool, peft_task_type: str) -> Strategy:
+    return STRATEGIES[config.name](config, model_config, new_head, peft_task_type)

@@ -3,6 +3,13 @@
 `trainer.*` keys are handed to TrainingArguments as they are; this module only adds what the
 run owns (the checkpoint folder, the seed, the best-model metric, the strategy's learning rate)
 and keeps frozen modules in eval mode during training.
+
+The Trainer is configured through its public arguments and documented hooks: the task's loss
+(`compute_loss_func`, normalised by the step's item count), its metric functions, and the
+strategy's parameter groups (`create_optimizer`, which the Trainer documents for overriding).
+The few private parts of transformers and
+accelerate that remain are in `TransferTrainer`, each with its reason; tests/test_upstream.py
+fails when upstream changes them.
 """
 
 from __future__ import annotations
@@ -13,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
-from hf_transfer.distributed import zero3_enabled
 from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from hf_transfer.config import RunConfig
     from hf_transfer.strategies import Strategy
     from hf_transfer.tasks import Task
+    from hf_transfer.tasks.base import Encoded, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +87,8 @@ def build_trainer(
     strategy: Strategy,
     model: Any,
     tokenizer: Any,
-    datasets: Any,
+    data: TaskData,
+    encoded: Encoded,
     folder: Path,
     extra_callbacks: list[Any] = (),
 ) -> Trainer:
@@ -95,76 +103,22 @@ def build_trainer(
     if wants_tensorboard(run) and args.process_index == 0:
         # The writer creates its events file at once: only the main process may make one.
         callbacks.append(_tensorboard_callback(folder / "tensorboard"))
-    trainer = TransferTrainer(
+    compute_metrics, preprocess_logits = task.metric_functions(data, encoded)
+    validation = encoded.inputs["validation"]
+    groups = strategy.parameter_groups
+    return TransferTrainer(
         model=model,
         args=args,
         data_collator=task.collator(tokenizer),
-        train_dataset=datasets["train"],
-        eval_dataset=by_length(datasets["validation"])[0] if task.sort_eval_by_length else datasets["validation"],
+        train_dataset=encoded.inputs["train"],
+        eval_dataset=by_length(validation)[0] if task.sort_eval_by_length else validation,
         processing_class=tokenizer,
-        compute_metrics=task.compute_metrics,
-        preprocess_logits_for_metrics=task.preprocess_logits,
-        compute_loss_func=task.loss_function(),
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess_logits,
+        compute_loss_func=task.loss_function(data, args.label_smoothing_factor),
         callbacks=callbacks,
+        parameter_groups=strategy.parameter_groups,
     )
-    trainer.strategy_parameter_groups = strategy.parameter_groups
-    if task.loss_counts_items:
-        use_item_count_loss(trainer)
-    elif trainer.compute_loss_func is not None or (
-        # A ZeRO-3 model cannot run the probe before DeepSpeed wraps it; a batch mean is
-        # correctly scaled whatever the model does with the item count.
-        trainer.model_accepts_loss_kwargs
-        and (zero3_enabled() or not loss_uses_item_count(model, datasets["train"], trainer.data_collator))
-    ):
-        use_batch_mean_loss(trainer)
-    return trainer
-
-
-def use_batch_mean_loss(trainer: Trainer) -> None:
-    """Treat the loss as what it is, a mean over this process's batch.
-
-    The Trainer assumes that a model whose forward takes **kwargs divides its summed loss by
-    `num_items_in_batch` (the items of the whole accumulated, all-process batch): it then
-    skips the division by the accumulation steps, and, across processes, multiplies the loss
-    by the number of processes. Many heads (BERT's sequence classifier, for one) ignore that
-    count and return a batch mean: their gradients and logged losses came out scaled by the
-    accumulation steps or the world size. Here the Trainer divides by the accumulation steps,
-    and DDP's averaging across processes is the only scaling left.
-    """
-    trainer.model_accepts_loss_kwargs = False
-    trainer.loss_is_scaled_for_ga = False
-    trainer.args.average_tokens_across_devices = False
-
-
-def use_item_count_loss(trainer: Trainer) -> None:
-    """The task's own loss divides by the Trainer's item count: the count goes to it (not to
-    the model's forward), and the Trainer neither divides by the accumulation steps again nor
-    leaves the per-process share of the count averaged away by DDP."""
-    trainer.model_accepts_loss_kwargs = False
-    trainer.loss_is_scaled_for_ga = True
-
-
-def loss_uses_item_count(model: Any, dataset: Any, collator: Any) -> bool:
-    """Whether the model's loss divides by `num_items_in_batch` (probed on one training batch)."""
-    import inspect
-
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    accepted = set(inspect.signature(base.forward).parameters)
-    features = [{k: v for k, v in dataset[i].items() if k in accepted} for i in range(min(2, len(dataset)))]
-    batch = collator(features)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            one = model(**batch, num_items_in_batch=torch.tensor(1.0)).loss
-            two = model(**batch, num_items_in_batch=torch.tensor(2.0)).loss
-    except TypeError:
-        return False
-    finally:
-        model.train(was_training)
-    return bool(torch.isclose(one, 2 * two, rtol=1e-4))
 
 
 def by_length(dataset: Any) -> tuple[Any, Any]:
@@ -186,6 +140,8 @@ def predict_in_order(trainer: Trainer, dataset: Any, prefix: str, sort: bool = T
     import numpy as np
 
     ordered, order = by_length(dataset) if sort else (dataset, np.arange(len(dataset)))
+    # The Trainer's predict takes no metric function of its own: its validation scorer is set
+    # aside for the call (a QA scorer would read the test windows as validation ones).
     compute_metrics, trainer.compute_metrics = trainer.compute_metrics, None
     try:
         output = trainer.predict(ordered, metric_key_prefix=prefix)
@@ -226,16 +182,21 @@ class TransferTrainer(Trainer):
     The Trainer switches the whole model to train mode before every step; a frozen module
     must not apply dropout (its output then depends only on its input, and the pretrained
     features are what the head was meant to see).
+
+    `parameter_groups(model, lr, weight_decay, decay_names)` gives the optimizer's groups, or
+    None for the Trainer's own (trainable parameters only).
     """
 
-    strategy_parameter_groups: Any = None
-    _checked_wrapping = False
+    def __init__(self, *args: Any, parameter_groups: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.parameter_groups = parameter_groups
+        self._checked_wrapping = False
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        # An evaluation before training (a causal LM's perplexity before) has accelerate prepare
-        # the model for evaluation, unwrapped, and mark it prepared: training would then skip the
-        # DDP wrapping and each process would train alone (check_wrapped stops that). The mark
-        # goes, so that training prepares the model for itself.
+        # Private to accelerate, no public way: an evaluation before training (a causal LM's
+        # perplexity before) prepares the model for evaluation, unwrapped, and marks it
+        # prepared, so training would skip the DDP wrap and each process would train alone
+        # (check_wrapped stops that). The mark goes, so that training prepares the model itself.
         if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
             self.model._is_accelerate_prepared = False
         return super().train(*args, **kwargs)
@@ -251,11 +212,9 @@ class TransferTrainer(Trainer):
     def create_optimizer(self, model: Any = None) -> Any:
         opt_model = self.model if model is None else model
         groups = None
-        if self.optimizer is None and self.strategy_parameter_groups is not None:
+        if self.optimizer is None and self.parameter_groups is not None:
             decay_names = set(self.get_decay_parameter_names(opt_model))
-            groups = self.strategy_parameter_groups(
-                opt_model, self.args.learning_rate, self.args.weight_decay, decay_names
-            )
+            groups = self.parameter_groups(opt_model, self.args.learning_rate, self.args.weight_decay, decay_names)
         if groups is None:
             return super().create_optimizer(model)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
@@ -272,8 +231,8 @@ class TransferTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-        # With train_sampling_strategy=group_by_length the Trainer also groups evaluation
-        # batches by length (even across processes), so predict() returns predictions in a
+        # Private to transformers, no public way: with train_sampling_strategy=group_by_length it
+        # groups evaluation batches by length too, so predict() would return predictions in a
         # shuffled order; ours are written next to their examples, so evaluation keeps the
         # dataset order: sequential in one process; across processes, accelerate shards the
         # batches in order and gathers them back in order, without the padding duplicates.

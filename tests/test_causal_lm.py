@@ -69,8 +69,7 @@ def test_perplexity_matches_a_hand_computed_value(checkpoints, text_dir, tmp_pat
 
 
 def test_the_end_of_text_token_stays_a_target_when_it_is_also_the_pad(checkpoints):
-    from hf_transfer.config import ModelConfig
-    from hf_transfer.models import load_tokenizer
+    from hf_transfer.models import ModelConfig, load_tokenizer
     from hf_transfer.tasks.causal_lm import PaddedCausalCollator
 
     tokenizer = load_tokenizer(ModelConfig(source=str(checkpoints["gpt2"])), "decoder")
@@ -81,7 +80,9 @@ def test_the_end_of_text_token_stays_a_target_when_it_is_also_the_pad(checkpoint
         {"input_ids": [8, eos], "attention_mask": [1, 1]},
     ]
     batch = PaddedCausalCollator(tokenizer)(rows)
-    assert batch["labels"].tolist() == [[5, 6, 7, eos], [8, eos, -100, -100]]
+    # The first token of a row is no target (nothing predicts it): the Trainer's label count is
+    # then the count of targets.
+    assert batch["labels"].tolist() == [[-100, 6, 7, eos], [-100, eos, -100, -100]]
     assert batch["input_ids"].tolist()[1] == [8, eos, eos, eos]
 
 

@@ -50,9 +50,14 @@ def test_training_from_the_command_line(checkpoints, data_dir, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["strategy"] == "head_only" and 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
     assert "trainable" in (run_dir / "train.log").read_text()  # the end-of-run summary is logged
+    # The saved model predicts each test text as the run did (labels by name, and their scores).
     from transformers import pipeline
 
-    assert pipeline("text-classification", model=str(run_dir))("good film")[0]["label"] in {"neg", "pos"}
+    records = [json.loads(line) for line in (run_dir / "predictions_test.jsonl").read_text().splitlines()]
+    assert len(records) == 32 and {r["label"] for r in records} == {"neg", "pos"}
+    reloaded = pipeline("text-classification", model=str(run_dir))([r["text"] for r in records])
+    assert [p["label"] for p in reloaded] == [r["prediction"] for r in records]
+    assert [p["score"] for p in reloaded] == pytest.approx([r["score"] for r in records], abs=2e-6)
 
 
 def test_a_mistake_exits_2_with_one_line_and_writes_nothing(tmp_path):

@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import yaml
 
 from hf_transfer.compose import compose
 from hf_transfer.config import training_arguments_fields, validate
@@ -18,18 +17,24 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "recipe"
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_strategy_yaml_states_the_schema_defaults(name):
-    shipped = yaml.safe_load((CONF / "strategy" / f"{name}.yaml").read_text())
-    defaults = {f.name: f.default for f in dataclasses.fields(STRATEGIES[name].Config)}
-    assert shipped == defaults
+def test_a_strategy_option_is_its_dataclass_defaults_stated_once(name):
+    """strategy=NAME composes the Config dataclass's defaults (no YAML repeats them), and a
+    command-line value goes on top."""
+    composed = compose([f"strategy={name}", "~recipe"])["strategy"]
+    assert dict(composed) == dataclasses.asdict(STRATEGIES[name].Config())
+    assert not (CONF / "strategy").exists() and not (CONF / "hub").exists()
+    changed = validate(compose([f"strategy={name}", "strategy.learning_rate=0.125"])).strategy
+    assert changed == dataclasses.replace(STRATEGIES[name].Config(), learning_rate=0.125)
 
 
 def test_every_shipped_combination_validates():
     for recipe in sorted(p.stem for p in RECIPES.glob("*.yaml")):
         validate(compose([f"recipe={recipe}"]))
-    for group in ("model", "task", "strategy"):
+    for group in ("model", "task"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
             validate(compose([f"{group}={option}"]))
+    for option in STRATEGIES:
+        validate(compose([f"strategy={option}"]))
 
 
 def test_trainer_fields_come_from_training_arguments():
@@ -74,3 +79,37 @@ def test_a_bad_enum_value_fails_before_any_data_is_loaded(tmp_path):
     with pytest.raises(UserError, match="TrainingArguments.*sometimes"):
         run(cfg, output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_command_line_run_is_composed_and_validated_once_per_job(checkpoints, data_dir, tmp_path, monkeypatch, sweep):
+    """Observed, not replaced: the real compose and validate run, and are counted."""
+    from conftest import tiny_overrides
+    from hydra._internal.hydra import Hydra
+
+    import hf_transfer.config
+    import hf_transfer.run
+    from hf_transfer.cli import main
+
+    counts = {"compose": 0, "validate": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(Hydra, "compose_config", counted("compose", Hydra.compose_config))
+    validate_once = counted("validate", hf_transfer.config.validate)
+    monkeypatch.setattr(hf_transfer.config, "validate", validate_once)
+    monkeypatch.setattr(hf_transfer.run, "validate", validate_once)
+    monkeypatch.chdir(tmp_path)
+    strategies = ["strategy=head_only,full"] if sweep else ["strategy=head_only"]
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir, *strategies, "trainer.max_steps=1")]
+    assert main(["-m", *argv] if sweep else argv) == 0
+    jobs = 2 if sweep else 1
+    assert counts["validate"] == jobs
+    if not sweep:  # (a sweep's launcher composes each job again: Hydra's plugin, which a user may swap)
+        assert counts["compose"] == 1
+    assert len(list(tmp_path.rglob("metrics.json"))) == jobs

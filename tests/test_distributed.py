@@ -186,19 +186,112 @@ def test_accelerate_accepts_the_shipped_configs(name):
         assert config.fsdp_config["fsdp_use_orig_params"] is True  # frozen and trainable parameters in one shard
 
 
-def test_fsdp_wraps_the_blocks_the_model_declares(checkpoints):
-    """The shipped FSDP config names no block class: accelerate takes the model's _no_split_modules."""
-    import functools
+# accelerate 1.15 turns FSDP on only for GPU-type setups (MULTI_GPU, ...; never MULTI_CPU), so
+# `accelerate launch` with the shipped FSDP config runs plain DDP on a machine without GPUs. This
+# script, run by the launcher in place of `-m hf_transfer`, makes accelerate take its one gloo
+# process on the CPU for a GPU-type setup; everything else is real: accelerate's FSDP plugin from
+# the shipped config, torch FSDP1 wrapping, training, the full-state-dict gathering to save, and all
+# of hf_transfer. With one process each "shard" is the whole model. The script only records (into
+# $FSDP_REPORT) what hf_transfer did: whether the run counted as sharded, the FSDP units at the
+# first step, and which save path ran; the recorded functions still run as they are.
+FSDP_ON_CPU = """
+import json, os, sys
+import torch.distributed as dist
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType
 
-    from accelerate.utils import FullyShardedDataParallelPlugin
-    from transformers import AutoModelForSequenceClassification
+prepare_backend = PartialState._prepare_backend
 
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoints["llama"], num_labels=2)
-    plugin = FullyShardedDataParallelPlugin(auto_wrap_policy="transformer_based_wrap", use_orig_params=True)
-    plugin.set_auto_wrap_policy(model)
-    policy = plugin.auto_wrap_policy
-    assert isinstance(policy, functools.partial)
-    assert {c.__name__ for c in policy.keywords["transformer_layer_cls"]} == set(model._no_split_modules)
+def gloo_as_gpu(self, cpu=False, sagemaker_dp=False, backend=None):
+    prepare_backend(self, cpu, sagemaker_dp, backend)
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE from the launcher
+    return "gloo", DistributedType.MULTI_GPU
+
+PartialState._prepare_backend = gloo_as_gpu
+os.environ["ACCELERATE_TORCH_DEVICE"] = "cpu"
+
+from hf_transfer import distributed, strategies
+
+report = {"saved_by": []}
+
+def record(**items):
+    report.update(items)
+    with open(os.environ["FSDP_REPORT"], "w") as stream:
+        json.dump(report, stream)
+
+check_wrapped = distributed.check_wrapped
+
+def recording_check_wrapped(trainer):
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    units = [m for m in trainer.model.modules() if isinstance(m, FullyShardedDataParallel)]
+    record(sharded=distributed.is_sharded(trainer), root_is_fsdp=trainer.model in units,
+           units=sorted({type(m.module).__name__ for m in units if m is not trainer.model}))
+    return check_wrapped(trainer)
+
+distributed.check_wrapped = recording_check_wrapped
+
+def recording(name, function):
+    def call(*args, **kwargs):
+        record(saved_by=report["saved_by"] + [name])
+        return function(*args, **kwargs)
+    return call
+
+for cls in strategies.STRATEGIES.values():
+    cls.save = recording("save", cls.save)
+    cls.save_sharded = recording("save_sharded", cls.save_sharded)
+
+from hf_transfer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def fsdp_launch(tmp_path, argv, timeout=300):
+    """`accelerate launch` with the shipped FSDP config, one process on the CPU (see FSDP_ON_CPU).
+    Returns the finished process and what the run recorded."""
+    script = tmp_path / "fsdp_on_cpu.py"
+    script.write_text(FSDP_ON_CPU)
+    report = tmp_path / "fsdp_report.json"
+    # The shipped config, as launched on a machine without GPUs: no bf16 autocast, and the two
+    # settings that put tensors on an accelerator before wrapping left off.
+    launch = ["--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "1", "--mixed_precision", "no",
+              "--fsdp_sync_module_states", "false", "--fsdp_cpu_ram_efficient_loading", "false",
+              "--main_process_port", str(_free_port())]  # fmt: skip
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(script), *argv, "trainer.use_cpu=true"]
+    env = {**cli_env(tmp_path), "FSDP_REPORT": str(report)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    return done, json.loads(report.read_text()) if report.exists() else {}
+
+
+def test_fsdp_wraps_the_blocks_the_model_declares(checkpoints, data_dir, tmp_path):
+    """The shipped FSDP config names no block class: each of the model's _no_split_modules blocks
+    becomes an FSDP unit, and hf_transfer's run knows the model is sharded (and saves it so)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    folder = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["llama"], data_dir), "trainer.num_train_epochs=1", f"hydra.run.dir={folder}"]
+    done, report = fsdp_launch(tmp_path, argv)
+    assert done.returncode == 0, done.stderr[-4000:]
+    declared = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(checkpoints["llama"]))
+    assert report["root_is_fsdp"] and report["units"] == sorted(declared._no_split_modules) == ["LlamaDecoderLayer"]
+    assert report["sharded"] is True and report["saved_by"] == ["save_sharded"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["distributed"]["wrapped_as"] == "FullyShardedDataParallel"
+
+
+def test_gradual_unfreezing_under_the_shipped_fsdp_config_is_refused(checkpoints, data_dir, tmp_path):
+    """The launcher says FSDP only through its environment (no trainer.fsdp): hf_transfer reads it
+    and refuses, before loading anything, a strategy whose trainable set changes mid-run."""
+    folder = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), "strategy=partial_unfreeze", "strategy.num_layers=1",
+            "strategy.unfreeze_every=1", f"hydra.run.dir={folder}"]  # fmt: skip
+    done, report = fsdp_launch(tmp_path, argv)
+    assert done.returncode != 0
+    assert (
+        "hf-transfer: error: gradual unfreezing (strategy.unfreeze_every) cannot run under FSDP: "
+        "it fixes the trainable parameters when it wraps the model" in done.stderr
+    ), done.stderr[-4000:]
+    assert report == {} and not folder.exists()  # refused before any training step or save
 
 
 @pytest.mark.parametrize(

@@ -8,23 +8,24 @@ from conftest import compose_tiny
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_transfer import models
-from hf_transfer.config import ModelConfig, validate
+from hf_transfer.config import validate
+from hf_transfer.models import ModelConfig
 from hf_transfer.run import run
 from hf_transfer.tasks import task_class
 
 
-def classification_task(checkpoint, data_dir, *extra):
+def classification_model(checkpoint, data_dir, *extra):
+    """The run's starting model for the tiny sentiment task, and the checkpoint's config."""
     cfg = validate(compose_tiny(checkpoint, data_dir, *extra))
     task = task_class("text_classification")(cfg.task, seed=0)
-    task.load_splits()
-    return cfg, task
+    data = task.load()
+    tokenizer = models.load_tokenizer(cfg.model, "encoder")
+    return models.load_model(cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data))
 
 
 def test_a_checkpoint_with_a_same_shape_head_gets_a_fresh_one(bert_with_head, data_dir):
-    cfg, task = classification_task(bert_with_head, data_dir)
     old = AutoModelForSequenceClassification.from_pretrained(bert_with_head)
-    tokenizer = models.load_tokenizer(cfg.model, "encoder")
-    new = models.load_model(cfg.model, task, tokenizer, "encoder")
+    new = classification_model(bert_with_head, data_dir)
     assert old.classifier.weight.shape == new.classifier.weight.shape
     assert not torch.equal(old.classifier.weight, new.classifier.weight)
     assert torch.all(new.classifier.bias == 0)  # the model's own initialisation, not a leftover
@@ -34,9 +35,7 @@ def test_a_checkpoint_with_a_same_shape_head_gets_a_fresh_one(bert_with_head, da
 
 
 def test_pretrained_false_is_the_same_architecture_with_random_weights(checkpoints, data_dir):
-    cfg, task = classification_task(checkpoints["bert"], data_dir, "model.pretrained=false")
-    tokenizer = models.load_tokenizer(cfg.model, "encoder")
-    scratch = models.load_model(cfg.model, task, tokenizer, "encoder")
+    scratch = classification_model(checkpoints["bert"], data_dir, "model.pretrained=false")
     pretrained = AutoModel.from_pretrained(checkpoints["bert"])
     scratch_base = scratch.bert.state_dict()
     assert scratch_base.keys() == pretrained.state_dict().keys()

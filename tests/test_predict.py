@@ -131,22 +131,37 @@ def test_token_classification_gives_entities(capsys, checkpoints, tmp_path):
 def test_question_answering_from_a_file_and_from_arguments(capsys, checkpoints, tmp_path):
     import random
 
+    from conftest import PLACES
     from test_question_answering import example
 
     rng = random.Random(0)
     rows = [example(rng, i) for i in range(40)]
+    tests = [example(rng, f"t{i}") for i in range(20)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    folder = tiny_run(checkpoints["bert"], tmp_path, tmp_path, "task=tiny_qa")
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tests))
+    folder = tiny_run(checkpoints["distilbert"], tmp_path, tmp_path, "task=tiny_qa", "trainer.num_train_epochs=3",
+                      "strategy.learning_rate=3e-3")  # fmt: skip
     questions = tmp_path / "questions.jsonl"
-    questions.write_text(
-        "".join(json.dumps({"question": r["question"], "context": r["context"]}) + "\n" for r in rows[:3])
-    )
-    code, from_file, _ = predict(capsys, str(folder), "--file", str(questions))
-    assert code == 0 and len(from_file) == 3
-    for line in from_file:
-        assert line["context"][line["start"] : line["end"]] == line["answer"]
-    code, from_args, _ = predict(capsys, str(folder), rows[0]["question"], "--context", rows[0]["context"])
+    asked = [{"question": r["question"], "context": r["context"]} for r in tests]
+    questions.write_text("".join(json.dumps(q) + "\n" for q in asked))
+    code, from_file, _ = predict(capsys, str(folder), "--file", str(questions), "--batch-size", "3")
+    assert code == 0 and [{k: line[k] for k in ("question", "context")} for line in from_file] == asked
+    # predict answers as the run itself did, question by question.
+    records = [json.loads(line) for line in (folder / "predictions_test.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in tests]
+    assert [line["answer"] for line in from_file] == [r["answer"] for r in records]
+    # The trained reader answers with a place of the context (an untrained one gives arbitrary
+    # spans); where it names the right place, it gives the gold span.
+    places = [line for line in from_file if line["answer"] in PLACES and line["answer"] in line["context"].split()]
+    assert len(places) >= 15
+    right = [(line, r) for line, r in zip(from_file, tests) if line["answer"] == r["answers"]["text"][0]]
+    assert len(right) >= 5
+    for line, row in right:
+        start = row["answers"]["answer_start"][0]
+        assert (line["start"], line["end"]) == (start, start + len(line["answer"]))
+    code, from_args, _ = predict(capsys, str(folder), tests[0]["question"], "--context", tests[0]["context"])
     assert code == 0 and from_args[0]["answer"] == from_file[0]["answer"]
+    assert (from_args[0]["start"], from_args[0]["end"]) == (from_file[0]["start"], from_file[0]["end"])
     code, _, err = predict(capsys, str(folder), "where did alice go")
     assert code == 2 and "needs a context" in err
 

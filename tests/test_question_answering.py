@@ -79,8 +79,15 @@ def test_qa_trains_and_the_reloaded_model_gives_the_same_answers(checkpoints, qa
     questions = [{"question": rows[r["id"]]["question"], "context": rows[r["id"]]["context"]} for r in records]
     answers = list(reader.predict(questions, batch_size=7))
     assert [a["answer"] for a in answers] == [r["answer"] for r in records]
-    first = answers[0]
-    assert first["context"][first["start"] : first["end"]] == first["answer"]
+    gold = [rows[r["id"]]["answers"] for r in records]
+    right = [(a, g) for a, g in zip(answers, gold) if a["answer"] == g["text"][0]]
+    # The run scored these answers: its exact match is the share the reader gets right.
+    assert 100 * len(right) / len(records) == pytest.approx(metrics["test"]["exact_match"])
+    assert len(right) >= 12  # well above chance, and above picking either place of the two at random
+    # A right answer is the gold span itself: character offsets in the context, as answer_start says.
+    for answer, expected in right:
+        start = expected["answer_start"][0]
+        assert (answer["start"], answer["end"]) == (start, start + len(expected["text"][0]))
 
 
 @pytest.mark.parametrize("strategy", ["head_only", "lora"])

@@ -21,14 +21,14 @@ from hf_transfer.tasks import task_class
 @pytest.fixture(scope="module")
 def rotten_tomatoes_splits():
     cfg = validate(compose(["recipe=bert_sentiment"]))
-    task = task_class("text_classification")(cfg.task, cfg.seed)
-    return task, task.load_splits(), cfg
+    data = task_class("text_classification")(cfg.task, cfg.seed).load()
+    return data, data.splits, cfg
 
 
 def test_rotten_tomatoes_preparation(rotten_tomatoes_splits):
-    task, splits, _ = rotten_tomatoes_splits
+    data, splits, _ = rotten_tomatoes_splits
     # 13,905 rows: 7,403 fresh, 5,405 rotten, 1,097 plot summaries (dropped).
-    assert task.label_names == ["negative", "positive"]
+    assert data.labels == ["negative", "positive"]
     sizes = {name: len(split) for name, split in splits.items()}
     assert sizes == {"train": 10246, "validation": 1281, "test": 1281}
     assert sum(sizes.values()) == 7403 + 5405
@@ -41,9 +41,9 @@ def test_rotten_tomatoes_preparation(rotten_tomatoes_splits):
 
 
 def test_rotten_tomatoes_split_is_seeded(rotten_tomatoes_splits):
-    task, splits, cfg = rotten_tomatoes_splits
-    again = task_class("text_classification")(cfg.task, cfg.seed).load_splits()
-    other = task_class("text_classification")(cfg.task, cfg.seed + 1).load_splits()
+    _, splits, cfg = rotten_tomatoes_splits
+    again = task_class("text_classification")(cfg.task, cfg.seed).load().splits
+    other = task_class("text_classification")(cfg.task, cfg.seed + 1).load().splits
     assert again["test"]["text"] == splits["test"]["text"]
     assert other["test"]["text"] != splits["test"]["text"]
 
@@ -65,8 +65,14 @@ def test_bert_sentiment_smoke_run_on_the_real_checkpoint(tmp_path):
     assert metrics["total_parameters"] > 22_000_000
     from transformers import pipeline
 
-    prediction = pipeline("text-classification", model=str(result.folder))("A wonderful, moving film.")[0]
-    assert prediction["label"] in {"negative", "positive"}
+    # The saved model predicts each test review as the run did (labels by name, and their scores).
+    records = [json.loads(line) for line in (result.folder / "predictions_test.jsonl").read_text().splitlines()]
+    reloaded = pipeline("text-classification", model=str(result.folder))([r["text"] for r in records])
+    assert (
+        [p["label"] for p in reloaded] == [r["prediction"] for r in records]
+        and [p["score"] for p in reloaded] == pytest.approx([r["score"] for r in records], abs=1e-5)
+        and {r["label"] for r in records} == {"negative", "positive"}
+    )
 
 
 SMOLLM2 = (

@@ -124,10 +124,9 @@ def test_balanced_class_weights_are_inverse_frequencies(data_dir, tmp_path):
     write_csv(tmp_path / "validation.csv", rows[:4] + rows[-2:])
     cfg = validate(compose(["task=tiny_sentiment", f"task.data.source={tmp_path}", "task.class_weights=balanced",
                             "model.source=unused"], config_dir=str(TEST_RECIPES)))  # fmt: skip
-    task = task_class("text_classification")(cfg.task, seed=0)
-    task.load_splits()
-    assert task.label_names == ["neg", "pos"]
-    assert task.class_weight_values == pytest.approx([25 / (2 * 5), 25 / (2 * 20)])
+    data = task_class("text_classification")(cfg.task, seed=0).load()
+    assert data.labels == ["neg", "pos"]
+    assert data.label_weights == pytest.approx([25 / (2 * 5), 25 / (2 * 20)])
 
 
 def test_label_map_drop_labels_and_label_order(tmp_path):
@@ -154,9 +153,9 @@ def test_label_map_drop_labels_and_label_order(tmp_path):
             config_dir=str(TEST_RECIPES),
         )  # fmt: skip
     )
-    task = task_class("text_classification")(cfg.task, seed=0)
-    splits = task.load_splits()
-    assert task.label_names == ["negative", "positive"]
+    data = task_class("text_classification")(cfg.task, seed=0).load()
+    splits = data.splits
+    assert data.labels == ["negative", "positive"]
     assert {name: len(split) for name, split in splits.items()} == {"train": 32, "validation": 4, "test": 4}
     train = splits["train"]
     assert train.features["label"].names == ["negative", "positive"]
@@ -165,8 +164,8 @@ def test_label_map_drop_labels_and_label_order(tmp_path):
         counts = np.bincount(split["label"])
         assert counts[0] == counts[1]
     # Seeded: the same seed gives the same split, another seed another one.
-    again = task_class("text_classification")(cfg.task, seed=0).load_splits()
-    other = task_class("text_classification")(cfg.task, seed=1).load_splits()
+    again = task_class("text_classification")(cfg.task, seed=0).load().splits
+    other = task_class("text_classification")(cfg.task, seed=1).load().splits
     assert again["validation"]["text"] == splits["validation"]["text"]
     assert other["validation"]["text"] != splits["validation"]["text"]
 

@@ -148,12 +148,30 @@ def test_token_and_tag_list_columns(checkpoints, tmp_path):
     folder = tmp_path / "lists"
     folder.mkdir()
     rows = [dict(zip(("words", "ner"), sentence(rng))) for _ in range(40)]
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test_rows = [dict(zip(("words", "ner"), sentence(rng))) for _ in range(8)]
+    for name, split in (("train", rows), ("test", test_rows)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split))
     cfg = compose_ner(checkpoints["bert"], folder, "task.data.format=null", "task.columns.tokens=words",
                       "task.columns.tags=ner", "trainer.num_train_epochs=1")  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run")
     assert result.metrics["examples"]["train"] + result.metrics["examples"]["validation"] == 40
-    assert AutoTokenizer.from_pretrained(result.folder) is not None
+    # The tags came from the `ner` column: the saved model's labels are exactly those tags, "O" first.
+    config = json.loads((result.folder / "config.json").read_text())
+    tags = {tag for row in rows for tag in row["ner"]}
+    assert tags == {"O", "B-person", "I-person", "B-place"}  # the data has every kind of tag
+    assert set(config["id2label"].values()) == tags and len(config["id2label"]) == len(tags)
+    assert config["id2label"]["0"] == "O"
+    assert {int(i) for i in config["id2label"]} == set(range(len(tags)))
+    # The words came from the `words` column: each record holds its sentence's words and gold tags.
+    test = [json.loads(line) for line in (result.folder / "predictions_test.jsonl").read_text().splitlines()]
+    assert [r["tokens"] for r in test] == [row["words"] for row in test_rows]
+    assert [r["tags"] for r in test] == [row["ner"] for row in test_rows]
+    assert all(len(r["predicted"]) == len(r["tokens"]) and set(r["predicted"]) <= tags for r in test)
+    lines = (result.folder / "predictions_validation.jsonl").read_text().splitlines()
+    validation = [json.loads(line) for line in lines]
+    assert len(validation) == result.metrics["examples"]["validation"]
+    train_sentences = [(row["words"], row["ner"]) for row in rows]
+    assert all((r["tokens"], r["tags"]) in train_sentences for r in validation)
 
 
 def test_words_cut_off_by_max_length_count_as_missed(checkpoints, ner_data, tmp_path):

@@ -1,20 +1,55 @@
 """What every task provides: its data columns, its model class, its preprocessing and metrics.
 
-The run (`run.py`) only talks to this interface. A task does not know about strategies,
-training arguments or the run folder; it turns raw rows into model inputs and model outputs
-into metrics and predictions.
+A task object holds its validated config and nothing else. Each step returns what it makes,
+and the next step is handed it:
+
+    data = task.load()                                   TaskData: splits, label names
+    model config  <- task.model_config_kwargs(data)
+    encoded = task.tokenize(data, tokenizer, max_length)  Encoded: model inputs (+ what decoding needs)
+    Trainer       <- task.loss_function(data), task.metric_functions(data, encoded)
+    scores, records = task.evaluate(prediction, split, data, encoded)
+
+A task does not know about strategies, training arguments or the run folder. It also says how
+to predict with a model it trained (`predictor`), so that `hf-transfer predict` needs no table
+of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hf_transfer.data import load_raw, make_splits
 from hf_transfer.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
+
+
+@dataclass
+class TaskData:
+    """What `Task.prepare` makes: the splits in the task's own columns, and what they define."""
+
+    splits: DatasetDict
+    # The head's outputs by name, in id order; empty where they have no names (regression, LM).
+    labels: list[str] = field(default_factory=list)
+    # One loss weight per label (task.class_weights), or None.
+    label_weights: list[float] | None = None
+
+
+@dataclass
+class Encoded:
+    """What `Task.tokenize` makes: the model inputs of each split and, for each evaluated split,
+    whatever reading its outputs back needs (word ids, answer windows), or nothing."""
+
+    inputs: DatasetDict
+    decoding: dict[str, Any] = field(default_factory=dict)
+
+
+# (compute_metrics, preprocess_logits_for_metrics) for the Trainer; either may be None.
+MetricFunctions = tuple[Callable[[Any], dict[str, float]] | None, Callable[[Any, Any], Any] | None]
 
 
 class Task:
@@ -23,45 +58,41 @@ class Task:
     pipeline_task: ClassVar[str]  # e.g. "text-classification"
     peft_task_type: ClassVar[str]  # peft.TaskType member name, e.g. "SEQ_CLS"
     new_head: ClassVar[bool] = True  # False where the pretrained output layer is kept (causal LM)
-    stratify_by: ClassVar[str | None] = None  # the column to stratify carved splits on
     evaluate_before_training: ClassVar[bool] = False  # also score the held-out data untrained
     sort_eval_by_length: ClassVar[bool] = True  # evaluate in length-sorted batches (outputs re-ordered)
-    # True when loss_function() sums over the batch's items and divides by num_items_in_batch,
-    # the Trainer's count over the whole accumulated, all-process step; else it is a batch mean.
-    loss_counts_items: ClassVar[bool] = False
     training_defaults: ClassVar[dict[str, Any]] = {}  # TrainingArguments the task needs, unless set
 
     def __init__(self, config: Any, seed: int):
         self.config = config
         self.seed = seed
 
-    # -- data ---------------------------------------------------------------------------
-    def load_splits(self) -> DatasetDict:
-        """Raw data -> checked, normalised columns -> train / validation / test."""
-        raw = load_raw(self.config.data)
-        return make_splits(self.prepare(raw), self.config.data, self.seed, self.stratify_by)
+    @classmethod
+    def architecture_endings(cls) -> tuple[str, ...]:
+        """How the model classes this task trains end ("ForSequenceClassification"): what tells
+        `predict` the task of a model that no hf_transfer run made."""
+        return (cls.auto_model.removeprefix("AutoModel"),)
 
-    def prepare(self, raw: DatasetDict) -> DatasetDict:
+    # -- data ---------------------------------------------------------------------------
+    def load(self) -> TaskData:
+        """Raw data -> checked, normalised columns -> train / validation / test."""
+        data = self.prepare(load_raw(self.config.data))
+        data.splits = make_splits(data.splits, self.config.data, self.seed)
+        return data
+
+    def prepare(self, raw: DatasetDict) -> TaskData:
         """Check the configured columns exist and bring them to the task's canonical form."""
         raise NotImplementedError
 
-    def is_labeled(self, split: Dataset) -> bool:
-        """False for a split with no usable labels (a hub test split with -1 everywhere)."""
-        return True
-
     # -- model ---------------------------------------------------------------------------
-    def model_config_kwargs(self) -> dict[str, Any]:
+    def model_config_kwargs(self, data: TaskData) -> dict[str, Any]:
         """Extra model-config values: number of labels, label names, problem type."""
         return {}
 
     def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
         """Adjust the tokenizer for the task (pair separators, prefix spaces); it is saved so."""
 
-    def adapt_model(self, model: Any) -> None:
-        """Adjust the freshly loaded model for the task."""
-
     # -- preprocessing -------------------------------------------------------------------
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+    def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         raise NotImplementedError
 
     def collator(self, tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
@@ -75,32 +106,28 @@ class Task:
         """(metric name, greater is better) for choosing the best checkpoint."""
         return "loss", False
 
-    def loss_function(self) -> Callable[..., Any] | None:
-        """A loss to use instead of the model's own (class weights), or None."""
+    def loss_function(self, data: TaskData, label_smoothing: float = 0.0) -> Callable[..., Any] | None:
+        """The Trainer's `compute_loss_func(outputs, labels, num_items_in_batch)`, or None for the
+        model's own loss. `num_items_in_batch` counts the labels of the whole optimizer step (all
+        accumulated batches, all processes): a loss that is its share of the step's mean makes the
+        Trainer's default scaling right for any accumulation and any number of processes. The
+        Trainer applies `trainer.label_smoothing_factor` only to the model's own loss: a task's
+        loss is handed it."""
         return None
 
-    # Shrinks each evaluation batch's logits, before they are gathered, to what the metrics
-    # need: Trainer's preprocess_logits_for_metrics(logits, labels), or None to keep them.
-    preprocess_logits: Callable[[Any, Any], Any] | None = None
+    def metric_functions(self, data: TaskData, encoded: Encoded) -> MetricFunctions:
+        """What the Trainer scores the validation split with at each evaluation, built from the
+        values they need: (compute_metrics, preprocess_logits_for_metrics)."""
+        return None, None
 
-    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
-        """Scalar metrics logged at each evaluation."""
-        return {}
+    def evaluate(
+        self, prediction: Any, split: str, data: TaskData, encoded: Encoded
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Full results of split `split` (per-class figures included; None when the split has no
+        labels to score) and one JSON-able record per example for its predictions file."""
+        return dict(prediction.metrics or {}), []
 
-    def decode(self, prediction: Any, name: str) -> Any:
-        """What the outputs on split `name` say (answers, tags per word) where that takes work:
-        done once, and handed to both evaluate and prediction_records. None: nothing to do."""
-        return None
-
-    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
-        """Full results for the saved metrics (per-class figures included)."""
-        return dict(prediction.metrics or {})
-
-    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
-        """One JSON-able record per example, for predictions files."""
-        return []
-
-    def generate(self, model: Any) -> list[tuple[str, str]]:
+    def generate(self, model: Any, tokenizer: Any) -> list[tuple[str, str]]:
         """(prompt, output) samples written to the run folder before and after training
         (generation tasks)."""
         return []
@@ -108,6 +135,58 @@ class Task:
     def usage_snippet(self, model_ref: str) -> str:
         """Python that loads the saved model for the model card."""
         return f'from transformers import pipeline\n\npipe = pipeline("{self.pipeline_task}", model="{model_ref}")\n'
+
+    # -- prediction with a trained model -------------------------------------------------
+    @classmethod
+    def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        """What prediction needs from the run's config.yaml `task` section and its metrics.json
+        (both may be empty: a model no hf_transfer run made)."""
+        return {}
+
+    @classmethod
+    def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Predictor:
+        """A Predictor for a saved model of this task (a run folder or a hub id)."""
+        raise NotImplementedError
+
+    @classmethod
+    def prediction_inputs(cls, records: list[dict[str, Any]], context: str | None) -> list[dict[str, Any]]:
+        """Check and shape what `hf-transfer predict` read ({"text", "text_pair"} records);
+        `context` is its --context option."""
+        return records
+
+
+class Predictor:
+    """Runs a model over records in batches (a progress bar on long inputs); one dict each."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+
+    def predict(self, records: list[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        batches = range(0, len(records), batch_size)
+        progress = tqdm(batches, desc="Predicting", unit="batch", disable=len(batches) < 2, file=sys.stderr)
+        for start in progress:
+            chunk = records[start : start + batch_size]
+            for record, output in zip(chunk, self.run(chunk, batch_size)):
+                yield {**record, **output}
+
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class PipelinePredictor(Predictor):
+    """A Predictor over a transformers pipeline (`run` turns its outputs into our records)."""
+
+    def __init__(self, settings: dict[str, Any], pipe: Any):
+        super().__init__(settings)
+        self.pipe = pipe
+
+
+def load_pipeline(task: str, model: str, revision: str | None, device: str | None) -> Any:
+    from transformers import pipeline
+
+    return pipeline(task, model=model, revision=revision, device=device, dtype="float32")
 
 
 def check_metric(name: str, known: list[str]) -> None:
@@ -127,3 +206,25 @@ def label_config(names: list[str]) -> dict[str, Any]:
         "id2label": dict(enumerate(names)),
         "label2id": {n: i for i, n in enumerate(names)},
     }
+
+
+def mean_share_of_step(batch_mean: Any, items_here: int, num_items_in_batch: Any) -> Any:
+    """A loss that is a mean over this batch's `items_here` labels, as its share of the mean over
+    the step's `num_items_in_batch` (None: this batch is the step). With one process and no
+    accumulation the factor is exactly 1: the loss is the model's own, bit for bit."""
+    if num_items_in_batch is None:
+        return batch_mean
+    return batch_mean * (items_here / num_items_in_batch)
+
+
+def labelled_cross_entropy(logits: Any, labels: Any, num_items_in_batch: Any, label_smoothing: float = 0.0) -> Any:
+    """Cross-entropy summed over the labelled positions (-100: none) and divided by the step's
+    count of them (`num_items_in_batch`; None: this batch's count), in float32."""
+    import torch
+
+    total = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="sum",
+        label_smoothing=label_smoothing,
+    )  # fmt: skip
+    count = num_items_in_batch if num_items_in_batch is not None else labels.ne(-100).sum()
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)

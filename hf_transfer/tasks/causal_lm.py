@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hf_transfer.data import DatasetConfig, files_by_split, format_from_name, require_columns
 from hf_transfer.errors import UserError
-from hf_transfer.tasks.base import Task
+from hf_transfer.models import CAUSAL_LM_ENDINGS
+from hf_transfer.tasks.base import (
+    Encoded,
+    MetricFunctions,
+    PipelinePredictor,
+    Task,
+    TaskData,
+    labelled_cross_entropy,
+    load_pipeline,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -28,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLOCK_CAP = 1024  # a default block beyond this is rarely what a fine-tuning run wants
+IGNORED = -100
 
 
 @dataclass
@@ -68,9 +78,9 @@ class CausalLM(Task):
     new_head = False  # the pretrained output layer is the head
     evaluate_before_training = True
 
-    def __init__(self, config: CausalLMConfig, seed: int):
-        super().__init__(config, seed)
-        self.tokenizer: Any = None
+    @classmethod
+    def architecture_endings(cls) -> tuple[str, ...]:
+        return CAUSAL_LM_ENDINGS
 
     # -- data ---------------------------------------------------------------------------
     def _rows_are_lines(self) -> bool:
@@ -81,7 +91,7 @@ class CausalLM(Task):
         names = [data.source or ""] + [str(path) for paths in files.values() for path in paths]
         return any(format_from_name(name.split("#")[0]) == "text" for name in names if name)
 
-    def prepare(self, raw: DatasetDict) -> DatasetDict:
+    def prepare(self, raw: DatasetDict) -> TaskData:
         from datasets import DatasetDict
 
         column = self.config.columns.text
@@ -96,20 +106,12 @@ class CausalLM(Task):
             prepared[split] = dataset.filter(
                 lambda row: isinstance(row["text"], str) and row["text"] != "", desc=f"Checking {split}"
             )
-        return DatasetDict(prepared)
-
-    def adapt_model(self, model: Any) -> None:
-        # GPT-2's class name does not tell transformers its loss type; the Trainer then counts
-        # the tokens of a batch before the shift (one too many per row) and under-reports the
-        # loss, and so the perplexity. The loss function itself is the same either way.
-        if getattr(model, "loss_type", None) is None:
-            model.loss_type = "ForCausalLM"
+        return TaskData(DatasetDict(prepared))
 
     # -- preprocessing -------------------------------------------------------------------
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+    def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         from datasets import DatasetDict
 
-        self.tokenizer = tokenizer
         block = min(max_length, BLOCK_CAP) if self.config.max_length is None else max_length
         add_eos = self.config.add_eos if self.config.add_eos is not None else not self._rows_are_lines()
         if tokenizer.eos_token_id is None and (add_eos or not self.config.packing):
@@ -117,14 +119,14 @@ class CausalLM(Task):
         log.info("causal LM: %s of %d tokens%s", "packed blocks" if self.config.packing else "rows cut at", block,
                  ", end-of-text after each text" if add_eos else "")  # fmt: skip
         tokenized = {}
-        for name, split in splits.items():
+        for name, split in data.splits.items():
             if self.config.packing:
                 tokenized[name] = self._packed(split, tokenizer, block, add_eos, name)
             else:
                 tokenized[name] = self._rows(split, tokenizer, block, name)
             if len(tokenized[name]) == 0:
                 raise UserError(f"the {name} split holds no text to train or evaluate on")
-        return DatasetDict(tokenized)
+        return Encoded(DatasetDict(tokenized))
 
     def _packed(self, split: Dataset, tokenizer: Any, block: int, add_eos: bool, name: str) -> Dataset:
         eos = [tokenizer.eos_token_id] if add_eos else []
@@ -141,7 +143,7 @@ class CausalLM(Task):
             return {
                 "input_ids": blocks,
                 "attention_mask": [[1] * len(b) for b in blocks],
-                "labels": [list(b) for b in blocks],
+                "labels": [[IGNORED, *b[1:]] for b in blocks],  # the first token is no target
             }
 
         encoded = split.map(encode, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
@@ -173,42 +175,28 @@ class CausalLM(Task):
         # "perplexity" is per token over the split; "loss" the Trainer's mean of batch means.
         return self.config.metric_for_best_model, False
 
-    def preprocess_logits(self, logits: Any, labels: Any) -> Any:
-        """Each row's summed negative log-likelihood and its count of target tokens.
+    def loss_function(self, data: TaskData, label_smoothing: float = 0.0) -> Any:
+        return NextTokenLoss(label_smoothing)
 
-        The Trainer's evaluation loss is a mean of batch means, each weighted by its rows:
-        unpacked rows differ in length, and that is not the corpus perplexity. These sums
-        are (and the vocabulary-sized logits are not kept).
-        """
-        import torch
+    def metric_functions(self, data: TaskData, encoded: Encoded) -> MetricFunctions:
+        def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+            loss = _token_mean_loss(eval_prediction.predictions)
+            return {} if loss is None else {"perplexity": _perplexity(loss)}
 
-        if isinstance(logits, tuple):
-            logits = logits[0]
-        targets = labels[:, 1:]
-        sums = torch.stack(
-            [
-                torch.nn.functional.cross_entropy(
-                    row_logits[:-1].float(), row_targets, ignore_index=-100, reduction="sum"
-                )
-                for row_logits, row_targets in zip(logits, targets)
-            ]
-        )
-        return torch.stack([sums, (targets != -100).sum(dim=1).to(sums.dtype)], dim=1)
+        return compute_metrics, token_loss_sums
 
-    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
-        loss = _token_mean_loss(eval_prediction.predictions)
-        return {} if loss is None else {"perplexity": _perplexity(loss)}
-
-    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
+    def evaluate(
+        self, prediction: Any, split: str, data: TaskData, encoded: Encoded
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         results = dict(prediction.metrics or {})
         token_loss = _token_mean_loss(prediction.predictions)
         if token_loss is not None:
             results["loss"] = token_loss
         results["perplexity"] = _perplexity(results.get("loss"))
-        results["num_texts"] = len(split)
-        return results
+        results["num_texts"] = len(data.splits[split])
+        return results, []
 
-    def generate(self, model: Any) -> list[tuple[str, str]]:
+    def generate(self, model: Any, tokenizer: Any) -> list[tuple[str, str]]:
         """Greedy (or sampled) continuations of the configured prompts."""
         import torch
 
@@ -220,7 +208,7 @@ class CausalLM(Task):
         continuations = []
         device = next(model.parameters()).device
         for prompt in settings.prompts:
-            inputs = self.tokenizer(prompt, return_tensors="pt").to(device)
+            inputs = tokenizer(prompt, return_tensors="pt").to(device)
             with torch.no_grad():
                 output = model.generate(
                     **inputs,
@@ -228,9 +216,9 @@ class CausalLM(Task):
                     do_sample=settings.do_sample,
                     temperature=settings.temperature if settings.do_sample else None,
                     top_p=settings.top_p if settings.do_sample else None,
-                    pad_token_id=self.tokenizer.pad_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
                 )
-            continuation = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            continuation = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
             continuations.append((prompt, continuation))
         model.train(was_training)
         return continuations
@@ -241,6 +229,71 @@ class CausalLM(Task):
             f'generate = pipeline("text-generation", model="{model_ref}")\n'
             'print(generate("To be, or not to be", max_new_tokens=40)[0]["generated_text"])\n'
         )
+
+    # -- prediction with a trained model -------------------------------------------------
+    @classmethod
+    def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        generation = task_config.get("generation") or {}
+        return {"max_new_tokens": generation.get("max_new_tokens", Generation.max_new_tokens)}
+
+    @classmethod
+    def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Any:
+        pipe = load_pipeline(cls.pipeline_task, model, revision, device)
+        # Batched generation continues every row from its last token: pad on the left.
+        pipe.tokenizer.padding_side = "left"
+        if pipe.tokenizer.pad_token is None:
+            pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
+        return GenerationPredictor(settings, pipe)
+
+
+class GenerationPredictor(PipelinePredictor):
+    """{"generated_text"}: greedy continuations of `max_new_tokens` tokens."""
+
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        outputs = self.pipe(
+            [r["text"] for r in chunk],
+            batch_size=batch_size,
+            max_new_tokens=self.settings.get("max_new_tokens", Generation.max_new_tokens),
+            do_sample=False,
+            return_full_text=False,
+        )
+        return [{"generated_text": output[0]["generated_text"]} for output in outputs]
+
+
+def token_loss_sums(logits: Any, labels: Any) -> Any:
+    """Each row's summed negative log-likelihood and its count of target tokens (the Trainer's
+    preprocess_logits_for_metrics).
+
+    The Trainer's evaluation loss is a mean of batch means, each weighted by its rows:
+    unpacked rows differ in length, and that is not the corpus perplexity. These sums
+    are (and the vocabulary-sized logits are not kept).
+    """
+    import torch
+
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    targets = labels[:, 1:]
+    sums = torch.stack(
+        [
+            torch.nn.functional.cross_entropy(row_logits[:-1].float(), row_targets, ignore_index=IGNORED, reduction="sum")
+            for row_logits, row_targets in zip(logits, targets)
+        ]
+    )
+    return torch.stack([sums, (targets != IGNORED).sum(dim=1).to(sums.dtype)], dim=1)
+
+
+class NextTokenLoss:
+    """Each position predicts the next token: cross-entropy over the targets as a share of the
+    whole step's (every token weighs the same, however the step is split). The first label of
+    each row is -100, so the Trainer's count of labels is the count of targets whether or not it
+    knows that the loss shifts them."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.smoothing = label_smoothing
+
+    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        return labelled_cross_entropy(logits[:, :-1], labels[:, 1:], num_items_in_batch, self.smoothing)
 
 
 class PaddedCausalCollator:
@@ -260,7 +313,8 @@ class PaddedCausalCollator:
             return_tensors="pt",
         )
         labels = batch["input_ids"].clone()
-        labels[batch["attention_mask"] == 0] = -100
+        labels[batch["attention_mask"] == 0] = IGNORED
+        labels[:, 0] = IGNORED  # no token predicts the first one
         batch["labels"] = labels
         return batch
 

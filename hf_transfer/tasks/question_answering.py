@@ -21,7 +21,7 @@ import numpy as np
 
 from hf_transfer.data import DatasetConfig, require_columns
 from hf_transfer.errors import UserError
-from hf_transfer.tasks.base import Task
+from hf_transfer.tasks.base import Encoded, MetricFunctions, Predictor, Task, TaskData
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -59,16 +59,11 @@ class QuestionAnswering(Task):
     auto_model = "AutoModelForQuestionAnswering"
     pipeline_task = "question-answering"
     peft_task_type = "QUESTION_ANS"
-    sort_eval_by_length = False  # windows are matched back to their examples by position
+    sort_eval_by_length = False  # the Trainer's evaluations match windows to examples by position
     training_defaults = {"label_names": ["start_positions", "end_positions"]}
 
-    def __init__(self, config: QuestionAnsweringConfig, seed: int):
-        super().__init__(config, seed)
-        self.windows: dict[str, Dataset] = {}  # per split: example id and offsets of each window
-        self.examples: dict[str, Dataset] = {}
-
     # -- data ---------------------------------------------------------------------------
-    def prepare(self, raw: DatasetDict) -> DatasetDict:
+    def prepare(self, raw: DatasetDict) -> TaskData:
         from datasets import DatasetDict
 
         columns = self.config.columns
@@ -86,7 +81,7 @@ class QuestionAnswering(Task):
             dataset = dataset.select_columns(["id", "context", "question", "answers"])
             self._check_answers(dataset, split)
             prepared[split] = dataset
-        return DatasetDict(prepared)
+        return TaskData(DatasetDict(prepared))
 
     def _check_answers(self, dataset: Dataset, split: str) -> None:
         for row in dataset.select(range(min(len(dataset), 1000))):
@@ -110,7 +105,7 @@ class QuestionAnswering(Task):
         if tokenizer.padding_side != "right":
             raise UserError("question answering needs a tokenizer that pads on the right")
 
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+    def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         from datasets import DatasetDict
 
         def windows(batch: dict[str, list[Any]]) -> Any:
@@ -140,56 +135,51 @@ class QuestionAnswering(Task):
             encoded["offset_mapping"] = context_offsets(encoded)
             return encoded
 
-        tokenized = {}
-        for name, split in splits.items():
+        tokenized, spans = {}, {}
+        for name, split in data.splits.items():
             if name == "train":
                 tokenized[name] = split.map(train_features, batched=True, remove_columns=split.column_names,
                                             desc="Tokenizing train")  # fmt: skip
             else:
                 features = split.map(eval_features, batched=True, remove_columns=split.column_names,
                                      desc=f"Tokenizing {name}")  # fmt: skip
-                self.windows[name] = features.select_columns(["example_id", "offset_mapping"])
-                self.examples[name] = split
+                spans[name] = features.select_columns(["example_id", "offset_mapping"])  # answers back to text
                 tokenized[name] = features.remove_columns(["example_id", "offset_mapping"])
-        return DatasetDict(tokenized)
+        return Encoded(DatasetDict(tokenized), decoding=spans)
 
     # -- training and evaluation ---------------------------------------------------------
     @property
     def best_metric(self) -> tuple[str, bool]:
         return self.config.metric_for_best_model, True
 
-    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
-        # During training the Trainer evaluates the validation split, in its order.
-        answers = self.answers(eval_prediction.predictions, "validation")
-        return squad_scores(answers, self.examples["validation"])
-
-    def answers(self, predictions: Any, split: str) -> dict[str, str]:
+    def answers(self, predictions: Any, examples: Dataset, windows: Dataset) -> dict[str, str]:
         start_logits, end_logits = predictions[:2]
         return best_answers(
-            self.examples[split], self.windows[split], start_logits, end_logits, self.config.n_best,
-            self.config.max_answer_length,
-        )  # fmt: skip
+            examples, windows, start_logits, end_logits, self.config.n_best, self.config.max_answer_length
+        )
 
-    def decode(self, prediction: Any, name: str) -> dict[str, str]:
-        return self.answers(prediction.predictions, name)
+    def metric_functions(self, data: TaskData, encoded: Encoded) -> MetricFunctions:
+        # During training the Trainer evaluates the validation split, in its order.
+        examples, windows = data.splits["validation"], encoded.decoding["validation"]
 
-    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
+        def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+            return squad_scores(self.answers(eval_prediction.predictions, examples, windows), examples)
+
+        return compute_metrics, None
+
+    def evaluate(
+        self, prediction: Any, split: str, data: TaskData, encoded: Encoded
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        examples = data.splits[split]
+        answers = self.answers(prediction.predictions, examples, encoded.decoding[split])
         results = dict(prediction.metrics or {})
-        results.update(squad_scores(decoded, split))
-        results["num_examples"] = len(split)
-        return results
-
-    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
-        answers = decoded
-        return [
-            {
-                "id": row["id"],
-                "question": row["question"],
-                "answer": answers[row["id"]],
-                "answers": row["answers"]["text"],
-            }
-            for row in split
+        results.update(squad_scores(answers, examples))
+        results["num_examples"] = len(examples)
+        records = [
+            {"id": row["id"], "question": row["question"], "answer": answers[row["id"]], "answers": row["answers"]["text"]}
+            for row in examples
         ]
+        return results, records
 
     def usage_snippet(self, model_ref: str) -> str:
         # transformers 5 has no question-answering pipeline: hf_transfer's own reader does the
@@ -200,6 +190,87 @@ class QuestionAnswering(Task):
             'print(next(reader.predict([{"question": "Where does Alice live?", "context": "Alice lives in Paris."}], 8)))\n'
             "# or, on the command line: hf-transfer predict MODEL --file questions.jsonl  (question, context keys)\n"
         )
+
+    # -- prediction with a trained model -------------------------------------------------
+    @classmethod
+    def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        defaults = QuestionAnsweringConfig
+        settings = {
+            key: task_config.get(key, getattr(defaults, key)) for key in ("doc_stride", "n_best", "max_answer_length")
+        }
+        # Left to its default (null), the length was the model's limit: the run recorded what it used.
+        settings["max_length"] = task_config.get("max_length", defaults.max_length) or metrics.get("max_length")
+        return settings
+
+    @classmethod
+    def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Predictor:
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision)
+        if device:
+            qa_model = qa_model.to(device)
+        return Reader(settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision))
+
+    @classmethod
+    def prediction_inputs(cls, records: list[dict[str, Any]], context: str | None) -> list[dict[str, Any]]:
+        """Questions with their contexts: a file's question and context columns, or texts given
+        as arguments with --context."""
+        shaped = []
+        for number, record in enumerate(records, 1):
+            if "question" not in record:
+                record = {"question": record["text"], "context": context}
+            if not record.get("context"):
+                raise UserError(
+                    f"input {number}: a question needs a context: give --context, or a file with question and "
+                    "context columns (keys)"
+                )
+            shaped.append(record)
+        return shaped
+
+
+class Reader(Predictor):
+    """transformers 5 has no question-answering pipeline: the run's own windowing and span
+    search, {"answer", "start", "end", "score"} per question."""
+
+    def __init__(self, settings: dict[str, Any], model: Any, tokenizer: Any):
+        super().__init__(settings)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        import torch
+
+        defaults = QuestionAnsweringConfig
+        max_length = self.settings.get("max_length") or defaults.max_length
+        stride = self.settings.get("doc_stride", defaults.doc_stride)
+        encoded = encode_windows(
+            self.tokenizer, [r["question"] for r in chunk], [r["context"] for r in chunk], max_length, stride
+        )
+        inputs = {k: encoded[k] for k in self.tokenizer.model_input_names if k in encoded}
+        starts, ends = [], []
+        device = next(self.model.parameters()).device
+        for begin in range(0, len(encoded["input_ids"]), batch_size):
+            batch = self.tokenizer.pad(
+                {k: v[begin : begin + batch_size] for k, v in inputs.items()}, return_tensors="pt"
+            )
+            with torch.no_grad():
+                out = self.model(**{k: v.to(device) for k, v in batch.items()})
+            starts += list(out.start_logits.float().cpu().numpy())
+            ends += list(out.end_logits.float().cpu().numpy())
+        examples = [{"id": str(i), "context": r["context"]} for i, r in enumerate(chunk)]
+        windows = {
+            "example_id": [str(i) for i in encoded["overflow_to_sample_mapping"]],
+            "offset_mapping": context_offsets(encoded),
+        }
+        width = max(len(s) for s in starts)
+        padded = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in starts]
+        padded_ends = [np.pad(a, (0, width - len(a)), constant_values=-1e4) for a in ends]
+        spans = best_answers(
+            examples, windows, np.stack(padded), np.stack(padded_ends),
+            self.settings.get("n_best", defaults.n_best),
+            self.settings.get("max_answer_length", defaults.max_answer_length), with_spans=True,
+        )  # fmt: skip
+        return [spans[str(i)] for i in range(len(chunk))]
 
 
 def encode_windows(tokenizer: Any, questions: list[str], contexts: list[str], max_length: int, stride: int) -> Any:

@@ -30,7 +30,17 @@ from hf_transfer.metrics import (
     per_class_scores,
     regression_scores,
 )
-from hf_transfer.tasks.base import Task, check_metric, label_config
+from hf_transfer.tasks.base import (
+    Encoded,
+    MetricFunctions,
+    PipelinePredictor,
+    Task,
+    TaskData,
+    check_metric,
+    label_config,
+    load_pipeline,
+    mean_share_of_step,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -94,15 +104,10 @@ class TextClassification(Task):
     auto_model = "AutoModelForSequenceClassification"
     pipeline_task = "text-classification"
     peft_task_type = "SEQ_CLS"
-    # Carved splits keep the class balance; make_splits stratifies only on class labels, so
-    # multi-label and regression targets are split at random.
-    stratify_by = "label"
 
     def __init__(self, config: TextClassificationConfig, seed: int):
         super().__init__(config, seed)
         self.kind = config.problem_type
-        self.label_names: list[str] = []
-        self.class_weight_values: list[float] | None = None
         self.extra_metrics = load_extra_metrics(config.metrics) if self.kind != "multi_label" else []
         if config.metrics and self.kind == "multi_label":
             raise UserError(
@@ -112,7 +117,7 @@ class TextClassification(Task):
         check_metric(self.metric, list(METRICS[self.kind]) + [m.name for m in self.extra_metrics])
 
     # -- data ---------------------------------------------------------------------------
-    def prepare(self, raw: DatasetDict) -> DatasetDict:
+    def prepare(self, raw: DatasetDict) -> TaskData:
         from datasets import DatasetDict
 
         columns = self.config.columns
@@ -123,8 +128,7 @@ class TextClassification(Task):
             if split != "test" or columns.label in dataset.column_names:
                 require_columns(dataset, {"task.columns.label": columns.label}, split)
                 raw_labels[split] = self._raw_labels(dataset)
-        if self.kind != "regression":
-            self.label_names = self._label_names(raw_labels["train"])
+        label_names = self._label_names(raw_labels["train"]) if self.kind != "regression" else []
 
         prepared = {}
         for split, dataset in raw.items():
@@ -139,14 +143,14 @@ class TextClassification(Task):
                 log.info("the test split has no labels: it will be predicted, not scored")
                 prepared[split] = self._drop_empty_texts(dataset, split)
                 continue
-            rows, values = self._encode_labels(labels, split)
+            rows, values = self._encode_labels(labels, split, label_names)
             dataset = dataset.select(rows).add_column("label", values)
-            dataset = dataset.cast_column("label", self._label_feature())
+            dataset = dataset.cast_column("label", self._label_feature(label_names))
             prepared[split] = self._drop_empty_texts(dataset, split)
-        self._set_class_weights(prepared["train"])
-        if self.label_names:
-            log.info("labels: %s", ", ".join(f"{i}={n}" for i, n in enumerate(self.label_names)))
-        return DatasetDict(prepared)
+        if label_names:
+            log.info("labels: %s", ", ".join(f"{i}={n}" for i, n in enumerate(label_names)))
+        weights = self._class_weights(prepared["train"], label_names)
+        return TaskData(DatasetDict(prepared), labels=label_names, label_weights=weights)
 
     def _raw_labels(self, dataset: Dataset) -> list[Any]:
         """Label values as written in the data; None for a missing one (null or a negative id)."""
@@ -209,7 +213,7 @@ class TextClassification(Task):
             return [str(v) for v in sorted({int(v) for v in present})]
         return sorted(found)
 
-    def _encode_labels(self, labels: list[Any], split: str) -> tuple[list[int], list[Any]]:
+    def _encode_labels(self, labels: list[Any], split: str, label_names: list[str]) -> tuple[list[int], list[Any]]:
         """The rows to keep and their label values (id, multi-hot vector or number)."""
         missing = sum(v is None for v in labels)
         if missing:
@@ -226,7 +230,7 @@ class TextClassification(Task):
                     f"problem_type=regression needs numbers in column '{self.config.columns.label}'; "
                     f"the {split} split has {bad!r}"
                 ) from None
-        ids = {name: i for i, name in enumerate(self.label_names)}
+        ids = {name: i for i, name in enumerate(label_names)}
         dropped = {str(v) for v in self.config.drop_labels}
         rows, values, unknown = [], [], Counter()
         for row, value in enumerate(labels):
@@ -260,13 +264,13 @@ class TextClassification(Task):
             log.info("%s: dropped %d rows with labels in task.drop_labels", split, len(labels) - len(rows))
         return rows, values
 
-    def _label_feature(self) -> Any:
+    def _label_feature(self, label_names: list[str]) -> Any:
         from datasets import ClassLabel, Sequence, Value
 
         if self.kind == "single_label":
-            return ClassLabel(names=self.label_names)
+            return ClassLabel(names=label_names)
         if self.kind == "multi_label":
-            return Sequence(Value("float32"), length=len(self.label_names))
+            return Sequence(Value("float32"), length=len(label_names))
         return Value("float32")
 
     def _drop_empty_texts(self, dataset: Dataset, split: str) -> Dataset:
@@ -280,31 +284,28 @@ class TextClassification(Task):
             log.warning("%s: dropped %d rows with an empty text", split, len(dataset) - len(kept))
         return kept
 
-    def _set_class_weights(self, train: Dataset) -> None:
+    def _class_weights(self, train: Dataset, label_names: list[str]) -> list[float] | None:
+        """task.class_weights as one weight per label: "balanced" is inverse class frequency."""
         weights = self.config.class_weights
         if weights is None:
-            return
-        num_labels = len(self.label_names)
+            return None
+        num_labels = len(label_names)
         if weights == "balanced":
             counts = np.bincount(np.asarray(train["label"]), minlength=num_labels)
             if (counts == 0).any():
-                absent = [self.label_names[i] for i in np.flatnonzero(counts == 0)]
+                absent = [label_names[i] for i in np.flatnonzero(counts == 0)]
                 raise UserError(f"task.class_weights=balanced: labels {absent} have no train examples")
-            self.class_weight_values = (counts.sum() / (num_labels * counts)).tolist()
+            values = (counts.sum() / (num_labels * counts)).tolist()
         else:
             if len(weights) != num_labels:
-                raise UserError(
-                    f"task.class_weights has {len(weights)} weights for {num_labels} labels ({self.label_names})"
-                )
-            self.class_weight_values = list(weights)
-        log.info("class weights: %s", dict(zip(self.label_names, np.round(self.class_weight_values, 4))))
-
-    def is_labeled(self, split: Dataset) -> bool:
-        return "label" in split.column_names
+                raise UserError(f"task.class_weights has {len(weights)} weights for {num_labels} labels ({label_names})")
+            values = list(weights)
+        log.info("class weights: %s", ", ".join(f"{n}={w:.4f}" for n, w in zip(label_names, values)))
+        return values
 
     # -- model ---------------------------------------------------------------------------
-    def model_config_kwargs(self) -> dict[str, Any]:
-        names = self.label_names if self.kind != "regression" else ["score"]
+    def model_config_kwargs(self, data: TaskData) -> dict[str, Any]:
+        names = data.labels if self.kind != "regression" else ["score"]
         return {**label_config(names), "problem_type": PROBLEM_TYPES[self.kind]}
 
     def uses_text_pairs(self) -> bool:
@@ -317,7 +318,7 @@ class TextClassification(Task):
             ensure_pair_separator(tokenizer)
 
     # -- preprocessing -------------------------------------------------------------------
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+    def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         from datasets import DatasetDict
 
         pairs = self.uses_text_pairs()
@@ -328,93 +329,146 @@ class TextClassification(Task):
             )
 
         tokenized = {}
-        for name, split in splits.items():
+        for name, split in data.splits.items():
             text_columns = [c for c in ("text", "text_pair") if c in split.column_names]
             split = split.map(encode, batched=True, remove_columns=text_columns, desc=f"Tokenizing {name}")
             if "label" in split.column_names:
                 split = split.rename_column("label", "labels")
             tokenized[name] = split
-        return DatasetDict(tokenized)
+        return Encoded(DatasetDict(tokenized))
 
     # -- training and evaluation ---------------------------------------------------------
     @property
     def best_metric(self) -> tuple[str, bool]:
         return self.metric, not self.metric.startswith(LOWER_IS_BETTER)
 
-    def loss_function(self) -> Any:
-        if self.class_weight_values is None:
-            return None
-        return WeightedCrossEntropy(self.class_weight_values)
+    def loss_function(self, data: TaskData, label_smoothing: float = 0.0) -> Any:
+        if label_smoothing and self.kind != "single_label":
+            log.warning("trainer.label_smoothing_factor applies to single-label classification only: ignored")
+        return ClassificationLoss(self.kind, data.label_weights, label_smoothing)
 
-    def scores(self, outputs: np.ndarray, references: np.ndarray, per_class: bool = False) -> dict[str, Any]:
+    def scores(
+        self, outputs: np.ndarray, references: np.ndarray, label_names: list[str], per_class: bool = False
+    ) -> dict[str, Any]:
         if self.kind == "regression":
             scores = regression_scores(outputs.reshape(-1), references.reshape(-1))
             predictions = outputs.reshape(-1)
         elif self.kind == "multi_label":
             predicted = _sigmoid(outputs) >= self.config.threshold
-            return multi_label_scores(predicted, references >= 0.5, self.label_names if per_class else None)
+            return multi_label_scores(predicted, references >= 0.5, label_names if per_class else None)
         else:
             predictions = np.argmax(outputs, axis=-1)
-            scores = classification_scores(predictions, references, len(self.label_names))
+            scores = classification_scores(predictions, references, len(label_names))
         for metric in self.extra_metrics:
             scores.update(metric.compute(predictions, references))
         if per_class and self.kind == "single_label":
-            scores["per_class"] = per_class_scores(predictions, references, self.label_names)
+            scores["per_class"] = per_class_scores(predictions, references, label_names)
         return scores
 
-    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
-        return self.scores(eval_prediction.predictions, eval_prediction.label_ids)
+    def metric_functions(self, data: TaskData, encoded: Encoded) -> MetricFunctions:
+        def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+            return self.scores(eval_prediction.predictions, eval_prediction.label_ids, data.labels)
 
-    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
-        references = np.asarray(split["label"])
+        return compute_metrics, None
+
+    def evaluate(
+        self, prediction: Any, split: str, data: TaskData, encoded: Encoded
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        examples = data.splits[split]
+        records = self._records(prediction.predictions, examples, data.labels)
+        if "label" not in examples.column_names:
+            return None, records
+        references = np.asarray(examples["label"])
         if not np.array_equal(references, prediction.label_ids):  # pragma: no cover - a bug guard
             raise RuntimeError("predictions came back in another order than the examples")
         results = dict(prediction.metrics or {})
-        results.update(self.scores(prediction.predictions, references, per_class=True))
+        results.update(self.scores(prediction.predictions, references, data.labels, per_class=True))
         results["num_examples"] = len(references)
-        return results
+        return results, records
 
-    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
-        outputs = prediction.predictions
+    def _records(self, outputs: np.ndarray, examples: Dataset, label_names: list[str]) -> list[dict[str, Any]]:
         records = []
-        for i, row in enumerate(split):
+        for i, row in enumerate(examples):
             record = {"text": row["text"]}
             if "text_pair" in row:
                 record["text_pair"] = row["text_pair"]
-            record.update(self._record_labels(outputs[i], row.get("label")))
+            record.update(self._record_labels(outputs[i], row.get("label"), label_names))
             records.append(record)
         return records
 
-    def _record_labels(self, output: np.ndarray, label: Any) -> dict[str, Any]:
+    def _record_labels(self, output: np.ndarray, label: Any, label_names: list[str]) -> dict[str, Any]:
         if self.kind == "regression":
             return {**({"label": label} if label is not None else {}), "prediction": round(float(output[0]), 6)}
         if self.kind == "multi_label":
             probabilities = _sigmoid(output)
-            chosen = [n for n, p in zip(self.label_names, probabilities) if p >= self.config.threshold]
-            record = {"labels": [n for n, v in zip(self.label_names, label) if v >= 0.5]} if label is not None else {}
+            chosen = [n for n, p in zip(label_names, probabilities) if p >= self.config.threshold]
+            record = {"labels": [n for n, v in zip(label_names, label) if v >= 0.5]} if label is not None else {}
             return {
                 **record,
                 "prediction": chosen,
-                "scores": {n: round(float(p), 6) for n, p in zip(self.label_names, probabilities)},
+                "scores": {n: round(float(p), 6) for n, p in zip(label_names, probabilities)},
             }
         probabilities = _softmax(output)
         best = int(probabilities.argmax())
-        record = {"label": self.label_names[label]} if label is not None else {}
-        return {**record, "prediction": self.label_names[best], "score": round(float(probabilities[best]), 6)}
+        record = {"label": label_names[label]} if label is not None else {}
+        return {**record, "prediction": label_names[best], "score": round(float(probabilities[best]), 6)}
+
+    # -- prediction with a trained model -------------------------------------------------
+    @classmethod
+    def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"threshold": task_config.get("threshold", TextClassificationConfig.threshold)}
+
+    @classmethod
+    def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Any:
+        return ClassificationPredictor(settings, load_pipeline(cls.pipeline_task, model, revision, device))
 
 
-class WeightedCrossEntropy:
-    """Cross-entropy with per-class weights: sum(w[y] * loss) / sum(w[y]) over the batch."""
+class ClassificationPredictor(PipelinePredictor):
+    """{"label", "score"}; multi-label: {"labels", "scores"}; regression: {"score"}."""
 
-    def __init__(self, weights: list[float]):
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        inputs = [r if "text_pair" in r else r["text"] for r in chunk]
+        return [self.output(o) for o in self.pipe(inputs, batch_size=batch_size, top_k=None)]
+
+    def output(self, scores: list[dict[str, Any]]) -> dict[str, Any]:
+        problem_type = getattr(self.pipe.model.config, "problem_type", None)
+        if problem_type == "regression":
+            return {"score": round(float(scores[0]["score"]), 6)}
+        if problem_type == "multi_label_classification":
+            threshold = self.settings.get("threshold", TextClassificationConfig.threshold)
+            return {
+                "labels": [s["label"] for s in scores if s["score"] >= threshold],
+                "scores": {s["label"]: round(float(s["score"]), 6) for s in scores},
+            }
+        best = max(scores, key=lambda s: s["score"])
+        return {"label": best["label"], "score": round(float(best["score"]), 6)}
+
+
+class ClassificationLoss:
+    """The head's loss, as the model computes it (cross-entropy, binary cross-entropy per label,
+    or squared error: a mean over the batch), as its share of the whole optimizer step (see
+    Task.loss_function). With class weights the cross-entropy is torch's weighted mean,
+    sum(w[y] * loss) / sum(w[y]) over the batch."""
+
+    def __init__(self, kind: str, weights: list[float] | None = None, label_smoothing: float = 0.0):
+        self.kind = kind
         self.weights = weights
+        self.smoothing = label_smoothing
 
     def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-        import torch
+        import torch.nn.functional as F
 
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        weight = torch.tensor(self.weights, dtype=logits.dtype, device=logits.device)
-        return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), weight=weight)
+        if self.kind == "single_label":
+            weight = logits.new_tensor(self.weights) if self.weights is not None else None
+            loss = F.cross_entropy(
+                logits.view(-1, logits.shape[-1]), labels.view(-1), weight=weight, label_smoothing=self.smoothing
+            )
+        elif self.kind == "multi_label":
+            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        else:  # one number per text, as the model's own MSELoss reads it
+            loss = F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+        return mean_share_of_step(loss, labels.numel(), num_items_in_batch)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -19,7 +19,17 @@ import numpy as np
 from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
 from hf_transfer.metrics import entity_scores
-from hf_transfer.tasks.base import Task, check_metric, label_config
+from hf_transfer.tasks.base import (
+    Encoded,
+    MetricFunctions,
+    PipelinePredictor,
+    Task,
+    TaskData,
+    check_metric,
+    label_config,
+    labelled_cross_entropy,
+    load_pipeline,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -27,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METRICS = ("f1", "precision", "recall", "accuracy", "loss")
-IGNORED = -100
+IGNORED = -100  # a position with no label
 
 
 @dataclass
@@ -55,18 +65,13 @@ class TokenClassification(Task):
     auto_model = "AutoModelForTokenClassification"
     pipeline_task = "token-classification"
     peft_task_type = "TOKEN_CLS"
-    loss_counts_items = True  # TokenCrossEntropy: each labelled token weighs the same
 
     def __init__(self, config: TokenClassificationConfig, seed: int):
         super().__init__(config, seed)
         check_metric(config.metric_for_best_model, list(METRICS))
-        self.label_names: list[str] = []
-        # Of each evaluated split: every example's word index per token, and its word count.
-        self.word_ids: dict[str, list[list[int | None]]] = {}
-        self.word_counts: dict[str, list[int]] = {}
 
     # -- data ---------------------------------------------------------------------------
-    def prepare(self, raw: DatasetDict) -> DatasetDict:
+    def prepare(self, raw: DatasetDict) -> TaskData:
         from datasets import ClassLabel, DatasetDict, Features, Sequence, Value
 
         columns = self.config.columns
@@ -75,9 +80,9 @@ class TokenClassification(Task):
         for split, dataset in raw.items():
             require_columns(dataset, keys, split)
             tags[split] = self._tag_names(dataset)
-        self.label_names = self._label_names(tags["train"])
-        ids = {name: i for i, name in enumerate(self.label_names)}
-        features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=self.label_names))})
+        label_names = self._label_names(tags["train"])
+        ids = {name: i for i, name in enumerate(label_names)}
+        features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=label_names))})
         prepared = {}
         for split, dataset in raw.items():
             unknown = sorted({t for sentence in tags[split] for t in sentence} - set(ids))
@@ -96,8 +101,8 @@ class TokenClassification(Task):
             prepared[split] = Dataset.from_dict(
                 {"tokens": tokens, "tags": [[ids[t] for t in sentence] for sentence in tags[split]]}, features=features
             ).filter(lambda row: len(row["tokens"]) > 0, desc=f"Checking {split} sentences")
-        log.info("%d tags: %s", len(self.label_names), ", ".join(self.label_names))
-        return DatasetDict(prepared)
+        log.info("%d tags: %s", len(label_names), ", ".join(label_names))
+        return TaskData(DatasetDict(prepared), labels=label_names)
 
     def _tag_names(self, dataset: Dataset) -> list[list[str]]:
         inner = list_class_label(dataset.features[self.config.columns.tags])
@@ -117,8 +122,8 @@ class TokenClassification(Task):
         return sorted(found, key=lambda t: (t != "O", t[2:] if t[1:2] == "-" else t, t))
 
     # -- model ---------------------------------------------------------------------------
-    def model_config_kwargs(self) -> dict[str, Any]:
-        return label_config(self.label_names)
+    def model_config_kwargs(self, data: TaskData) -> dict[str, Any]:
+        return label_config(data.labels)
 
     def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
         from hf_transfer.models import ensure_prefix_space
@@ -128,10 +133,10 @@ class TokenClassification(Task):
         ensure_prefix_space(tokenizer)
 
     # -- preprocessing -------------------------------------------------------------------
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+    def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         from datasets import DatasetDict
 
-        inside = self._inside_tags()
+        inside = _inside_tags(data.labels)
 
         def encode(batch: dict[str, list[Any]], all_subtokens: bool) -> Any:
             encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
@@ -142,21 +147,15 @@ class TokenClassification(Task):
             ]
             return encoded
 
-        tokenized = {}
-        for name, split in splits.items():
+        tokenized, words = {}, {}
+        for name, split in data.splits.items():
             all_subtokens = self.config.label_all_subtokens and name == "train"
             features = split.map(encode, batched=True, fn_kwargs={"all_subtokens": all_subtokens},
                                  remove_columns=split.column_names, desc=f"Tokenizing {name}")  # fmt: skip
             if name != "train":  # kept to read the predictions back per word
-                self.word_ids[name] = features["word_ids"]
-                self.word_counts[name] = [len(tokens) for tokens in split["tokens"]]
+                words[name] = Words(features["word_ids"], [len(tokens) for tokens in split["tokens"]])
             tokenized[name] = features.remove_columns("word_ids")
-        return DatasetDict(tokenized)
-
-    def _inside_tags(self) -> dict[int, int]:
-        """The id of I-X for the id of each B-X (for sub-tokens after a word's first)."""
-        ids = {name: i for i, name in enumerate(self.label_names)}
-        return {i: ids.get("I-" + name[2:], i) for i, name in enumerate(self.label_names) if name.startswith("B-")}
+        return Encoded(DatasetDict(tokenized), decoding=words)
 
     @staticmethod
     def _align(word_ids: list[int | None], tags: list[int], all_subtokens: bool, inside: dict[int, int]) -> list[int]:
@@ -171,8 +170,8 @@ class TokenClassification(Task):
             previous = word
         return labels
 
-    def loss_function(self) -> Any:
-        return TokenCrossEntropy()
+    def loss_function(self, data: TaskData, label_smoothing: float = 0.0) -> Any:
+        return TokenCrossEntropy(label_smoothing)
 
     def collator(self, tokenizer: Any) -> Any:
         from transformers import DataCollatorForTokenClassification
@@ -185,48 +184,31 @@ class TokenClassification(Task):
         name = self.config.metric_for_best_model
         return name, name != "loss"
 
-    def _tag_sequences(self, logits: np.ndarray, labels: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
-        predicted_ids = logits.argmax(axis=-1)
-        predicted, actual = [], []
-        for prediction, label in zip(predicted_ids, labels):
-            keep = label != IGNORED
-            predicted.append([self.label_names[i] for i in prediction[keep]])
-            actual.append([self.label_names[i] for i in label[keep]])
-        return predicted, actual
+    def metric_functions(self, data: TaskData, encoded: Encoded) -> MetricFunctions:
+        def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+            predicted, actual = _tag_sequences(eval_prediction.predictions, eval_prediction.label_ids, data.labels)
+            scores = entity_scores(predicted, actual)
+            scores.pop("per_type")
+            return scores
 
-    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
-        scores = entity_scores(*self._tag_sequences(eval_prediction.predictions, eval_prediction.label_ids))
-        scores.pop("per_type")
-        return scores
+        return compute_metrics, None
 
-    def decode(self, prediction: Any, name: str) -> list[list[str]]:
-        """Each example's predicted tag per word, from its first sub-token; "O" for the words
-        max_length cut off."""
-        tags = []
-        for word_ids, predicted, count in zip(
-            self.word_ids[name], prediction.predictions.argmax(axis=-1), self.word_counts[name]
-        ):
-            words = {}
-            for position, word in enumerate(word_ids):
-                if word is not None and word not in words:
-                    words[word] = self.label_names[predicted[position]]
-            tags.append([words.get(i, "O") for i in range(count)])
-        return tags
-
-    def evaluate(self, prediction: Any, split: Dataset, decoded: Any = None) -> dict[str, Any]:
+    def evaluate(
+        self, prediction: Any, split: str, data: TaskData, encoded: Encoded
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         # Scored per word against every word's tag: a word cut off by max_length counts as
         # predicted "O" (left out, it would flatter the scores).
+        examples = data.splits[split]
+        predicted = encoded.decoding[split].tags(prediction.predictions, data.labels)
+        actual = [[data.labels[t] for t in row["tags"]] for row in examples]
         results = dict(prediction.metrics or {})
-        actual = [[self.label_names[t] for t in row["tags"]] for row in split]
-        results.update(entity_scores(decoded, actual))
-        results["num_examples"] = len(split)
-        return results
-
-    def prediction_records(self, prediction: Any, split: Dataset, decoded: Any = None) -> list[dict[str, Any]]:
-        return [
-            {"tokens": row["tokens"], "tags": [self.label_names[t] for t in row["tags"]], "predicted": predicted}
-            for row, predicted in zip(split, decoded)
+        results.update(entity_scores(predicted, actual))
+        results["num_examples"] = len(examples)
+        records = [
+            {"tokens": row["tokens"], "tags": tags, "predicted": guess}
+            for row, tags, guess in zip(examples, actual, predicted)
         ]
+        return results, records
 
     def usage_snippet(self, model_ref: str) -> str:
         return (
@@ -235,19 +217,78 @@ class TokenClassification(Task):
             'print(ner("Hugging Face is based in New York City"))\n'
         )
 
+    # -- prediction with a trained model -------------------------------------------------
+    @classmethod
+    def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Any:
+        return EntityPredictor(settings, load_pipeline(cls.pipeline_task, model, revision, device))
+
+
+class EntityPredictor(PipelinePredictor):
+    """{"entities": [{"entity_group", "word", "start", "end", "score"}]} per text."""
+
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        texts = [r["text"] for r in chunk]
+        outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
+        return [{"entities": [_entity(e) for e in entities]} for entities in outputs]
+
+
+def _entity(entity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "entity_group": entity["entity_group"],
+        "word": entity["word"],
+        "start": int(entity["start"]),
+        "end": int(entity["end"]),
+        "score": round(float(entity["score"]), 6),
+    }
+
+
+@dataclass
+class Words:
+    """How an evaluated split's tokens map to its words: each example's word index per token,
+    and its word count (max_length may have cut words off)."""
+
+    word_ids: list[list[int | None]]
+    counts: list[int]
+
+    def tags(self, logits: np.ndarray, label_names: list[str]) -> list[list[str]]:
+        """Each example's predicted tag per word, from its first sub-token; "O" for the words
+        max_length cut off."""
+        tags = []
+        for word_ids, predicted, count in zip(self.word_ids, logits.argmax(axis=-1), self.counts):
+            words = {}
+            for position, word in enumerate(word_ids):
+                if word is not None and word not in words:
+                    words[word] = label_names[predicted[position]]
+            tags.append([words.get(i, "O") for i in range(count)])
+        return tags
+
+
+def _inside_tags(label_names: list[str]) -> dict[int, int]:
+    """The id of I-X for the id of each B-X (for sub-tokens after a word's first)."""
+    ids = {name: i for i, name in enumerate(label_names)}
+    return {i: ids.get("I-" + name[2:], i) for i, name in enumerate(label_names) if name.startswith("B-")}
+
+
+def _tag_sequences(
+    logits: np.ndarray, labels: np.ndarray, label_names: list[str]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Predicted and gold tags of the labelled positions (each word's first sub-token)."""
+    predicted, actual = [], []
+    for prediction, label in zip(logits.argmax(axis=-1), labels):
+        keep = label != IGNORED
+        predicted.append([label_names[i] for i in prediction[keep]])
+        actual.append([label_names[i] for i in label[keep]])
+    return predicted, actual
+
 
 class TokenCrossEntropy:
-    """Cross-entropy summed over the labelled tokens and divided by the Trainer's count of them
-    over the whole step (all accumulated batches, all processes): every token weighs the same,
-    however the step is split. The models' own loss is a mean per batch, which weighs the
-    tokens of a short batch more (and differs between one process and several)."""
+    """Cross-entropy over the labelled tokens as a share of the whole step's (every token weighs
+    the same, however the step is split). The models' own loss is a mean per batch, which weighs
+    the tokens of a short batch more (and differs between one process and several)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.smoothing = label_smoothing
 
     def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-        import torch
-
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        total = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORED, reduction="sum"
-        )
-        count = num_items_in_batch if num_items_in_batch is not None else labels.ne(IGNORED).sum()
-        return total / torch.as_tensor(count, device=total.device).clamp(min=1)
+        return labelled_cross_entropy(logits, labels, num_items_in_batch, self.smoothing)
