@@ -8,9 +8,11 @@ The first word picks a command; without one, the arguments are Hydra overrides f
     hf-transfer predict RUN_DIR "a text" ...        (JSON lines of predictions)
     hf-transfer push RUN_DIR --repo-id ORG/NAME      (publish a finished run)
     hf-transfer report runs/NAME                    (compare the runs under a folder)
+    hf-transfer resume RUN_DIR                      (continue a run that was killed or interrupted)
     hf-transfer accelerate-config fsdp              (the path of a shipped accelerate config)
 
-A user's mistake ends with one line on stderr and exit status 2 (see errors.UserError).
+A user's mistake ends with one line on stderr and exit status 2 (see errors.UserError); Ctrl-C
+with one line saying how to resume, and exit status 130.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import CommandParser, UserError, first_line, unknown_choice
+from hf_transfer.errors import CommandParser, Interrupted, UserError, first_line, unknown_choice
 
 PROG = "hf-transfer"
 
@@ -40,11 +42,39 @@ def main(argv: list[str] | None = None) -> int:
         return commands[command](argv) or 0
     except UserError as err:
         exit_with_error(err)
+    except Interrupted as err:
+        exit_interrupted(err)
+    except KeyboardInterrupt:
+        exit_interrupted(Interrupted("interrupted"))
     return 2  # pragma: no cover
 
 
 def _commands() -> dict[str, Callable[[list[str]], int | None]]:
-    return {"train": train, "predict": predict, "push": push, "report": report, "accelerate-config": accelerate_config}
+    return {
+        "train": train,
+        "resume": resume,
+        "predict": predict,
+        "push": push,
+        "report": report,
+        "accelerate-config": accelerate_config,
+    }
+
+
+def resume(argv: list[str]) -> int:
+    """Continue a run that did not finish, from its last complete checkpoint."""
+    parse = CommandParser(
+        prog=f"{PROG} resume",
+        description="Continue a run that was killed or interrupted, from its last complete checkpoint, "
+        "with the run's own config.yaml; it ends as the run would have.",
+    )
+    parse.add_argument("folder", help="the run folder (RUN_DIR)")
+    args = parse.parse_args(argv)
+    from hf_transfer.run import resume as resume_run
+
+    folder = Path(args.folder)
+    with _log_to(folder / "train.log"):
+        resume_run(folder)
+    return 0
 
 
 def predict(argv: list[str]) -> int:
@@ -93,6 +123,33 @@ def exit_with_error(err: UserError) -> None:
     sys.exit(2)
 
 
+def exit_interrupted(err: Interrupted) -> None:
+    print(f"{PROG}: {err}", file=sys.stderr)
+    sys.exit(130)  # as a shell reports a process ended by SIGINT
+
+
+@contextlib.contextmanager
+def _log_to(log_file: Path) -> Any:
+    """Log as a run does (to the console and, appended, to the run's train.log), outside Hydra."""
+    import logging
+
+    root = logging.getLogger()
+    handlers = [logging.StreamHandler(), logging.FileHandler(log_file, encoding="utf-8")] if log_file.parent.is_dir() else []
+    formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    previous = root.level
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous)
+
+
 # -- train --------------------------------------------------------------------------------
 def train(argv: list[str]) -> int:
     """Hydra's command line (overrides, --cfg, --help, -m, --config-dir), run on our search path."""
@@ -129,6 +186,7 @@ def _train(parser: Any, args: Any, config_name: str) -> int:
     reported before anything runs or is written. A single run then runs that config; a sweep's
     jobs are launched by Hydra's sweeper and launcher (plugins a user may swap), which compose
     each job themselves, and each runs the config validated here."""
+    from hf_transfer import run_folder
     from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides, run_job
 
     with hydra_session(args.config_dir) as hydra:
@@ -159,18 +217,35 @@ def _train(parser: Any, args: Any, config_name: str) -> int:
             hydra.multirun(config_name=config_name, task_function=_sweep_job(validated), overrides=overrides)
         else:
             (job,) = jobs
-            _refuse_finished_run_dir(job.config)  # a secondary process's scratch folder is empty
-            run_job(hydra, job, lambda cfg: _train_job(job.run))
+            folder = _take_run_dir(job.config)
+            try:
+                run_job(hydra, job, lambda cfg: _train_job(job.run))
+            finally:
+                run_folder.release(folder)
     return 0
 
 
-def _refuse_finished_run_dir(cfg: Any) -> None:
-    from hf_transfer.outputs import held_results
+def _take_run_dir(cfg: Any) -> Path:
+    """Take the run folder before Hydra writes into it. A folder named by the time (the default)
+    that another run took in the same second gets a suffix (-2, -3, ...); a folder the user
+    named is refused when it holds a run or another run holds it."""
+    from omegaconf import open_dict
 
-    run_dir = _hydra_folder(cfg, "hydra.run.dir")
-    held = held_results(run_dir)
-    if held:
-        raise UserError(f"hydra.run.dir '{run_dir}' already holds a run ({', '.join(held)}); choose another folder")
+    from hf_transfer import run_folder
+
+    folder = _hydra_folder(cfg, "hydra.run.dir")
+    if "${now:" in str(cfg.hydra.run._get_node("dir")._value()):
+        folder = run_folder.claim_new(folder)
+        with open_dict(cfg):
+            cfg.hydra.run.dir = str(folder)
+    run_folder.take(folder)
+    try:
+        run_folder.check_free(folder)
+    except UserError:
+        run_folder.release(folder)
+        run_folder.discard_unstarted(folder)
+        raise
+    return folder
 
 
 def _refuse_used_sweep_dir(cfg: Any) -> None:
@@ -217,17 +292,20 @@ def _train_job(cfg: Any) -> None:
     except UserError as err:
         _remove_hydra_files(folder)
         exit_with_error(err)
+    except Interrupted as err:
+        exit_interrupted(err)
 
 
 def _remove_hydra_files(folder: Path) -> None:
     """Remove what Hydra wrote for a run that never started: nothing half-written is left."""
     import shutil
 
-    ours = {".hydra", "train.log"}
+    ours = {".hydra", "train.log", ".lock"}
     try:
         if folder.is_dir() and {p.name for p in folder.iterdir()} <= ours:
             shutil.rmtree(folder / ".hydra", ignore_errors=True)
             (folder / "train.log").unlink(missing_ok=True)
+            (folder / ".lock").unlink(missing_ok=True)
             folder.rmdir()
             for parent in (folder.parent, folder.parent.parent):  # runs/NAME and runs, when empty
                 if parent != Path.cwd() and parent.is_dir() and not any(parent.iterdir()):

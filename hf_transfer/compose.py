@@ -98,10 +98,23 @@ def _parse(overrides: list[str]) -> list[Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    try:
-        return OverridesParser.create().parse_overrides(overrides)
-    except HydraException as err:
-        raise UserError(f"cannot read the override: {first_line(err)}; write overrides as key=value") from None
+    parser = OverridesParser.create()
+    parsed = []
+    for override in overrides:
+        try:
+            parsed += parser.parse_overrides([override])
+        except HydraException as err:
+            raise UserError(f"cannot read the override {override!r}: {first_line(err)}; {_quoting_hint(override)}") from None
+    return parsed
+
+
+def _quoting_hint(override: str) -> str:
+    """Hydra's grammar gives '=', '~', '#', ':' and spaces meanings of their own: a value with them
+    (a URL, a path, a sha256 pin) is quoted, inside the shell's quotes."""
+    key, sep, value = override.partition("=")
+    if sep and any(c in value for c in "=~#: ") and not value.startswith(("'", '"')):
+        return f"quote the value: '{key}=\"{value}\"'"
+    return "write overrides as key=value"
 
 
 def _check_choices(loader: Any, group: str, override: Any) -> None:

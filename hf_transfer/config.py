@@ -57,6 +57,7 @@ RESERVED_TRAINER_KEYS = {
     "hub_token": "the token comes from HF_TOKEN or `hf auth login` and is never written into a config",
     "push_to_hub": "use hub.push=true hub.repo_id=ORG/NAME",
     "hub_model_id": "use hub.repo_id=ORG/NAME",
+    "resume_from_checkpoint": "to continue a run that did not finish, use `hf-transfer resume RUN_DIR`",
 }
 
 
@@ -70,6 +71,7 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
     data["strategy"] = {}
     run = schema.build(RunConfig, data, "")
     run.task = build_task_config(task_data)
+    _check_task_ranges(run.task)
     run.strategy = build_strategy_config(strategy_data)
     run.trainer = check_trainer_keys(run.trainer)
     return run
@@ -79,14 +81,14 @@ def build_task_config(data: dict[str, Any]) -> Any:
     task_type = data.get("type")
     if task_type is None:
         raise UserError("missing key 'task.type'; choose one of: " + ", ".join(sorted(TASKS)))
-    if task_type not in TASKS:
+    if not isinstance(task_type, str) or task_type not in TASKS:
         raise unknown_choice("task type", task_type, TASKS, key="task.type")
     return schema.build(task_class(task_type).Config, data, "task")
 
 
 def build_strategy_config(data: dict[str, Any]) -> Any:
     name = data.get("name")
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:
         raise unknown_choice("strategy", str(name), STRATEGIES, key="strategy.name")
     return schema.build(STRATEGIES[name].Config, data, "strategy")
 
@@ -117,7 +119,44 @@ def check_trainer_keys(trainer: dict[str, Any]) -> dict[str, Any]:
         accepted = fields[key]
         if accepted is not None and value is not None:
             trainer[key] = _check_simple(value, accepted, f"trainer.{key}")
+    _check_trainer_ranges(trainer)
     return trainer
+
+
+# Values TrainingArguments would take and then fail on (a traceback mid-run) or act on silently.
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "save_total_limit", "eval_accumulation_steps")  # fmt: skip
+_MORE_THAN_ZERO = ("learning_rate", "eval_steps", "save_steps", "logging_steps")  # steps below 1: a share of all
+_NOT_NEGATIVE = ("warmup_steps", "weight_decay", "max_grad_norm", "dataloader_num_workers")
+
+
+def _check_trainer_ranges(trainer: dict[str, Any]) -> None:
+    def refuse(key: str, allowed: str) -> None:
+        raise UserError(f"key 'trainer.{key}' must be {allowed}, got {trainer[key]!r}")
+
+    for key in _AT_LEAST_ONE:
+        if isinstance(trainer.get(key), (int, float)) and trainer[key] < 1:
+            refuse(key, "at least 1")
+    for key in _MORE_THAN_ZERO:
+        if isinstance(trainer.get(key), (int, float)) and trainer[key] <= 0:
+            refuse(key, "more than 0")
+    for key in _NOT_NEGATIVE:
+        if isinstance(trainer.get(key), (int, float)) and trainer[key] < 0:
+            refuse(key, "0 or more")
+    if isinstance(trainer.get("label_smoothing_factor"), (int, float)) and not 0 <= trainer["label_smoothing_factor"] < 1:
+        refuse("label_smoothing_factor", "at least 0 and below 1")
+    max_steps = trainer.get("max_steps")
+    if isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
+        refuse("max_steps", "at least 1, or -1 to train for trainer.num_train_epochs")
+    epochs = trainer.get("num_train_epochs")
+    if isinstance(epochs, (int, float)) and epochs <= 0 and not (isinstance(max_steps, int) and max_steps > 0):
+        refuse("num_train_epochs", "more than 0 (else nothing trains), or trainer.max_steps set")
+
+
+def _check_task_ranges(task: Any) -> None:
+    """Limits every task's keys share; a task's own are in its Config."""
+    if getattr(task, "max_length", None) is not None and task.max_length < 1:
+        raise UserError(f"key 'task.max_length' must be at least 1 (or null: the model's limit), got {task.max_length}")
 
 
 def _check_simple(value: Any, accepted: tuple[type, ...], key: str) -> Any:

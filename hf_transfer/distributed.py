@@ -86,18 +86,18 @@ def _sharding_wrapper(args: Any) -> str | None:
     return None
 
 
-def shared_run_folder(args: Any, requested: Path) -> Path:
-    """The run folder, prepared by the main process; the others get its path (and its error)."""
-    from hf_transfer.outputs import prepare_run_folder
+def shared_run_folder(args: Any, requested: Path, resume: bool = False) -> Path:
+    """The run folder, taken by the main process; the others get its path (and its error)."""
+    from hf_transfer import run_folder
 
     if args.world_size <= 1:
-        return prepare_run_folder(requested)
+        return run_folder.prepare(requested, resume)
     import torch.distributed as dist
 
     message: list[Any] = [None]
     if args.process_index == 0:
         try:
-            message = [("ok", str(prepare_run_folder(requested)))]
+            message = [("ok", str(run_folder.prepare(requested, resume)))]
         except UserError as err:
             message = [("error", str(err))]
     dist.broadcast_object_list(message, src=0)

@@ -15,6 +15,11 @@ class UserError(Exception):
     """A mistake in the command line, a config file or the data, with the fix in the message."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped the run; the message says where, what was kept and how to resume.
+    The CLI prints it as one line and exits with status 130."""
+
+
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=0.6)
 

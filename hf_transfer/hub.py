@@ -108,6 +108,10 @@ def adapter_branch(revision: str | None) -> str:
 
 
 def _check_finished(folder: Path) -> None:
+    from hf_transfer import run_folder
+
+    if folder.is_dir() and run_folder.state(folder) == "incomplete":
+        raise UserError(f"'{folder}' is not a finished run folder: {run_folder.resume_hint(folder)}")
     missing = [name for name in ("config.json", "metrics.json", "README.md") if not (folder / name).exists()]
     if not folder.is_dir() or missing:
         raise UserError(f"'{folder}' is not a finished run folder (missing: {', '.join(missing) or 'the folder'})")

@@ -140,6 +140,26 @@ def _load_evaluate_metric(path: str) -> Any:
         ) from None
 
 
+# -- plain per-token tags (POS) ---------------------------------------------------------------
+def tag_scores(predicted: Sequence[Sequence[str | None]], actual: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Token accuracy, macro F1 over tags and each tag's precision / recall / F1 / support, for
+    tags that are classes of their own (POS), not parts of entities. Only tags seen on either side
+    are scored (as `classification_scores` averages); a None prediction (a word max_length cut off)
+    is wrong, and a prediction of no tag. Micro F1 would equal the accuracy: not given."""
+    flat_predicted = [tag for sentence in predicted for tag in sentence]
+    flat_actual = [tag for sentence in actual for tag in sentence]
+    names = sorted({tag for tag in flat_predicted + flat_actual if tag is not None})
+    ids: dict[str | None, int] = {name: i for i, name in enumerate(names)}
+    predictions = np.array([ids.get(tag, -1) for tag in flat_predicted], dtype=np.int64)  # None: -1, no class
+    references = np.array([ids[tag] for tag in flat_actual], dtype=np.int64)
+    overall = classification_scores(predictions, references, len(names))
+    return {
+        "accuracy": overall["accuracy"],
+        "f1_macro": overall["f1_macro"],
+        "per_tag": per_class_scores(predictions, references, names),
+    }
+
+
 # -- entities (seqeval semantics) ------------------------------------------------------------
 def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """(type, first, last) chunks of a tag sequence, read as seqeval's default mode does.

@@ -45,6 +45,27 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if is_package_source(self.source):
             parse_package_source(self.source, "model.source")
+        folder = Path(self.source).expanduser()
+        if folder.is_dir() and self.gguf_file is None:
+            _check_model_folder(folder, self.pretrained)
+
+
+# The files `from_pretrained` reads weights from (a sharded checkpoint has an index beside them).
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+
+
+def _check_model_folder(folder: Path, pretrained: bool) -> None:
+    """A local checkpoint folder holds what loading it needs: checked before any data is read."""
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"model.source '{folder}' is a folder without config.json: give a folder that save_pretrained "
+            "wrote (config.json and the weights), a run folder, or a hub id"
+        )
+    if pretrained and not any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES):
+        raise ValueError(
+            f"model.source '{folder}' has no weights (no *.safetensors or pytorch_model.bin): save the model "
+            "into it again, or set model.pretrained=false to start from random weights"
+        )
 
 # model_type values of decoder-only (GPT-like) architectures; others are told by their
 # `architectures` entry, and `model.family` settles any doubt.
@@ -175,13 +196,19 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
     if tokenizer.pad_token_id is not None:
         config.pad_token_id = tokenizer.pad_token_id
     if cfg.pretrained:
-        model = auto_class.from_pretrained(
-            checkpoint_location(cfg),
-            config=config,
-            revision=cfg.revision,
-            trust_remote_code=cfg.trust_remote_code,
-            dtype=torch.float32,  # master weights in fp32; bf16/fp16 training autocasts
-        )
+        try:
+            model = auto_class.from_pretrained(
+                checkpoint_location(cfg),
+                config=config,
+                revision=cfg.revision,
+                trust_remote_code=cfg.trust_remote_code,
+                dtype=torch.float32,  # master weights in fp32; bf16/fp16 training autocasts
+            )
+        except (OSError, ValueError, RuntimeError, _safetensors_error()) as err:
+            raise UserError(
+                f"could not load the weights of '{cfg.source}' (model.source): {first_line(err)}; "
+                "a damaged or half-downloaded file: fetch or save the model again"
+            ) from None
         if new_head:
             reinit_head(model)
     else:
@@ -190,6 +217,12 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     return model
+
+
+def _safetensors_error() -> type[Exception]:
+    from safetensors import SafetensorError
+
+    return SafetensorError
 
 
 def reinit_head(model: Any) -> None:

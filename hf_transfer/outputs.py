@@ -9,6 +9,7 @@ RUN_DIR/
   predictions_test.jsonl                            one line per test example
   README.md                                         the model card
   tensorboard/                                      when trainer.report_to=tensorboard
+  COMPLETE                                          written last: the run finished (run_folder.py)
 """
 
 from __future__ import annotations
@@ -20,29 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from hf_transfer.errors import UserError
-
-# Files whose presence means the folder already holds a run's results.
-RESULT_MARKERS = ("metrics.json", "config.json", "model.safetensors", "adapter", "checkpoints")
-
-
-def held_results(folder: Path) -> list[str]:
-    """The result files a folder already holds (empty: no run is there)."""
-    return [name for name in RESULT_MARKERS if (folder / name).exists()]
-
-
-def prepare_run_folder(path: str | Path) -> Path:
-    """Create the run folder, refusing one that already holds results (never overwrite a run)."""
-    folder = Path(path).expanduser().resolve()
-    held = held_results(folder)
-    if held:
-        raise UserError(
-            f"output folder '{folder}' already holds a run ({', '.join(held)}); "
-            "choose another output_dir / hydra.run.dir, or move that run away"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -68,6 +46,15 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def use_usual_modes(folder: Path) -> None:
+    """Give the files of a run folder the mode the user's umask gives new files: libraries that
+    write through a private temporary file (safetensors) leave them readable by their owner only."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & 0o777) != mode:
+            os.chmod(path, mode)
 
 
 def _umask() -> int:

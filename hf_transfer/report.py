@@ -4,7 +4,9 @@
     hf-transfer report runs/bert_sentiment
 
 Prints a markdown table (quality, time, throughput, trainable parameters, peak memory) and,
-with --csv, writes the same rows as CSV.
+with --csv, writes the same rows as CSV, numbers as numbers. The quality column is each run's
+own headline metric (the one that chose its best checkpoint, recorded in its metrics.json).
+A run that did not finish is listed with the step it got to.
 """
 
 from __future__ import annotations
@@ -15,47 +17,88 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import CommandParser, UserError
-from hf_transfer.outputs import headline, split_score
+from hf_transfer.outputs import headline
 
 COLUMNS = ["run", "strategy", "pretrained", "trainable", "trainable %", "metric", "validation", "test",
            "train s", "samples/s", "wall s", "peak MB"]  # fmt: skip
 
 
 def collect(folders: list[Path]) -> list[dict[str, Any]]:
+    from hf_transfer import run_folder
+
     rows = []
     for folder in folders:
         if not folder.exists():
             raise UserError(f"'{folder}' does not exist")
-        for metrics_file in sorted(folder.rglob("metrics.json")):
-            if "checkpoints" in metrics_file.parts:
-                continue
-            rows.append(row(metrics_file.parent, json.loads(metrics_file.read_text()), folder))
+        runs = {p.parent for name in ("metrics.json", "config.yaml") for p in folder.rglob(name)}
+        for run in sorted(r for r in runs if "checkpoints" not in r.relative_to(folder).parts):
+            if run_folder.state(run) == "complete":
+                rows.append(row(run, json.loads((run / "metrics.json").read_text()), folder))
+            else:
+                rows.append(incomplete_row(run, folder))
     if not rows:
-        raise UserError(f"no finished runs (metrics.json) under {', '.join(map(str, folders))}")
+        raise UserError(f"no runs (metrics.json or config.yaml) under {', '.join(map(str, folders))}")
     return rows
 
 
+def incomplete_row(run: Path, root: Path) -> dict[str, Any]:
+    """A run that did not finish: its strategy, and how far it got."""
+    import yaml
+
+    from hf_transfer import run_folder
+
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    checkpoint = run_folder.last_complete_checkpoint(run)
+    progress = f"incomplete: step {run_folder.checkpoint_step(checkpoint)}" if checkpoint else "incomplete: no checkpoint"
+    return {
+        **dict.fromkeys(COLUMNS),
+        "run": str(run.relative_to(root)) if run != root else run.name,
+        "strategy": (config.get("strategy") or {}).get("name", "?"),
+        "pretrained": (config.get("model") or {}).get("pretrained", True),
+        "metric": progress,
+    }
+
+
 def row(run: Path, metrics: dict[str, Any], root: Path) -> dict[str, Any]:
+    """One run's figures, as numbers (the table formats them; the CSV keeps them)."""
     metric = headline(metrics)
+
+    def score(split: str) -> Any:
+        results = metrics.get(split)
+        return results.get(metric) if isinstance(results, dict) else None
+
     return {
         "run": str(run.relative_to(root)) if run != root else run.name,
         "strategy": metrics.get("strategy", "?"),
         "pretrained": metrics.get("pretrained", True),
-        "trainable": f"{metrics['trainable_parameters']:,}",
-        "trainable %": f"{100 * metrics['trainable_fraction']:.2f}",
+        "trainable": metrics["trainable_parameters"],
+        "trainable %": round(100 * metrics["trainable_fraction"], 4),
         "metric": metric,
-        "validation": split_score(metrics, "validation", metric),
-        "test": split_score(metrics, "test", metric),
-        "train s": f"{metrics['train_runtime_s']:.1f}",
-        "samples/s": f"{metrics['train_samples_per_second']:.1f}",
-        "wall s": f"{metrics.get('wall_time_s', 0):.1f}",
-        "peak MB": f"{metrics.get('peak_memory_mb', 0):.0f}",
+        "validation": score("validation"),
+        "test": score("test"),
+        "train s": metrics["train_runtime_s"],
+        "samples/s": metrics["train_samples_per_second"],
+        "wall s": metrics.get("wall_time_s"),
+        "peak MB": metrics.get("peak_memory_mb"),
     }
+
+
+# How the table shows each column; the rest as they are ("-" for none).
+FORMATS = {"trainable": "{:,}", "trainable %": "{:.2f}", "validation": "{:.4f}", "test": "{:.4f}",
+           "train s": "{:.1f}", "samples/s": "{:.1f}", "wall s": "{:.1f}", "peak MB": "{:.0f}"}  # fmt: skip
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None or value == "-":
+        return "-"
+    if column in FORMATS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return FORMATS[column].format(value)
+    return str(value)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(c, r[c]) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.config import RunConfig, as_dict, validate
-from hf_transfer.errors import UserError
+from hf_transfer.errors import Interrupted, UserError
 
 log = logging.getLogger("hf_transfer")
 
@@ -26,21 +26,36 @@ class RunResult:
     is_main_process: bool = True  # False on the other ranks of a multi-process run
 
 
-def run(cfg: RunConfig | Mapping[str, Any], output_dir: str | Path, callbacks: list[Any] | None = None) -> RunResult:
+def run(
+    cfg: RunConfig | Mapping[str, Any],
+    output_dir: str | Path,
+    callbacks: list[Any] | None = None,
+    resume: bool = False,
+) -> RunResult:
     """Train and evaluate as `cfg` says; write everything into the run folder `output_dir`.
 
     `cfg` is a composed config (see `hf_transfer.compose.compose`) or a validated RunConfig;
-    `callbacks` are extra transformers TrainerCallbacks. A user error leaves no folder behind
-    that this call created.
+    `callbacks` are extra transformers TrainerCallbacks; `resume`: continue the unfinished run
+    in `output_dir` from its last complete checkpoint (see `resume`). A user error leaves no
+    folder behind that this call created, and nothing of a run that never trained. Ctrl-C
+    ends in `Interrupted`, with the checkpoint kept.
     """
+    from hf_transfer import run_folder
+
     run_cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
-    created = not Path(output_dir).exists()
+    folder = Path(output_dir)
+    created = not folder.exists()
     try:
-        result = _run(run_cfg, Path(output_dir), callbacks or [])
+        result = _run(run_cfg, folder, callbacks or [], resume)
     except UserError:
-        if created:
-            shutil.rmtree(output_dir, ignore_errors=True)
+        run_folder.discard_unstarted(folder)
+        if created and run_folder.state(folder) == "empty":
+            shutil.rmtree(folder, ignore_errors=True)
         raise
+    except KeyboardInterrupt:  # outside the training steps, or a second Ctrl-C
+        raise Interrupted(_interrupted_message(folder, None)) from None
+    finally:
+        run_folder.release(folder)
     if run_cfg.hub.push and result.is_main_process:
         # After the run is complete and saved: a failed push leaves the run folder as it is.
         from hf_transfer.hub import push
@@ -49,17 +64,50 @@ def run(cfg: RunConfig | Mapping[str, Any], output_dir: str | Path, callbacks: l
     return result
 
 
-def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResult:
+def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
+    """Continue the run in `folder`, with its own config.yaml, from its last complete checkpoint
+    (weights, optimizer, scheduler, random states, unfreezing stage): it ends as the run would
+    have, had it not stopped."""
+    import yaml
+
+    from hf_transfer import run_folder
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"'{folder}' is not a folder: give the run folder to resume")
+    if run_folder.state(folder) == "complete":
+        raise UserError(f"'{folder}' holds a finished run: there is nothing to resume")
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        raise UserError(f"'{folder}' holds no run to resume (no config.yaml: the run stopped before training)")
+    return run(validate(yaml.safe_load(config_file.read_text(encoding="utf-8"))), folder, callbacks, resume=True)
+
+
+def _interrupted_message(folder: Path, step: int | None) -> str:
+    from hf_transfer import run_folder
+
+    checkpoint = run_folder.last_complete_checkpoint(folder) if folder.is_dir() else None
+    where = f"at step {step}" if step is not None else "before it finished"
+    if checkpoint is None:
+        return f"interrupted {where}; no checkpoint was saved, so there is nothing to resume"
+    return (
+        f"training was interrupted {where}; checkpoint {checkpoint.relative_to(folder)} is kept; "
+        f"resume with: hf-transfer resume {folder}"
+    )
+
+
+def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: bool) -> RunResult:
 
     # Heavy imports only once the config is known to be good.
     from transformers import set_seed
 
-    from hf_transfer import distributed, models
+    from hf_transfer import distributed, models, outputs, run_folder
     from hf_transfer.assets import one_time_seconds
+    from hf_transfer.checkpoints import ResumableCheckpoints, StopOnInterrupt
     from hf_transfer.measure import PeakMemory, Stopwatch
     from hf_transfer.strategies import make_strategy
     from hf_transfer.tasks import task_class
-    from hf_transfer.training import build_trainer, training_arguments
+    from hf_transfer.training import build_trainer, set_best_metric, training_arguments
 
     wall = Stopwatch()
     one_time_before = one_time_seconds()
@@ -72,10 +120,12 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
     args = training_arguments(run_cfg, task, Path(output_dir))
     distributed.check_world(args, run_cfg.expected_world_size)
     distributed.check_strategy(args, strategy)
-    folder = distributed.shared_run_folder(args, Path(output_dir))
+    folder = distributed.shared_run_folder(args, Path(output_dir), resume)
     args.output_dir = str(folder / "checkpoints")
+    checkpoint = run_folder.last_complete_checkpoint(folder) if resume else None
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     data = task.load()
+    set_best_metric(args, run_cfg, task)  # a task may know it only now (NER or POS tags)
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
 
     memory = PeakMemory()
@@ -98,18 +148,27 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         ", ".join(trained_modules),
     )
 
-    max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, model.config)
+    max_length = run_cfg.task.max_length
+    if max_length is None:
+        max_length = models.default_max_length(tokenizer, model.config)
     encoded = task.tokenize(data, tokenizer, max_length)
+    interrupt = StopOnInterrupt()
+    callbacks = [ResumableCheckpoints(resume_from=checkpoint), interrupt, *callbacks]
     trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, data, encoded, folder, callbacks)
-    untrained = _evaluate(trainer, task, data, encoded)[0] if task.evaluate_before_training else {}
-    if distributed.zero3_enabled():
-        log.info("DeepSpeed ZeRO-3: no generations before training (the model runs only once DeepSpeed wraps it)")
-        samples_before = []
-    else:
-        samples_before = task.generate(trainer.model, tokenizer)
-    train_output = trainer.train()
+    untrained, samples_before = _before_training(trainer, task, data, encoded, tokenizer, folder, resume)
+    if trainer.is_world_process_zero():
+        outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))  # from now on, the run can be resumed
+    if checkpoint is not None:
+        log.info("resuming from %s (step %d)", checkpoint, run_folder.checkpoint_step(checkpoint))
+    elif resume:
+        log.info("no complete checkpoint in %s: training again from the start", folder / "checkpoints")
+    train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if interrupt.interrupted_at is not None:
+        raise Interrupted(_interrupted_message(folder, interrupt.interrupted_at))
 
-    metrics = _run_metrics(run_cfg, task, trainer, train_output, data, folder)
+    metrics = _run_metrics(run_cfg, trainer, train_output, data, folder)
+    if checkpoint is not None:
+        metrics["resumed_from"] = str(checkpoint.relative_to(folder))
     metrics.update(
         trainable_parameters=trainable,
         total_parameters=total,
@@ -140,7 +199,33 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any]) -> RunResul
         metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
         metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)
         _write_results(run_cfg, task, folder, metrics, predictions)
+        outputs.use_usual_modes(folder)
+        run_folder.mark_complete(folder)  # last: everything above is in place
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
+
+
+def _before_training(
+    trainer: Any, task: Any, data: Any, encoded: Any, tokenizer: Any, folder: Path, resume: bool
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Held-out scores and generations of the untrained model (tasks that show them), kept in
+    the run folder so that a resumed run reports what the run started from."""
+    import json
+
+    from hf_transfer import distributed, outputs
+
+    record = folder / "before_training.json"
+    if resume and record.is_file():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        return saved["metrics"], [tuple(pair) for pair in saved["generations"]]
+    untrained = _evaluate(trainer, task, data, encoded)[0] if task.evaluate_before_training else {}
+    if distributed.zero3_enabled():
+        log.info("DeepSpeed ZeRO-3: no generations before training (the model runs only once DeepSpeed wraps it)")
+        samples: list[tuple[str, str]] = []
+    else:
+        samples = task.generate(trainer.model, tokenizer)
+    if (untrained or samples) and trainer.is_world_process_zero():
+        outputs.write_json(record, {"metrics": untrained, "generations": samples})
+    return untrained, samples
 
 
 def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole: bool = False) -> Any:
@@ -159,11 +244,13 @@ def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole:
     )
 
 
-def _run_metrics(run_cfg: RunConfig, task: Any, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:
+def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:
     """What the run was and what training cost."""
     from hf_transfer import distributed
 
-    metric, greater_is_better = task.best_metric
+    # What chose the best checkpoint: the task's metric, or trainer.metric_for_best_model.
+    metric = (trainer.args.metric_for_best_model or "loss").removeprefix("eval_")
+    greater_is_better = bool(trainer.args.greater_is_better)
     metrics: dict[str, Any] = {
         "name": run_cfg.name,
         "task": run_cfg.task.type,

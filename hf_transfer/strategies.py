@@ -30,6 +30,10 @@ class StrategyConfig:
     # The peak learning rate of this strategy; trainer.learning_rate, when set, wins.
     learning_rate: float
 
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ValueError(f"strategy.learning_rate must be more than 0, got {self.learning_rate}")
+
 
 class Strategy:
     Config: ClassVar[type] = StrategyConfig
@@ -161,6 +165,7 @@ class Full(Strategy):
         layerwise_lr_decay: float | None = None
 
         def __post_init__(self) -> None:
+            super().__post_init__()
             _check_decay(self.layerwise_lr_decay)
 
     def apply(self, model: Any) -> Any:
@@ -205,6 +210,7 @@ class PartialUnfreeze(Strategy):
         layerwise_lr_decay: float | None = None
 
         def __post_init__(self) -> None:
+            super().__post_init__()
             if self.num_layers < 0:
                 raise ValueError("strategy.num_layers must be 0 or more")
             if self.unfreeze_every is not None and self.unfreeze_every < 1:
@@ -324,8 +330,13 @@ class Lora(Strategy):
         bias: Literal["none", "all", "lora_only"] = "none"
 
         def __post_init__(self) -> None:
+            super().__post_init__()
             if self.r < 1:
                 raise ValueError("strategy.r (the LoRA rank) must be at least 1")
+            if not 0 <= self.dropout < 1:
+                raise ValueError(f"strategy.dropout must be at least 0 and below 1, got {self.dropout}")
+            if self.alpha <= 0:
+                raise ValueError(f"strategy.alpha must be more than 0, got {self.alpha}")
 
     def apply(self, model: Any) -> Any:
         from peft import LoraConfig, TaskType, get_peft_model

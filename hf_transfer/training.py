@@ -41,9 +41,9 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     kwargs.setdefault("learning_rate", run.strategy.learning_rate)
     for key, value in task.training_defaults.items():
         kwargs.setdefault(key, value)
-    metric, greater_is_better = task.best_metric
-    kwargs.setdefault("metric_for_best_model", metric)
-    kwargs.setdefault("greater_is_better", greater_is_better)
+    if "metric_for_best_model" not in kwargs:  # else TrainingArguments infers the direction of the user's metric
+        kwargs["metric_for_best_model"] = task.best_metric[0]
+        kwargs.setdefault("greater_is_better", task.best_metric[1])
     # Stated explicitly: for a peft-wrapped model the Trainer cannot infer them, and without
     # them evaluation silently returns no labels and no metrics.
     kwargs.setdefault("label_names", ["labels"])
@@ -67,6 +67,16 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
         return TrainingArguments(**kwargs)
     except (ValueError, TypeError) as err:
         raise UserError(f"trainer settings rejected by TrainingArguments: {first_line(err)}") from None
+
+
+def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task) -> None:
+    """The task's best-model metric again, once its data is read: a task may choose it by what
+    the data holds (token classification: f1 for entity tags, accuracy for POS tags). trainer.*
+    keys still win, as in `training_arguments`; the Trainer reads both fields only as it runs."""
+    if "metric_for_best_model" not in run.trainer:
+        args.metric_for_best_model = task.best_metric[0]
+        if "greater_is_better" not in run.trainer:
+            args.greater_is_better = task.best_metric[1]
 
 
 def _has_accelerator() -> bool:

@@ -18,6 +18,7 @@ from hf_transfer.metrics import (
     multi_label_scores,
     per_class_scores,
     regression_scores,
+    tag_scores,
 )
 
 EXAMPLES = settings(max_examples=150, deadline=None)
@@ -208,3 +209,72 @@ def test_entity_scores_match_seqeval(corpus):
     assert ours["accuracy"] == approx(expected_accuracy)
     if tokens:  # seqeval divides by zero on a corpus of empty sentences
         assert ours["accuracy"] == approx(seqeval.accuracy_score(actual, predicted))
+
+
+# IO tags (I-X only): a change of type ends an entity, as seqeval reads them.
+IO_TAGS = ["O"] + [f"I-{kind}" for kind in TYPES]
+
+
+@st.composite
+def io_corpora(draw):
+    sentence = st.lists(st.sampled_from(IO_TAGS), max_size=15)
+    actual = draw(st.lists(sentence, min_size=1, max_size=6))
+    predicted = [draw(st.lists(st.sampled_from(IO_TAGS), min_size=len(s), max_size=len(s))) for s in actual]
+    return predicted, actual
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")  # seqeval, no entities
+@EXAMPLES
+@given(io_corpora())
+def test_entity_scores_of_io_tags_match_seqeval(corpus):
+    predicted, actual = corpus
+    assert all(entities(tags) == get_entities(tags) for tags in predicted + actual)
+    ours = entity_scores(predicted, actual)
+    assert ours["f1"] == approx(seqeval.f1_score(actual, predicted, zero_division=0))
+
+
+# -- plain per-token tags (POS) ---------------------------------------------------------------
+POS_TAGS = ["NN", "VBD", "BE", "BED", "AT", "JJ", "IN"]
+
+
+@st.composite
+def pos_corpora(draw):
+    """(predicted, actual) sentences of POS tags, a few tags often absent from one side or both."""
+    tags = draw(st.lists(st.sampled_from(POS_TAGS), min_size=1, max_size=len(POS_TAGS), unique=True))
+    sentence = st.lists(st.sampled_from(tags), max_size=12)
+    actual = draw(st.lists(sentence, min_size=1, max_size=6))
+    predicted = [draw(st.lists(st.sampled_from(POS_TAGS), min_size=len(s), max_size=len(s))) for s in actual]
+    return predicted, actual
+
+
+@EXAMPLES
+@given(pos_corpora())
+def test_tag_scores_match_sklearn(corpus):
+    predicted, actual = corpus
+    ours = tag_scores(predicted, actual)
+    flat_predicted = [t for sentence in predicted for t in sentence]
+    flat_actual = [t for sentence in actual for t in sentence]
+    # Scored: the tags seen on either side, as sklearn's labels= says.
+    present = sorted(set(flat_predicted) | set(flat_actual))
+    assert list(ours["per_tag"]) == present
+    if not present:  # a corpus of empty sentences: sklearn has nothing to score
+        assert ours == {"accuracy": 0.0, "f1_macro": 0.0, "per_tag": {}}
+        return
+    assert ours["accuracy"] == approx(skm.accuracy_score(flat_actual, flat_predicted))
+    f1_macro = skm.f1_score(flat_actual, flat_predicted, labels=present, average="macro", zero_division=0)
+    assert ours["f1_macro"] == approx(f1_macro)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        flat_actual, flat_predicted, labels=present, average=None, zero_division=0
+    )
+    for i, tag in enumerate(present):
+        row = ours["per_tag"][tag]
+        assert (row["precision"], row["recall"], row["f1"]) == approx((precision[i], recall[i], f1[i]))
+        assert row["support"] == support[i]
+
+
+def test_a_word_without_a_prediction_is_wrong_and_no_tag():
+    # The third word was cut off by max_length (None): it misses its NN, and predicts no tag.
+    scores = tag_scores([["NN", "VBD", None]], [["NN", "VBD", "NN"]])
+    assert scores["accuracy"] == pytest.approx(2 / 3)
+    assert list(scores["per_tag"]) == ["NN", "VBD"]
+    assert scores["per_tag"]["NN"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}

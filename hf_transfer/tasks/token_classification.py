@@ -3,14 +3,17 @@
 Data: CoNLL-style files (`task.data.format=conll`) or any dataset with a token-list and a
 tag-list column. Words are split into sub-tokens; the first sub-token of a word carries its
 tag and the rest are ignored by the loss (or, with `label_all_subtokens`, they carry the
-inside version of it). Metrics are entity-level precision / recall / F1 with seqeval's
-semantics, overall and per entity type, and token accuracy; evaluation always scores words
-(their first sub-token), whatever the training labels.
+inside version of it). Evaluation always scores words (their first sub-token), whatever the
+training labels, as the tag scheme says (`task.tag_scheme`, detected from the train tags by
+default): entity tags (bio / iob2, bioes, io) get entity-level precision / recall / F1 with
+seqeval's semantics, overall and per entity type, and token accuracy; plain tags (none: POS)
+get token accuracy, macro F1 over tags and per-tag scores.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
-from hf_transfer.metrics import entity_scores
+from hf_transfer.metrics import entity_scores, tag_scores
 from hf_transfer.tasks.base import (
     Encoded,
     MetricFunctions,
@@ -36,8 +39,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METRICS = ("f1", "precision", "recall", "accuracy", "loss")
+ENTITY_METRICS = ("f1", "precision", "recall", "accuracy", "loss")
+TAG_METRICS = ("accuracy", "f1_macro", "loss")  # scheme none: no entities to score
 IGNORED = -100  # a position with no label
+TagScheme = Literal["bio", "iob2", "bioes", "io", "none"]
+# The X of the X-TYPE tags each entity scheme reads (bio and iob2: two names, one scoring).
+SCHEME_PREFIXES = {"bio": "BI", "iob2": "BI", "bioes": "BIES", "io": "I"}
 
 
 @dataclass
@@ -57,7 +64,12 @@ class TokenClassificationConfig:
     # Label every sub-token of a word (B-X becomes I-X after the first), not just the first.
     label_all_subtokens: bool = False
     max_length: int | None = None
-    metric_for_best_model: str = "f1"
+    # bio | iob2 | bioes | io: entity tags, scored per entity; none: plain tags (POS), scored per
+    # tag. null: detected from the train tags (see detect_tag_scheme); a given scheme the tags
+    # contradict is refused.
+    tag_scheme: TagScheme | None = None
+    # null: f1 for entity schemes, accuracy for none.
+    metric_for_best_model: str | None = None
 
 
 class TokenClassification(Task):
@@ -68,7 +80,13 @@ class TokenClassification(Task):
 
     def __init__(self, config: TokenClassificationConfig, seed: int):
         super().__init__(config, seed)
-        check_metric(config.metric_for_best_model, list(METRICS))
+        # The scheme in effect: task.tag_scheme, or what prepare() detects in the train tags.
+        self.scheme: str | None = config.tag_scheme
+        if config.metric_for_best_model is not None:
+            # A typo fails now; whether the metric fits the scheme, once the scheme is known.
+            check_metric(config.metric_for_best_model, list(dict.fromkeys(ENTITY_METRICS + TAG_METRICS)))
+            if self.scheme is not None:
+                self._check_best_metric(self.scheme)
 
     # -- data ---------------------------------------------------------------------------
     def prepare(self, raw: DatasetDict) -> TaskData:
@@ -81,6 +99,7 @@ class TokenClassification(Task):
             require_columns(dataset, keys, split)
             tags[split] = self._tag_names(dataset)
         label_names = self._label_names(tags["train"])
+        self.scheme = self._tag_scheme(tags["train"], label_names)
         ids = {name: i for i, name in enumerate(label_names)}
         features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=label_names))})
         prepared = {}
@@ -121,6 +140,29 @@ class TokenClassification(Task):
         # O first, then each entity type's B- before its I- (a stable, readable order).
         return sorted(found, key=lambda t: (t != "O", t[2:] if t[1:2] == "-" else t, t))
 
+    def _tag_scheme(self, train_tags: list[list[str]], label_names: list[str]) -> str:
+        """The scheme given, checked against the tags, or the one they show; logged with why."""
+        counts = Counter(t for sentence in train_tags for t in sentence)
+        tags = sorted(label_names, key=lambda t: -counts[t])  # most frequent first: the examples
+        given = self.config.tag_scheme
+        if given is None:
+            scheme, why = detect_tag_scheme(tags)
+            why = f"detected: {why}"
+        else:
+            _refuse_misfits(given, tags)
+            scheme, why = given, "task.tag_scheme"
+        log.info("tag scheme: %s (%s); scored per %s", scheme, why, "tag" if scheme == "none" else "entity")
+        if self.config.metric_for_best_model is not None:
+            self._check_best_metric(scheme)
+        return scheme
+
+    def _check_best_metric(self, scheme: str) -> None:
+        """Refuse a task.metric_for_best_model the scheme does not score (f1 under none)."""
+        try:
+            check_metric(self.config.metric_for_best_model, list(_metrics_of(scheme)))
+        except UserError as err:
+            raise UserError(f"{err} (under tag scheme {scheme})") from None
+
     # -- model ---------------------------------------------------------------------------
     def model_config_kwargs(self, data: TaskData) -> dict[str, Any]:
         return label_config(data.labels)
@@ -136,7 +178,7 @@ class TokenClassification(Task):
     def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         from datasets import DatasetDict
 
-        inside = _inside_tags(data.labels)
+        inside = _inside_tags(data.labels, self.scheme)
 
         def encode(batch: dict[str, list[Any]], all_subtokens: bool) -> Any:
             encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
@@ -181,15 +223,21 @@ class TokenClassification(Task):
     # -- training and evaluation ---------------------------------------------------------
     @property
     def best_metric(self) -> tuple[str, bool]:
-        name = self.config.metric_for_best_model
+        # Before prepare() has read the tags (TrainingArguments are built first) an undetected
+        # scheme counts as an entity one; run.py sets the final choice once the data is loaded.
+        default = "accuracy" if self.scheme == "none" else "f1"
+        name = self.config.metric_for_best_model or default
         return name, name != "loss"
+
+    def _scores(self, predicted: list[list[Any]], actual: list[list[str]]) -> dict[str, Any]:
+        """Per entity under an entity scheme; per tag under none (its tags name no entities)."""
+        return tag_scores(predicted, actual) if self.scheme == "none" else entity_scores(predicted, actual)
 
     def metric_functions(self, data: TaskData, encoded: Encoded) -> MetricFunctions:
         def compute_metrics(eval_prediction: Any) -> dict[str, float]:
             predicted, actual = _tag_sequences(eval_prediction.predictions, eval_prediction.label_ids, data.labels)
-            scores = entity_scores(predicted, actual)
-            scores.pop("per_type")
-            return scores
+            scores = self._scores(predicted, actual)
+            return {name: value for name, value in scores.items() if not isinstance(value, dict)}  # no per-class
 
         return compute_metrics, None
 
@@ -197,12 +245,15 @@ class TokenClassification(Task):
         self, prediction: Any, split: str, data: TaskData, encoded: Encoded
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         # Scored per word against every word's tag: a word cut off by max_length counts as
-        # predicted "O" (left out, it would flatter the scores).
+        # predicted "O" (left out, it would flatter the scores); as no tag under scheme none,
+        # where "O" may be no tag at all.
         examples = data.splits[split]
-        predicted = encoded.decoding[split].tags(prediction.predictions, data.labels)
+        missing = None if self.scheme == "none" else "O"
+        predicted = encoded.decoding[split].tags(prediction.predictions, data.labels, missing)
         actual = [[data.labels[t] for t in row["tags"]] for row in examples]
         results = dict(prediction.metrics or {})
-        results.update(entity_scores(predicted, actual))
+        results.update(self._scores(predicted, actual))
+        results["tag_scheme"] = self.scheme
         results["num_examples"] = len(examples)
         records = [
             {"tokens": row["tokens"], "tags": tags, "predicted": guess}
@@ -250,21 +301,73 @@ class Words:
     word_ids: list[list[int | None]]
     counts: list[int]
 
-    def tags(self, logits: np.ndarray, label_names: list[str]) -> list[list[str]]:
-        """Each example's predicted tag per word, from its first sub-token; "O" for the words
-        max_length cut off."""
+    def tags(self, logits: np.ndarray, label_names: list[str], missing: str | None = "O") -> list[list[str | None]]:
+        """Each example's predicted tag per word, from its first sub-token; `missing` for the
+        words max_length cut off."""
         tags = []
         for word_ids, predicted, count in zip(self.word_ids, logits.argmax(axis=-1), self.counts):
             words = {}
             for position, word in enumerate(word_ids):
                 if word is not None and word not in words:
                     words[word] = label_names[predicted[position]]
-            tags.append([words.get(i, "O") for i in range(count)])
+            tags.append([words.get(i, missing) for i in range(count)])
         return tags
 
 
-def _inside_tags(label_names: list[str]) -> dict[int, int]:
-    """The id of I-X for the id of each B-X (for sub-tokens after a word's first)."""
+def detect_tag_scheme(tags: list[str]) -> tuple[str, str]:
+    """(scheme, why) of a tag set (most frequent first: the first misfits are the examples).
+
+    The rule: when every tag is O or X-TYPE with X one of B, I, E, S, the tags mark entities:
+    bioes if any E- or S- occurs, else iob2 if any B- occurs (or no prefix at all: only O),
+    else io (I- only). Any other tag (NN, VBD, BE: part-of-speech tags; BE is no B-E) makes
+    them plain tags: none, each tag a class of its own.
+    """
+    misfits = _misfits(tags, "bioes")
+    if misfits:
+        examples = ", ".join(misfits[:3])
+        return "none", f"{len(tags)} tags, {len(misfits)} not O or B-/I-/E-/S-TYPE, e.g. {examples}"
+    prefixes = {_prefix(t) for t in tags}
+    if prefixes & {"E", "S"}:
+        return "bioes", "every tag is O or B-/I-/E-/S-TYPE, with E- or S- among them"
+    if "B" in prefixes or "I" not in prefixes:
+        return "iob2", "every tag is O or B-/I-TYPE"
+    return "io", "every tag is O or I-TYPE"
+
+
+def _prefix(tag: str) -> str | None:
+    """"O" for O, X for an X-TYPE tag with X one of B, I, E, S ("B" for B-geo-loc), else None."""
+    if tag == "O":
+        return "O"
+    head, dash, kind = tag.partition("-")
+    return head if dash and kind and head in ("B", "I", "E", "S") else None
+
+
+def _misfits(tags: list[str], scheme: str) -> list[str]:
+    """The tags an entity scheme cannot read: neither O nor X-TYPE with one of its prefixes X."""
+    allowed = {"O", *SCHEME_PREFIXES[scheme]}
+    return [t for t in tags if _prefix(t) not in allowed]
+
+
+def _refuse_misfits(scheme: str, tags: list[str]) -> None:
+    misfits = _misfits(tags, scheme) if scheme != "none" else []  # none reads any tag
+    if misfits:
+        form = "/".join(f"{p}-" for p in SCHEME_PREFIXES[scheme]) + "TYPE"
+        raise UserError(
+            f"task.tag_scheme={scheme} does not fit the train tags: {len(misfits)} of {len(tags)} are not O or "
+            f"{form} (e.g. {', '.join(misfits[:3])}); set task.tag_scheme=none to score plain tags (POS) per tag, "
+            "or leave it null to detect the scheme"
+        )
+
+
+def _metrics_of(scheme: str) -> tuple[str, ...]:
+    return TAG_METRICS if scheme == "none" else ENTITY_METRICS
+
+
+def _inside_tags(label_names: list[str], scheme: str | None = None) -> dict[int, int]:
+    """The id of I-X for the id of each B-X (for sub-tokens after a word's first); none under
+    scheme none, where a word's later sub-tokens repeat its tag as it is."""
+    if scheme == "none":
+        return {}
     ids = {name: i for i, name in enumerate(label_names)}
     return {i: ids.get("I-" + name[2:], i) for i, name in enumerate(label_names) if name.startswith("B-")}
 

@@ -1,0 +1,95 @@
+"""The two callbacks that make resuming from a checkpoint exact and Ctrl-C clean.
+
+The Trainer's checkpoint holds the weights, the optimizer, the scheduler, the RNG states and
+the trainer state. Two things it does not hold, added here:
+
+- which checkpoint is complete: resume.json is written into a checkpoint folder after the
+  Trainer has written all of its files, so a run killed while saving never resumes from half a
+  checkpoint;
+- the random state at the start of the epoch: the length-grouped sampler draws each epoch's
+  order from torch's global generator, so a run resumed in the middle of a later epoch would
+  see another order. The state is saved with the checkpoint and restored before the resumed
+  epoch draws its order; the Trainer then restores the checkpoint's own state for the steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from hf_transfer.run_folder import COMPLETE_CHECKPOINT
+
+log = logging.getLogger(__name__)
+
+
+
+def _epoch_rng_file(folder: Path, process_index: int) -> Path:
+    return folder / f"epoch_rng_state_{process_index}.pt"
+
+
+class ResumableCheckpoints(TrainerCallback):
+    """Marks each checkpoint complete once written, with the RNG state the epoch began with;
+    when the run resumes from one, restores that state before the epoch draws its order."""
+
+    def __init__(self, resume_from: Path | None = None):
+        self.resume_from = resume_from
+        self.epoch_rng: torch.Tensor | None = None
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.resume_from is not None:
+            saved = _epoch_rng_file(self.resume_from, args.process_index)
+            if saved.is_file():
+                torch.set_rng_state(torch.load(saved, weights_only=True))
+            self.resume_from = None  # only the resumed epoch; later ones go on from there
+        self.epoch_rng = torch.get_rng_state()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not folder.is_dir():
+            return
+        if self.epoch_rng is not None:
+            torch.save(self.epoch_rng, _epoch_rng_file(folder, args.process_index))
+        if not args.should_save:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps}
+        (folder / COMPLETE_CHECKPOINT).write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Ctrl-C (SIGINT) while training: finish the step, save a checkpoint, stop. A second
+    Ctrl-C stops at once. Only in a single process, from the main thread: across processes a
+    checkpoint is a collective that every rank must reach at the same step."""
+
+    def __init__(self) -> None:
+        self.interrupted_at: int | None = None
+        self._previous: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.world_size > 1 or threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.interrupted_at is not None:  # the second Ctrl-C
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.interrupted_at = -1
+        log.warning("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.interrupted_at is not None:
+            self.interrupted_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

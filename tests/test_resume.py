@@ -1,0 +1,192 @@
+"""Nothing lost: a run killed (SIGKILL) or interrupted (Ctrl-C) resumes and ends as if it had not
+stopped; one run per folder; a folder says whether its run finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import ROOT, TEST_RECIPES, cli_env, compose_tiny, tiny_overrides
+from safetensors.torch import load_file
+
+from hf_transfer import run_folder
+from hf_transfer.cli import main
+from hf_transfer.run import run
+
+# 72 training rows in batches of 8: 9 steps an epoch, 27 in all; a checkpoint (and an
+# evaluation) every 4 steps, so that step 12 is in the middle of the second epoch.
+STEPS = ["trainer.num_train_epochs=3", "trainer.per_device_train_batch_size=8", "trainer.save_strategy=steps",
+         "trainer.save_steps=4", "trainer.eval_strategy=steps", "trainer.eval_steps=4", "trainer.save_total_limit=3",
+         "trainer.logging_steps=1",
+         "trainer.load_best_model_at_end=false"]  # the weights after the last step, not a best one  # fmt: skip
+
+KILLED_AT_A_CHECKPOINT = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import compose_tiny
+    from transformers import TrainerCallback
+    from hf_transfer.run import run
+
+    class KillAfterCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == {step}:
+                os.kill(os.getpid(), signal.SIGKILL)  # no clean-up of any kind, as a crash
+
+    run(compose_tiny({checkpoint!r}, {data!r}, *{overrides!r}), output_dir={folder!r},
+        callbacks=[KillAfterCheckpoint()])
+    """
+)
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def losses(folder):
+    return json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_dir, tmp_path, strategy):
+    overrides = [f"strategy={strategy}", *STEPS]
+    whole = run(compose_tiny(checkpoints["bert"], data_dir, *overrides), output_dir=tmp_path / "whole").folder
+
+    killed = tmp_path / "killed"
+    script = KILLED_AT_A_CHECKPOINT.format(tests=str(ROOT / "tests"), step=12, checkpoint=str(checkpoints["bert"]),
+                                           data=str(data_dir), overrides=overrides, folder=str(killed))  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], env=cli_env(tmp_path), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert run_folder.state(killed) == "incomplete"
+    assert run_folder.checkpoint_step(run_folder.last_complete_checkpoint(killed)) == 12
+
+    assert main(["resume", str(killed)]) == 0
+    assert run_folder.state(killed) == "complete"
+    expected, resumed = weights(whole), weights(killed)
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    first, second = losses(whole), losses(killed)
+    assert second["resumed_from"] == "checkpoints/checkpoint-12"
+    for split in ("validation", "test"):
+        assert {k: v for k, v in first[split].items() if not k.endswith(("runtime", "per_second"))} == {
+            k: v for k, v in second[split].items() if not k.endswith(("runtime", "per_second"))
+        }
+    assert first["best_checkpoint"] == second["best_checkpoint"]
+
+
+def test_a_checkpoint_written_halfway_is_not_resumed_from(checkpoints, data_dir, tmp_path):
+    folder = run(compose_tiny(checkpoints["bert"], data_dir, *STEPS), output_dir=tmp_path / "run").folder
+    (folder / run_folder.COMPLETE).unlink()
+    last = run_folder.last_complete_checkpoint(folder)
+    (last / run_folder.COMPLETE_CHECKPOINT).unlink()  # as if killed while it was being written
+    assert run_folder.checkpoint_step(run_folder.last_complete_checkpoint(folder)) < run_folder.checkpoint_step(last)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir, tmp_path):
+    folder = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=100000", "trainer.save_strategy=no",
+            "trainer.eval_strategy=no", "trainer.load_best_model_at_end=false", "trainer.per_device_train_batch_size=2"),
+            f"hydra.run.dir={folder}"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (folder / "config.yaml").exists():  # written when training starts
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.05)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    message = [line for line in stderr.splitlines() if line.startswith("hf-transfer: ")]
+    assert len(message) == 1 and "training was interrupted at step" in message[0]
+    assert f"resume with: hf-transfer resume {folder}" in message[0]
+    step = int(message[0].split("at step ")[1].split(";")[0])
+    assert step > 0 and run_folder.checkpoint_step(run_folder.last_complete_checkpoint(folder)) == step
+    assert run_folder.state(folder) == "incomplete"
+
+    # The folder is refused to a new run, with the way out; predict and push refuse it too.
+    code = subprocess.run([sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert code.returncode == 2 and "hf-transfer resume" in code.stderr and "Traceback" not in code.stderr
+
+
+def test_two_runs_into_one_folder_the_second_is_refused(checkpoints, data_dir, tmp_path):
+    folder = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir, "trainer.num_train_epochs=30"), f"hydra.run.dir={folder}"]
+    first = subprocess.Popen([sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (folder / run_folder.LOCK).exists():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 2 and "is in use by another run" in second.stderr
+    log = (folder / "train.log").read_text()
+    assert log.count("loading data") == 1  # the second run wrote nothing into the folder
+    assert run_folder.state(folder) == "complete"
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(checkpoints, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=1", "hydra.run.dir=runs/${name}/same")
+    # A name with ${now:...} in it is what the default naming uses: here, the same one twice.
+    argv[-1] = "hydra.run.dir=runs/same-${now:%Y}"
+    assert main(argv) == 0 and main(argv) == 0
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    year = time.strftime("%Y")
+    assert folders == [f"same-{year}", f"same-{year}-2"]
+    assert all(run_folder.state(tmp_path / "runs" / name) == "complete" for name in folders)
+
+
+def test_a_refused_start_leaves_a_folder_the_corrected_command_can_use(checkpoints, data_dir, tmp_path, capsys):
+    folder = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=1"), f"hydra.run.dir={folder}"]
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "task.columns.text=nope"])
+    assert refused.value.code == 2 and "column 'nope'" in capsys.readouterr().err
+    assert not folder.exists() or not any(p.name != ".lock" for p in folder.iterdir())
+    assert main(argv) == 0
+    assert run_folder.state(folder) == "complete"
+
+
+def test_resume_of_a_finished_or_foreign_folder_is_refused(checkpoints, data_dir, tmp_path, capsys):
+    folder = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=1"), output_dir=tmp_path / "run").folder
+    for target, message in ((folder, "finished run"), (tmp_path / "nowhere", "is not a folder"),
+                            (tmp_path, "no run to resume")):  # fmt: skip
+        with pytest.raises(SystemExit) as refused:
+            main(["resume", str(target)])
+        assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_resume_from_checkpoint_as_a_trainer_key_points_to_the_resume_command():
+    from hf_transfer.compose import compose
+    from hf_transfer.config import validate
+    from hf_transfer.errors import UserError
+
+    with pytest.raises(UserError, match="hf-transfer resume RUN_DIR"):
+        validate(compose(["trainer.resume_from_checkpoint=runs/x/checkpoints/checkpoint-90"]))
+
+
+def test_files_get_the_users_umask(checkpoints, data_dir, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        folder = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=1"), output_dir=tmp_path / "r").folder
+    finally:
+        os.umask(previous)
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (folder / "metrics.json").stat().st_mode & 0o777 == 0o644
+
+
+assert TEST_RECIPES.is_dir()
