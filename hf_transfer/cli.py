@@ -9,6 +9,7 @@ The first word picks a command; without one, the arguments are Hydra overrides f
     hf-transfer push RUN_DIR --repo-id ORG/NAME      (publish a finished run)
     hf-transfer report runs/NAME                    (compare the runs under a folder)
     hf-transfer resume RUN_DIR                      (continue a run that was killed or interrupted)
+    hf-transfer validate [overrides]                (check config, data and model before training)
     hf-transfer accelerate-config fsdp              (the path of a shipped accelerate config)
 
 A user's mistake ends with one line on stderr and exit status 2 (see errors.UserError); Ctrl-C
@@ -53,11 +54,40 @@ def _commands() -> dict[str, Callable[[list[str]], int | None]]:
     return {
         "train": train,
         "resume": resume,
+        "validate": validate,
         "predict": predict,
         "push": push,
         "report": report,
         "accelerate-config": accelerate_config,
     }
+
+
+def validate(argv: list[str]) -> int:
+    """Check a run's configuration, data and model before training; print what was found."""
+    from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
+    from hf_transfer.validation import check
+
+    parse = CommandParser(
+        prog=f"{PROG} validate",
+        description="Check everything that can be checked before training (config, files, columns, labels, "
+        "lengths, the strategy against the model), report it all, and describe the data. Writes nothing.",
+    )
+    parse.add_argument("overrides", nargs="*", help="the training command's overrides (recipe=..., task.*=...)")
+    parse.add_argument("--config-dir", help="a folder of your own recipes and groups, as for training")
+    args = parse.parse_args(argv)
+    with hydra_session(args.config_dir) as hydra:
+        (job,) = compose_jobs(hydra, prepare_overrides(hydra, args.overrides))
+    run_dir = None if "${now:" in str(job.config.hydra.run._get_node("dir")._value()) else _hydra_folder(job.config, "hydra.run.dir")
+    findings = check(job.run, run_dir)
+    for note in findings.notes:
+        print(f"  {note}")
+    if findings.problems:
+        print(f"{PROG} validate: {len(findings.problems)} problem(s):", file=sys.stderr)
+        for problem in findings.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    print(f"{PROG} validate: no problems found")
+    return 0
 
 
 def resume(argv: list[str]) -> int:
@@ -291,9 +321,30 @@ def _train_job(cfg: Any) -> None:
         run(cfg, output_dir=folder)
     except UserError as err:
         _remove_hydra_files(folder)
-        exit_with_error(err)
+        hydra = HydraConfig.get()
+        choices = dict(hydra.runtime.choices)
+        task_type = cfg.task.type if hasattr(cfg, "task") else str(cfg["task"]["type"])
+        exit_with_error(explain_inherited(err, list(hydra.overrides.task), choices, task_type))
     except Interrupted as err:
         exit_interrupted(err)
+
+
+def explain_inherited(err: UserError, overrides: list[str], choices: dict[str, Any], task_type: str) -> UserError:
+    """Where a task.* value named in the message came from, when the user did not set it: a
+    dataset's label map failing on the user's own file is the recipe's, not theirs."""
+    import re
+
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    option, recipe = choices.get("task"), choices.get("recipe")
+    for key in dict.fromkeys(re.findall(r"\btask\.[a-z_]+(?:\.[a-z_]+)*", str(err))):
+        if option is None or option == task_type or any(key == g or key.startswith(g + ".") for g in given):
+            continue
+        chosen_by = "you" if "task" in given else (f"recipe {recipe}" if recipe else "the defaults")
+        return UserError(
+            f"{err} ({key} comes from task={option}, chosen by {chosen_by}; for your own data start from "
+            f"the blank task: task={task_type} task.data.source=...)"
+        )
+    return err
 
 
 def _remove_hydra_files(folder: Path) -> None:

@@ -91,7 +91,31 @@ def prepare_overrides(hydra: Hydra, overrides: list[str]) -> list[str]:
             prepared.append(text)
         else:
             prepared.append("++" + text)
-    return prepared
+    return prepared + _name_after_data(parsed)
+
+
+def _name_after_data(parsed: list[Any]) -> list[str]:
+    """A run on data the user gives is named after it (runs/NAME/...), not after the recipe it
+    started from, unless they give name=...: `task.data.source=~/data/tickets.csv` names it
+    `tickets`."""
+    keys = {override.key_or_group.lstrip("+~") for override in parsed}
+    if "name" in keys:
+        return []
+    for override in parsed:
+        if override.key_or_group.lstrip("+") == "task.data.source" and not override.is_sweep_override():
+            value = override.value()
+            if isinstance(value, str) and value:
+                return [f"++name={data_name(value)}"]
+    return []
+
+
+def data_name(source: str) -> str:
+    """'~/data/tickets.csv.gz' -> 'tickets'; 'org/dataset' -> 'dataset'; a package file -> its stem."""
+    import re
+
+    last = source.split("#")[0].rstrip("/").rsplit("/", 1)[-1]
+    stem = last.split(".")[0] or last
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "data"
 
 
 def _parse(overrides: list[str]) -> list[Any]:

@@ -29,9 +29,10 @@ def classification_scores(predictions: np.ndarray, references: np.ndarray, num_l
 def per_class_scores(
     predictions: np.ndarray, references: np.ndarray, label_names: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of each class, keyed by label name."""
+    """Precision, recall, F1, support and how often it was predicted, of each class, by name."""
     rows = _per_class(predictions, references, len(label_names))
-    return {name: {k: row[k] for k in ("precision", "recall", "f1", "support")} for name, row in zip(label_names, rows)}
+    keys = ("precision", "recall", "f1", "support", "predicted")
+    return {name: {k: row[k] for k in keys} for name, row in zip(label_names, rows)}
 
 
 def _per_class(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> list[dict[str, Any]]:

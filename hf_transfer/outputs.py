@@ -174,13 +174,18 @@ def summary(metrics: dict[str, Any], folder: Path) -> str:
     metric = headline(metrics)
 
     trainable, total = metrics["trainable_parameters"], metrics["total_parameters"]
+    scores = [metric] + [m for m in ("f1_macro",) if m != metric and _any_split_has(metrics, m)]
     lines = [
         "",
         f"  run folder      {folder}",
         f"  strategy        {metrics['strategy']}",
         f"  trainable       {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%)",
-        f"  {metric:<15} validation {split_score(metrics, 'validation', metric)}   "
-        f"test {split_score(metrics, 'test', metric)}",
+        *(
+            f"  {name:<15} validation {split_score(metrics, 'validation', name)}   "
+            f"test {split_score(metrics, 'test', name)}"
+            for name in scores
+        ),
+        *class_balance_lines(metrics),
         f"  train time      {metrics['train_runtime_s']:.1f} s   ({metrics['train_samples_per_second']:.1f} samples/s)",
         f"  wall time       {metrics['wall_time_s']:.1f} s"
         + (
@@ -192,3 +197,44 @@ def summary(metrics: dict[str, Any], folder: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _any_split_has(metrics: dict[str, Any], name: str) -> bool:
+    return any(isinstance(metrics.get(split), dict) and name in metrics[split] for split in ("validation", "test"))
+
+
+# A class this much rarer than the commonest one is called out: accuracy can hide it.
+IMBALANCE = 0.5
+
+
+def minority_class(results: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The rarest class of a split's per-class results, when the classes are imbalanced."""
+    per_class = results.get("per_class") if isinstance(results, dict) else None
+    supports = {name: row["support"] for name, row in (per_class or {}).items() if row.get("support")}
+    if len(supports) < 2 or min(supports.values()) >= IMBALANCE * max(supports.values()):
+        return None
+    name = min(supports, key=supports.get)
+    return name, per_class[name]
+
+
+def never_predicted(results: dict[str, Any]) -> list[str]:
+    """Classes of a split that occur in it but that the model never predicted."""
+    per_class = results.get("per_class") if isinstance(results, dict) else None
+    return [n for n, row in (per_class or {}).items() if row.get("support") and row.get("predicted") == 0]
+
+
+def class_balance_lines(metrics: dict[str, Any]) -> list[str]:
+    """What a headline figure can hide on imbalanced classes: the rarest class's F1, and the
+    classes never predicted (a warning)."""
+    split = "test" if isinstance(metrics.get("test"), dict) else "validation"
+    results = metrics.get(split)
+    lines = []
+    rarest = minority_class(results)
+    if rarest:
+        name, row = rarest
+        share = row["support"] / sum(r["support"] for r in results["per_class"].values())
+        lines.append(f"  minority class  '{name}' ({share:.0%} of {split}): F1 {row['f1']:.4f}")
+    missed = never_predicted(results)
+    if missed:
+        lines.append(f"  WARNING         never predicted on {split}: {', '.join(missed)} (try task.class_weights=balanced)")
+    return lines

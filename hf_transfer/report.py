@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import CommandParser, UserError
-from hf_transfer.outputs import headline
+from hf_transfer.outputs import headline, minority_class, never_predicted
 
 COLUMNS = ["run", "strategy", "pretrained", "trainable", "trainable %", "metric", "validation", "test",
-           "train s", "samples/s", "wall s", "peak MB"]  # fmt: skip
+           "test f1_macro", "minority F1", "train s", "samples/s", "wall s", "peak MB"]  # fmt: skip
 
 
 def collect(folders: list[Path]) -> list[dict[str, Any]]:
@@ -33,7 +33,9 @@ def collect(folders: list[Path]) -> list[dict[str, Any]]:
         runs = {p.parent for name in ("metrics.json", "config.yaml") for p in folder.rglob(name)}
         for run in sorted(r for r in runs if "checkpoints" not in r.relative_to(folder).parts):
             if run_folder.state(run) == "complete":
-                rows.append(row(run, json.loads((run / "metrics.json").read_text()), folder))
+                metrics = json.loads((run / "metrics.json").read_text())
+                rows.append(row(run, metrics, folder))
+                rows[-1]["_metrics"] = metrics
             else:
                 rows.append(incomplete_row(run, folder))
     if not rows:
@@ -63,10 +65,6 @@ def row(run: Path, metrics: dict[str, Any], root: Path) -> dict[str, Any]:
     """One run's figures, as numbers (the table formats them; the CSV keeps them)."""
     metric = headline(metrics)
 
-    def score(split: str) -> Any:
-        results = metrics.get(split)
-        return results.get(metric) if isinstance(results, dict) else None
-
     return {
         "run": str(run.relative_to(root)) if run != root else run.name,
         "strategy": metrics.get("strategy", "?"),
@@ -74,8 +72,10 @@ def row(run: Path, metrics: dict[str, Any], root: Path) -> dict[str, Any]:
         "trainable": metrics["trainable_parameters"],
         "trainable %": round(100 * metrics["trainable_fraction"], 4),
         "metric": metric,
-        "validation": score("validation"),
-        "test": score("test"),
+        "validation": score_of(metrics, "validation", metric),
+        "test": score_of(metrics, "test", metric),
+        "test f1_macro": score_of(metrics, "test", "f1_macro"),
+        "minority F1": _minority_f1(metrics),
         "train s": metrics["train_runtime_s"],
         "samples/s": metrics["train_samples_per_second"],
         "wall s": metrics.get("wall_time_s"),
@@ -83,8 +83,29 @@ def row(run: Path, metrics: dict[str, Any], root: Path) -> dict[str, Any]:
     }
 
 
+def score_of(metrics: dict[str, Any], split: str, name: str) -> Any:
+    results = metrics.get(split)
+    return results.get(name) if isinstance(results, dict) else None
+
+
+def _minority_f1(metrics: dict[str, Any]) -> str | None:
+    rarest = minority_class(metrics.get("test") if isinstance(metrics.get("test"), dict) else metrics.get("validation"))
+    return f"{rarest[0]}: {rarest[1]['f1']:.4f}" if rarest else None
+
+
+def warnings(metrics_of: dict[str, dict[str, Any]]) -> list[str]:
+    """A line for each run with a class it never predicted on its test (or validation) split."""
+    lines = []
+    for name, metrics in metrics_of.items():
+        split = "test" if isinstance(metrics.get("test"), dict) else "validation"
+        missed = never_predicted(metrics.get(split))
+        if missed:
+            lines.append(f"warning: {name} never predicts {', '.join(missed)} on {split}")
+    return lines
+
+
 # How the table shows each column; the rest as they are ("-" for none).
-FORMATS = {"trainable": "{:,}", "trainable %": "{:.2f}", "validation": "{:.4f}", "test": "{:.4f}",
+FORMATS = {"trainable": "{:,}", "trainable %": "{:.2f}", "validation": "{:.4f}", "test": "{:.4f}", "test f1_macro": "{:.4f}",
            "train s": "{:.1f}", "samples/s": "{:.1f}", "wall s": "{:.1f}", "peak MB": "{:.0f}"}  # fmt: skip
 
 
@@ -109,6 +130,8 @@ def main(argv: list[str]) -> int:
     args = parse.parse_args(argv)
     rows = collect([Path(f) for f in args.folders])
     print(markdown(rows))
+    for line in warnings({r["run"]: r.pop("_metrics") for r in rows if "_metrics" in r}):
+        print(line)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as stream:
             writer = csv.DictWriter(stream, fieldnames=COLUMNS)

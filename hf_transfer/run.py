@@ -125,7 +125,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     checkpoint = run_folder.last_complete_checkpoint(folder) if resume else None
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     data = task.load()
-    set_best_metric(args, run_cfg, task)  # a task may know it only now (NER or POS tags)
+    set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
 
     memory = PeakMemory()
@@ -133,6 +133,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     family = models.detect_family(models.load_base_config(run_cfg.model), run_cfg.model.family)
     tokenizer = models.load_tokenizer(run_cfg.model, family)
     task.adapt_tokenizer(tokenizer, family)
+    _check_data(data, tokenizer, run_cfg.task.max_length)
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
     model = _load_model(run_cfg, task, data, tokenizer)
 
@@ -202,6 +203,17 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         outputs.use_usual_modes(folder)
         run_folder.mark_complete(folder)  # last: everything above is in place
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
+
+
+def _check_data(data: Any, tokenizer: Any, max_length: int | None) -> None:
+    """What `hf-transfer validate` says of the data, first: problems stop the run, the rest is logged."""
+    from hf_transfer import validation
+
+    problems = validation.problems_of(data)
+    if problems:
+        raise UserError("; ".join(problems))
+    for line in validation.describe(data, tokenizer, max_length):
+        log.info("data: %s", line)
 
 
 def _before_training(

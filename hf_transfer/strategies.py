@@ -50,6 +50,10 @@ class Strategy:
         """Set what trains; may wrap the model (LoRA). Returns the model to train."""
         raise NotImplementedError
 
+    def check(self, model: Any) -> None:
+        """Refuse, with the fix, what does not fit the model's structure (blocks, modules). Needs
+        no weights: `hf-transfer validate` runs it on a skeleton of the model."""
+
     def save(self, model: Any, folder: Path) -> None:
         """Write a complete model that `from_pretrained(folder)` loads."""
         model.save_pretrained(folder)
@@ -226,6 +230,12 @@ class PartialUnfreeze(Strategy):
         self.schedule: GradualUnfreezing | None = None
         self._layers: list[Layer] = []
 
+    def check(self, model: Any) -> None:
+        parts = anatomy(model)
+        self._top_blocks(parts)
+        if self.config.unfreeze_every is not None:
+            self._check_depth(self.config.max_layers or 0, parts, "max_layers")
+
     def apply(self, model: Any) -> Any:
         parts = anatomy(model)
         blocks = self._top_blocks(parts)
@@ -338,19 +348,23 @@ class Lora(Strategy):
             if self.alpha <= 0:
                 raise ValueError(f"strategy.alpha must be more than 0, got {self.alpha}")
 
-    def apply(self, model: Any) -> Any:
-        from peft import LoraConfig, TaskType, get_peft_model
-        from transformers.pytorch_utils import Conv1D
-
-        targets = self._targets(model)
+    def check(self, model: Any) -> None:
         leaves = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()}
-        missing = [t for t in targets if t not in leaves]
+        missing = [t for t in self._targets(model) if t not in leaves]
         if missing:
             linear_names = sorted({n for n, m in leaves.items() if type(m).__name__ in ("Linear", "Conv1D")})
             raise UserError(
                 f"LoRA target modules {missing} are not in {type(model).__name__} (strategy.target_modules); "
                 f"its linear layers are: {', '.join(linear_names)}"
             )
+
+    def apply(self, model: Any) -> Any:
+        from peft import LoraConfig, TaskType, get_peft_model
+        from transformers.pytorch_utils import Conv1D
+
+        self.check(model)
+        targets = self._targets(model)
+        leaves = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()}
         head = self.head(model)
         lora_config = LoraConfig(
             task_type=TaskType[self.peft_task_type],

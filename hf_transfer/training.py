@@ -69,14 +69,14 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
         raise UserError(f"trainer settings rejected by TrainingArguments: {first_line(err)}") from None
 
 
-def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task) -> None:
+def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task, data: TaskData) -> None:
     """The task's best-model metric again, once its data is read: a task may choose it by what
     the data holds (token classification: f1 for entity tags, accuracy for POS tags). trainer.*
     keys still win, as in `training_arguments`; the Trainer reads both fields only as it runs."""
     if "metric_for_best_model" not in run.trainer:
-        args.metric_for_best_model = task.best_metric[0]
+        args.metric_for_best_model, greater_is_better = task.best_metric_for(data)
         if "greater_is_better" not in run.trainer:
-            args.greater_is_better = task.best_metric[1]
+            args.greater_is_better = greater_is_better
 
 
 def _has_accelerator() -> bool:

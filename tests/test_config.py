@@ -11,6 +11,7 @@ from hf_transfer.compose import compose
 from hf_transfer.config import training_arguments_fields, validate
 from hf_transfer.errors import UserError
 from hf_transfer.strategies import STRATEGIES
+from hf_transfer.tasks import TASKS
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "recipe"
@@ -27,12 +28,33 @@ def test_a_strategy_option_is_its_dataclass_defaults_stated_once(name):
     assert changed == dataclasses.replace(STRATEGIES[name].Config(), learning_rate=0.125)
 
 
+# The blank tasks name no data: a user gives it.
+BLANK = {t: ["task.data.source=mine.csv"] for t in TASKS}
+
+
+def test_a_blank_task_asks_for_the_data_and_the_shipped_ones_build_on_it():
+    for task_type in TASKS:
+        with pytest.raises(UserError, match="task.data needs a source"):
+            validate(compose([f"task={task_type}"]))
+        blank = compose([f"task={task_type}", "task.data.source=x.csv"])["task"]
+        assert blank["type"] == task_type and blank.get("label_map") is None and blank.get("labels") is None
+    shipped = compose(["task=snli"])["task"]
+    assert shipped["type"] == "text_classification" and shipped["columns"]["text_pair"] == "sentence2"
+    assert "type:" not in (CONF / "task" / "snli.yaml").read_text()  # stated once, by the blank task
+
+
+def test_the_run_is_named_after_the_users_data():
+    assert compose(["task=text_classification", "task.data.source=/data/support-tickets.csv"])["name"] == "support-tickets"
+    assert compose(["task.data.source=/data/tickets.csv", "name=mine"])["name"] == "mine"
+    assert compose(["recipe=bert_sentiment"])["name"] == "bert_sentiment"
+
+
 def test_every_shipped_combination_validates():
     for recipe in sorted(p.stem for p in RECIPES.glob("*.yaml")):
         validate(compose([f"recipe={recipe}"]))
     for group in ("model", "task"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
-            validate(compose([f"{group}={option}"]))
+            validate(compose([f"{group}={option}", *BLANK.get(option, [])]))
     for option in STRATEGIES:
         validate(compose([f"strategy={option}"]))
 

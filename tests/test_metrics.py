@@ -69,6 +69,7 @@ def test_per_class_scores_match_sklearn(pair):
         assert ours[name]["recall"] == approx(recall[i])
         assert ours[name]["f1"] == approx(f1[i])
         assert ours[name]["support"] == support[i]
+        assert ours[name]["predicted"] == int((predictions == i).sum())
 
 
 def test_classification_scores_of_nothing_are_zero():
@@ -277,4 +278,5 @@ def test_a_word_without_a_prediction_is_wrong_and_no_tag():
     scores = tag_scores([["NN", "VBD", None]], [["NN", "VBD", "NN"]])
     assert scores["accuracy"] == pytest.approx(2 / 3)
     assert list(scores["per_tag"]) == ["NN", "VBD"]
-    assert scores["per_tag"]["NN"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert scores["per_tag"]["NN"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2,
+                                       "predicted": 1}  # fmt: skip

@@ -54,9 +54,18 @@ def losses(folder):
     return json.loads((folder / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora"])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["strategy=full"],
+        ["strategy=lora"],
+        # Gradual unfreezing: the block that thawed after the first epoch is trainable again on resume.
+        ["strategy=partial_unfreeze", "strategy.num_layers=0", "strategy.unfreeze_every=1"],
+    ],
+    ids=["full", "lora", "gradual"],
+)
 def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_dir, tmp_path, strategy):
-    overrides = [f"strategy={strategy}", *STEPS]
+    overrides = [*strategy, *STEPS]
     whole = run(compose_tiny(checkpoints["bert"], data_dir, *overrides), output_dir=tmp_path / "whole").folder
 
     killed = tmp_path / "killed"

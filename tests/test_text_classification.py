@@ -274,5 +274,5 @@ def test_classification_metrics_by_hand():
     assert scores["recall_macro"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
     assert scores["f1_macro"] == pytest.approx((1 / 2 + 2 / 3 + 4 / 5) / 3)
     per_class = per_class_scores(predictions, references, ["a", "b", "c", "d"])
-    assert per_class["b"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
-    assert per_class["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert per_class["b"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2, "predicted": 1})
+    assert per_class["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 0}

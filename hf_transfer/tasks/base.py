@@ -37,6 +37,8 @@ class TaskData:
     labels: list[str] = field(default_factory=list)
     # One loss weight per label (task.class_weights), or None.
     label_weights: list[float] | None = None
+    # How the label names read, where a task has schemes (token classification: iob2, none...).
+    scheme: str | None = None
 
 
 @dataclass
@@ -103,8 +105,12 @@ class Task:
     # -- training and evaluation ---------------------------------------------------------
     @property
     def best_metric(self) -> tuple[str, bool]:
-        """(metric name, greater is better) for choosing the best checkpoint."""
+        """(metric name, greater is better) for choosing the best checkpoint, from the config."""
         return "loss", False
+
+    def best_metric_for(self, data: TaskData) -> tuple[str, bool]:
+        """`best_metric` once the data is read: a task may choose by what the data holds."""
+        return self.best_metric
 
     def loss_function(self, data: TaskData, label_smoothing: float = 0.0) -> Callable[..., Any] | None:
         """The Trainer's `compute_loss_func(outputs, labels, num_items_in_batch)`, or None for the

@@ -78,8 +78,9 @@ class TextClassificationConfig:
     labels: list[str] | None = None
     # Renames raw label values (strings or integers) to label names.
     label_map: dict[str | int, str] | None = None
-    # Raw label values whose rows are dropped (single label) or that are removed (multi-label).
-    drop_labels: list[str | int] = field(default_factory=list)
+    # Raw label values whose rows are dropped (single label) or that are removed (multi-label);
+    # null: none.
+    drop_labels: list[str | int] | None = None
     # multi_label: labels given as one string, split on this (a list column needs none).
     label_separator: str | None = None
     # multi_label: a label is predicted when its sigmoid output reaches this.
@@ -191,7 +192,7 @@ class TextClassification(Task):
         return None
 
     def _label_names(self, train_labels: list[Any]) -> list[str]:
-        dropped = {str(v) for v in self.config.drop_labels}
+        dropped = {str(v) for v in self.config.drop_labels or []}
         values = [v for row in train_labels if row is not None for v in (row if self.kind == "multi_label" else [row])]
         present = [v for v in values if str(v) not in dropped]
         unmapped = sorted({str(v) for v in present if self._mapped(v) is None})
@@ -215,11 +216,11 @@ class TextClassification(Task):
 
     def _encode_labels(self, labels: list[Any], split: str, label_names: list[str]) -> tuple[list[int], list[Any]]:
         """The rows to keep and their label values (id, multi-hot vector or number)."""
-        missing = sum(v is None for v in labels)
+        missing = [i for i, v in enumerate(labels) if v is None]
         if missing:
             raise UserError(
-                f"{missing} rows of the {split} split have no label in column '{self.config.columns.label}'; "
-                "fill them in or remove them"
+                f"{_count(len(missing), 'row')} of the {split} split {'has' if len(missing) == 1 else 'have'} no label "
+                f"in column '{self.config.columns.label}' ({_first_rows(missing)}); fill them in or remove them"
             )
         if self.kind == "regression":
             try:
@@ -231,7 +232,7 @@ class TextClassification(Task):
                     f"the {split} split has {bad!r}"
                 ) from None
         ids = {name: i for i, name in enumerate(label_names)}
-        dropped = {str(v) for v in self.config.drop_labels}
+        dropped = {str(v) for v in self.config.drop_labels or []}
         rows, values, unknown = [], [], Counter()
         for row, value in enumerate(labels):
             if self.kind == "multi_label":
@@ -261,7 +262,7 @@ class TextClassification(Task):
                 "add them to task.labels, map them with task.label_map, or drop them with task.drop_labels"
             )
         if len(rows) < len(labels):
-            log.info("%s: dropped %d rows with labels in task.drop_labels", split, len(labels) - len(rows))
+            log.info("%s: dropped %s with labels in task.drop_labels", split, _count(len(labels) - len(rows), "row"))
         return rows, values
 
     def _label_feature(self, label_names: list[str]) -> Any:
@@ -274,15 +275,17 @@ class TextClassification(Task):
         return Value("float32")
 
     def _drop_empty_texts(self, dataset: Dataset, split: str) -> Dataset:
+        """Rows whose text (or pair text) is missing or blank are left out, and said so."""
         columns = [c for c in ("text", "text_pair") if c in dataset.column_names]
-        kept = dataset.filter(
-            lambda batch: [all(isinstance(batch[c][i], str) for c in columns) for i in range(len(batch["text"]))],
-            batched=True,
-            desc=f"Checking {split} texts",
-        )
-        if len(kept) < len(dataset):
-            log.warning("%s: dropped %d rows with an empty text", split, len(dataset) - len(kept))
-        return kept
+        values = zip(*(dataset[c] for c in columns))
+        empty = [i for i, texts in enumerate(values) if not all(isinstance(t, str) and t.strip() for t in texts)]
+        if not empty:
+            return dataset
+        log.warning("%s: dropped %s with an empty text (%s)", split, _count(len(empty), "row"), _first_rows(empty))
+        if len(empty) == len(dataset):
+            raise UserError(f"every text of the {split} split is empty (column '{self.config.columns.text}')")
+        dropped = set(empty)
+        return dataset.select([i for i in range(len(dataset)) if i not in dropped])
 
     def _class_weights(self, train: Dataset, label_names: list[str]) -> list[float] | None:
         """task.class_weights as one weight per label: "balanced" is inverse class frequency."""
@@ -469,6 +472,17 @@ class ClassificationLoss:
         else:  # one number per text, as the model's own MSELoss reads it
             loss = F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
         return mean_share_of_step(loss, labels.numel(), num_items_in_batch)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _first_rows(rows: list[int], shown: int = 5) -> str:
+    """'rows 3, 17 and 40' (numbered from 1, as a spreadsheet numbers the rows under its header)."""
+    numbers = [str(r + 1) for r in rows[:shown]]
+    more = f" and {len(rows) - shown:,} more" if len(rows) > shown else ""
+    return f"row{'s' if len(rows) > 1 else ''} {', '.join(numbers)}{more}"
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

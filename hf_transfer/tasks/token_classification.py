@@ -80,13 +80,11 @@ class TokenClassification(Task):
 
     def __init__(self, config: TokenClassificationConfig, seed: int):
         super().__init__(config, seed)
-        # The scheme in effect: task.tag_scheme, or what prepare() detects in the train tags.
-        self.scheme: str | None = config.tag_scheme
         if config.metric_for_best_model is not None:
             # A typo fails now; whether the metric fits the scheme, once the scheme is known.
             check_metric(config.metric_for_best_model, list(dict.fromkeys(ENTITY_METRICS + TAG_METRICS)))
-            if self.scheme is not None:
-                self._check_best_metric(self.scheme)
+            if config.tag_scheme is not None:
+                self._check_best_metric(config.tag_scheme)
 
     # -- data ---------------------------------------------------------------------------
     def prepare(self, raw: DatasetDict) -> TaskData:
@@ -99,7 +97,7 @@ class TokenClassification(Task):
             require_columns(dataset, keys, split)
             tags[split] = self._tag_names(dataset)
         label_names = self._label_names(tags["train"])
-        self.scheme = self._tag_scheme(tags["train"], label_names)
+        scheme = self._tag_scheme(tags["train"], label_names)
         ids = {name: i for i, name in enumerate(label_names)}
         features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=label_names))})
         prepared = {}
@@ -121,7 +119,7 @@ class TokenClassification(Task):
                 {"tokens": tokens, "tags": [[ids[t] for t in sentence] for sentence in tags[split]]}, features=features
             ).filter(lambda row: len(row["tokens"]) > 0, desc=f"Checking {split} sentences")
         log.info("%d tags: %s", len(label_names), ", ".join(label_names))
-        return TaskData(DatasetDict(prepared), labels=label_names)
+        return TaskData(DatasetDict(prepared), labels=label_names, scheme=scheme)
 
     def _tag_names(self, dataset: Dataset) -> list[list[str]]:
         inner = list_class_label(dataset.features[self.config.columns.tags])
@@ -178,7 +176,7 @@ class TokenClassification(Task):
     def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         from datasets import DatasetDict
 
-        inside = _inside_tags(data.labels, self.scheme)
+        inside = _inside_tags(data.labels, data.scheme)
 
         def encode(batch: dict[str, list[Any]], all_subtokens: bool) -> Any:
             encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
@@ -223,20 +221,21 @@ class TokenClassification(Task):
     # -- training and evaluation ---------------------------------------------------------
     @property
     def best_metric(self) -> tuple[str, bool]:
-        # Before prepare() has read the tags (TrainingArguments are built first) an undetected
-        # scheme counts as an entity one; run.py sets the final choice once the data is loaded.
-        default = "accuracy" if self.scheme == "none" else "f1"
-        name = self.config.metric_for_best_model or default
-        return name, name != "loss"
+        # Before the tags are read (TrainingArguments are built first), an undetected scheme
+        # counts as an entity one; best_metric_for gives the choice once the data is loaded.
+        return self._best_metric(self.config.tag_scheme)
 
-    def _scores(self, predicted: list[list[Any]], actual: list[list[str]]) -> dict[str, Any]:
-        """Per entity under an entity scheme; per tag under none (its tags name no entities)."""
-        return tag_scores(predicted, actual) if self.scheme == "none" else entity_scores(predicted, actual)
+    def best_metric_for(self, data: TaskData) -> tuple[str, bool]:
+        return self._best_metric(data.scheme)
+
+    def _best_metric(self, scheme: str | None) -> tuple[str, bool]:
+        name = self.config.metric_for_best_model or ("accuracy" if scheme == "none" else "f1")
+        return name, name != "loss"
 
     def metric_functions(self, data: TaskData, encoded: Encoded) -> MetricFunctions:
         def compute_metrics(eval_prediction: Any) -> dict[str, float]:
             predicted, actual = _tag_sequences(eval_prediction.predictions, eval_prediction.label_ids, data.labels)
-            scores = self._scores(predicted, actual)
+            scores = _scores(predicted, actual, data.scheme)
             return {name: value for name, value in scores.items() if not isinstance(value, dict)}  # no per-class
 
         return compute_metrics, None
@@ -248,12 +247,12 @@ class TokenClassification(Task):
         # predicted "O" (left out, it would flatter the scores); as no tag under scheme none,
         # where "O" may be no tag at all.
         examples = data.splits[split]
-        missing = None if self.scheme == "none" else "O"
+        missing = None if data.scheme == "none" else "O"
         predicted = encoded.decoding[split].tags(prediction.predictions, data.labels, missing)
         actual = [[data.labels[t] for t in row["tags"]] for row in examples]
         results = dict(prediction.metrics or {})
-        results.update(self._scores(predicted, actual))
-        results["tag_scheme"] = self.scheme
+        results.update(_scores(predicted, actual, data.scheme))
+        results["tag_scheme"] = data.scheme
         results["num_examples"] = len(examples)
         records = [
             {"tokens": row["tokens"], "tags": tags, "predicted": guess}
@@ -291,6 +290,11 @@ def _entity(entity: dict[str, Any]) -> dict[str, Any]:
         "end": int(entity["end"]),
         "score": round(float(entity["score"]), 6),
     }
+
+
+def _scores(predicted: list[list[Any]], actual: list[list[str]], scheme: str | None) -> dict[str, Any]:
+    """Per entity under an entity scheme; per tag under none (its tags name no entities)."""
+    return tag_scores(predicted, actual) if scheme == "none" else entity_scores(predicted, actual)
 
 
 @dataclass

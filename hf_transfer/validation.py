@@ -1,0 +1,180 @@
+"""What can be checked before training, all of it reported together: `hf-transfer validate`.
+
+Each stage runs on its own, so that a problem in one does not hide those of the next: the run
+folder, the data (read and prepared as training will: files, encodings, columns, labels, empty
+rows), the checkpoint's config and tokenizer (no weights), and the strategy against a skeleton
+of the model (its modules, built on the meta device: no memory, no weights). Then a short
+description of the data: rows per split, labels and their counts, lengths in tokens.
+
+A training run describes its data the same way first (`describe`, logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Above this many rows, lengths are measured on a seeded sample (the percentiles barely move).
+LENGTH_SAMPLE = 5000
+
+
+@dataclass
+class Findings:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check(run_cfg: Any, run_dir: Path | None = None) -> Findings:
+    """Every check that needs no training (and no weights), for a validated RunConfig."""
+    from hf_transfer import models, run_folder
+    from hf_transfer.strategies import make_strategy
+    from hf_transfer.tasks import task_class
+
+    findings = Findings()
+    if run_dir is not None:
+        _stage(findings, lambda: run_folder.check_free(run_dir))
+    task = _stage(findings, lambda: task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed))
+    if task is None:
+        return findings
+    with _warnings_into(findings.notes):
+        data = _stage(findings, task.load)
+    if data is not None:
+        findings.problems += problems_of(data)
+    tokenizer = _stage(findings, lambda: _tokenizer(run_cfg, task))
+    if tokenizer is not None:  # the checkpoint's config loads: its modules can be checked
+        strategy = make_strategy(run_cfg.strategy, run_cfg.model, task.new_head, task.peft_task_type)
+        _stage(findings, lambda: strategy.check(skeleton(run_cfg, task, data)))
+    if data is not None:
+        max_length = run_cfg.task.max_length
+        if max_length is None and tokenizer is not None:
+            config = models.load_base_config(run_cfg.model)
+            max_length = models.default_max_length(tokenizer, config)
+        findings.notes = describe(data, tokenizer, max_length) + findings.notes
+    return findings
+
+
+def _stage(findings: Findings, step: Any) -> Any:
+    try:
+        return step()
+    except UserError as err:
+        findings.problems.append(str(err))
+        return None
+
+
+class _warnings_into:
+    """Collect the warnings a step logs (rows dropped, a tag scheme guessed) as notes."""
+
+    def __init__(self, notes: list[str]):
+        self.notes = notes
+        self.handler = logging.Handler(level=logging.WARNING)
+        self.handler.emit = lambda record: self.notes.append(record.getMessage())  # type: ignore[method-assign]
+
+    def __enter__(self) -> None:
+        logging.getLogger("hf_transfer").addHandler(self.handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger("hf_transfer").removeHandler(self.handler)
+
+
+def _tokenizer(run_cfg: Any, task: Any) -> Any:
+    from hf_transfer import models
+
+    family = models.detect_family(models.load_base_config(run_cfg.model), run_cfg.model.family)
+    tokenizer = models.load_tokenizer(run_cfg.model, family)
+    task.adapt_tokenizer(tokenizer, family)
+    return tokenizer
+
+
+def skeleton(run_cfg: Any, task: Any, data: Any | None) -> Any:
+    """The task's model class on the checkpoint's config, on the meta device: the modules a
+    strategy will meet, without weights or memory."""
+    import torch
+    import transformers
+
+    from hf_transfer import models
+
+    # Without data (it failed to load) the head's size is a guess; the base's modules are not.
+    config = models.load_base_config(run_cfg.model, **(task.model_config_kwargs(data) if data else {}))
+    with torch.device("meta"):
+        return getattr(transformers, task.auto_model).from_config(config, trust_remote_code=run_cfg.model.trust_remote_code)
+
+
+def problems_of(data: Any) -> list[str]:
+    """What is wrong with prepared data although each split could be read."""
+    problems = [f"the {name} split has no rows" for name, split in data.splits.items() if len(split) == 0]
+    counts = label_counts(data)
+    if counts:
+        train = counts.get("train", {})
+        for name, split_counts in counts.items():
+            unseen = [label for label, n in split_counts.items() if n and not train.get(label)]
+            if name != "train" and unseen:
+                problems.append(
+                    f"labels {unseen} occur in the {name} split but never in train: the model cannot learn them "
+                    "(add train examples, or drop them with task.drop_labels)"
+                )
+    return problems
+
+
+def label_counts(data: Any) -> dict[str, dict[str, int]]:
+    """Rows per label name in each split, where the rows hold one class label."""
+    from collections import Counter
+
+    from datasets import ClassLabel
+
+    counts = {}
+    for name, split in data.splits.items():
+        feature = split.features.get("label")
+        if isinstance(feature, ClassLabel):
+            found = Counter(list(split["label"]))
+            counts[name] = {label: found.get(i, 0) for i, label in enumerate(feature.names)}
+    return counts
+
+
+def describe(data: Any, tokenizer: Any = None, max_length: int | None = None) -> list[str]:
+    """A few lines about prepared data: rows, labels, tag scheme, lengths in tokens."""
+    lines = ["rows: " + ", ".join(f"{name} {len(split):,}" for name, split in data.splits.items())]
+    for name, counts in label_counts(data).items():
+        total = sum(counts.values()) or 1
+        shares = ", ".join(f"{label} {n:,} ({n / total:.1%})" for label, n in counts.items())
+        lines.append(f"labels ({name}): {shares}")
+    if data.scheme is not None:
+        lines.append(f"tag scheme: {data.scheme}; {len(data.labels)} tags")
+    lengths = token_lengths(data.splits["train"], tokenizer) if tokenizer is not None else []
+    if lengths:
+        import numpy as np
+
+        p50, p90, p99 = np.percentile(lengths, [50, 90, 99]).round().astype(int)
+        line = f"train length in tokens: median {p50}, 90% {p90}, 99% {p99}, longest {max(lengths)}"
+        if max_length is not None:
+            longer = sum(n > max_length for n in lengths) / len(lengths)
+            line += f"; {longer:.1%} longer than max_length {max_length} (cut)"
+        lines.append(line)
+    return lines
+
+
+def token_lengths(split: Any, tokenizer: Any) -> list[int]:
+    """Token counts of a split's inputs (texts, pairs, word lists, questions with contexts)."""
+    if len(split) > LENGTH_SAMPLE:
+        split = split.shuffle(seed=0).select(range(LENGTH_SAMPLE))
+    columns = split.column_names
+
+    def col(name: str) -> list[Any]:
+        return list(split[name])
+
+    if "text" in columns and "text_pair" in columns:
+        encoded = tokenizer(col("text"), col("text_pair"))
+    elif "text" in columns:
+        encoded = tokenizer(col("text"))
+    elif "tokens" in columns:
+        encoded = tokenizer(col("tokens"), is_split_into_words=True)
+    elif {"question", "context"} <= set(columns):
+        encoded = tokenizer(col("question"), col("context"))
+    else:
+        return []
+    return [len(ids) for ids in encoded["input_ids"]]
