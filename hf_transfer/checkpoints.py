@@ -29,7 +29,6 @@ from hf_transfer.run_folder import COMPLETE_CHECKPOINT
 log = logging.getLogger(__name__)
 
 
-
 def _epoch_rng_file(folder: Path, process_index: int) -> Path:
     return folder / f"epoch_rng_state_{process_index}.pt"
 

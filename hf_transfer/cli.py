@@ -77,7 +77,7 @@ def validate(argv: list[str]) -> int:
     args = parse.parse_args(argv)
     with hydra_session(args.config_dir) as hydra:
         (job,) = compose_jobs(hydra, prepare_overrides(hydra, args.overrides))
-    run_dir = None if "${now:" in str(job.config.hydra.run._get_node("dir")._value()) else _hydra_folder(job.config, "hydra.run.dir")
+    run_dir = None if _named_by_time(job.config) else _hydra_folder(job.config, "hydra.run.dir")
     findings = check(job.run, run_dir)
     for note in findings.notes:
         print(f"  {note}")
@@ -164,7 +164,9 @@ def _log_to(log_file: Path) -> Any:
     import logging
 
     root = logging.getLogger()
-    handlers = [logging.StreamHandler(), logging.FileHandler(log_file, encoding="utf-8")] if log_file.parent.is_dir() else []
+    handlers = (
+        [logging.StreamHandler(), logging.FileHandler(log_file, encoding="utf-8")] if log_file.parent.is_dir() else []
+    )
     formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     previous = root.level
     for handler in handlers:
@@ -264,18 +266,25 @@ def _take_run_dir(cfg: Any) -> Path:
     from hf_transfer import run_folder
 
     folder = _hydra_folder(cfg, "hydra.run.dir")
-    if "${now:" in str(cfg.hydra.run._get_node("dir")._value()):
+    if _named_by_time(cfg):
         folder = run_folder.claim_new(folder)
         with open_dict(cfg):
             cfg.hydra.run.dir = str(folder)
+    run_folder.check_free(folder)  # before taking it: an earlier run's folder is left as it is
     run_folder.take(folder)
     try:
-        run_folder.check_free(folder)
+        run_folder.check_free(folder)  # again, now that no other run can start into it
     except UserError:
         run_folder.release(folder)
-        run_folder.discard_unstarted(folder)
         raise
     return folder
+
+
+def _named_by_time(cfg: Any) -> bool:
+    """Whether the run folder's name holds the time it started (the default naming)."""
+    from omegaconf import OmegaConf
+
+    return "${now:" in str(OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir", ""))
 
 
 def _refuse_used_sweep_dir(cfg: Any) -> None:
@@ -336,7 +345,10 @@ def explain_inherited(err: UserError, overrides: list[str], choices: dict[str, A
 
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     option, recipe = choices.get("task"), choices.get("recipe")
-    for key in dict.fromkeys(re.findall(r"\btask\.[a-z_]+(?:\.[a-z_]+)*", str(err))):
+    message = str(err)
+    named = re.finditer(r"\btask\.[a-z_]+(?:\.[a-z_]+)*", message)
+    # A key the message names as the fix (`task.data.encoding=...`) is not one that was inherited.
+    for key in dict.fromkeys(m.group() for m in named if not message.startswith("=", m.end())):
         if option is None or option == task_type or any(key == g or key.startswith(g + ".") for g in given):
             continue
         chosen_by = "you" if "task" in given else (f"recipe {recipe}" if recipe else "the defaults")

@@ -128,7 +128,9 @@ def _parse(overrides: list[str]) -> list[Any]:
         try:
             parsed += parser.parse_overrides([override])
         except HydraException as err:
-            raise UserError(f"cannot read the override {override!r}: {first_line(err)}; {_quoting_hint(override)}") from None
+            raise UserError(
+                f"cannot read the override {override!r}: {first_line(err)}; {_quoting_hint(override)}"
+            ) from None
     return parsed
 
 

@@ -19,7 +19,7 @@ import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from hf_transfer import schema
 from hf_transfer.errors import UserError, did_you_mean, first_line, unknown_choice
@@ -143,7 +143,10 @@ def _check_trainer_ranges(trainer: dict[str, Any]) -> None:
     for key in _NOT_NEGATIVE:
         if isinstance(trainer.get(key), (int, float)) and trainer[key] < 0:
             refuse(key, "0 or more")
-    if isinstance(trainer.get("label_smoothing_factor"), (int, float)) and not 0 <= trainer["label_smoothing_factor"] < 1:
+    if (
+        isinstance(trainer.get("label_smoothing_factor"), (int, float))
+        and not 0 <= trainer["label_smoothing_factor"] < 1
+    ):
         refuse("label_smoothing_factor", "at least 0 and below 1")
     max_steps = trainer.get("max_steps")
     if isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):

@@ -6,7 +6,10 @@ the splits are made is the same for every task; what the columns mean is the tas
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +32,12 @@ _FORMATS = {
     ".txt": "text",
     ".conll": "conll",
 }
+# What a file's name says wins over task.data.format when it names another kind of data (a
+# recipe's `format: conll` is for the recipe's own file, not the .jsonl a user gives instead);
+# .txt says little (plain text, CoNLL, ...) and csv/tsv differ only by delimiter, so there the
+# configured format stands.
+_KINDS = {"csv": "table", "tsv": "table"}
+_ENCODING_EXAMPLES = "e.g. cp1252, latin-1, utf-16"
 
 
 @dataclass
@@ -50,6 +59,8 @@ class DatasetConfig:
     data_files: str | list[str] | dict[str, str | list[str]] | None = None
     # conll: `token ... tag` per line, sentences separated by blank lines -> tokens, tags columns.
     format: Literal["csv", "tsv", "json", "parquet", "text", "conll"] | None = None
+    # The text encoding of local csv, tsv, json, txt and CoNLL files; null: utf-8.
+    encoding: str | None = None
     splits: SplitNames = field(default_factory=SplitNames)
     # Carved from train when the data has no such split, as fractions of all of train.
     validation_fraction: float = 0.1
@@ -69,8 +80,14 @@ class DatasetConfig:
             parse_package_source(self.source, "task.data.source")
         if self.source is None and self.data_files is None:
             raise ValueError("task.data needs a source (hub dataset id, file or folder) or data_files")
+        if self.encoding is not None:
+            check_encoding(self.encoding, "task.data.encoding")
         if not 0 < self.validation_fraction < 1:
             raise ValueError("task.data.validation_fraction must be between 0 and 1")
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+            cap = getattr(self, key)
+            if cap is not None and cap < 1:
+                raise ValueError(f"key 'task.data.{key}' must be at least 1 (or null: all of the split), got {cap}")
         if not 0 <= self.test_fraction < 1 or self.test_fraction + self.validation_fraction >= 1:
             raise ValueError(
                 "task.data.test_fraction must be at least 0 and leave room for training "
@@ -85,11 +102,11 @@ def load_raw(cfg: DatasetConfig) -> DatasetDict:
     source = resolve_source(cfg.source, kind="dataset") if cfg.source else None
     if cfg.data_files is not None:
         base = source if source is not None and source.is_dir() else Path.cwd()
-        raw = _load_files(files_by_split(cfg.data_files, base), cfg.format)
+        raw = _load_files(files_by_split(cfg.data_files, base), cfg.format, cfg.encoding)
     elif source is not None and source.is_file():
-        raw = _load_files({"train": [source]}, cfg.format)
+        raw = _load_files({"train": [source]}, cfg.format, cfg.encoding, key="task.data.source")
     elif source is not None and source.is_dir():
-        raw = _load_folder(source, cfg.format)
+        raw = _load_folder(source, cfg.format, cfg.encoding)
     else:
         raw = _load_hub(cfg)
     return _rename_splits(raw, cfg.splits)
@@ -106,6 +123,12 @@ def make_splits(raw: DatasetDict, cfg: DatasetConfig, seed: int, stratify_by: st
 
     split_seed = cfg.split_seed if cfg.split_seed is not None else seed
     splits = dict(raw)
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise UserError(
+                f"the {name} split has no examples left after checking its rows (empty texts or labels "
+                "are dropped): check the data and task.columns"
+            )
     train = splits["train"]
     stratify = stratify_by if _is_class_label(train, stratify_by) else None
     if cfg.split_mode == "contiguous":
@@ -147,8 +170,15 @@ def require_columns(dataset: Any, columns: dict[str, str | None], split: str) ->
         if column is not None and column not in available:
             raise UserError(
                 f"column '{column}' (key '{key}') is not in the {split} split"
-                f"{did_you_mean(column, available)}; its columns are: {', '.join(available)}"
+                f"{did_you_mean(column, available)}; its columns are: {', '.join(map(shown, available))}"
             )
+
+
+def shown(name: str) -> str:
+    """A column name as a message shows it: as it is, or quoted where it holds line breaks or
+    other invisible characters (a message is one line)."""
+    name = str(name)
+    return name if name.isprintable() and name == name.strip() and name else repr(name)
 
 
 def _split(dataset: Any, fraction: float, seed: int, stratify: str | None, contiguous: bool = False) -> Any:
@@ -196,38 +226,168 @@ def files_by_split(data_files: Any, base: Path) -> dict[str, list[Path]]:
     return files
 
 
-def _load_files(files: dict[str, list[Path]], fmt: str | None) -> DatasetDict:
+def _load_files(
+    files: dict[str, list[Path]], fmt: str | None, encoding: str | None = None, key: str | None = None
+) -> DatasetDict:
+    """Local files by split. `key` is the config key that named them (default:
+    task.data.data_files.SPLIT), for the messages."""
     import datasets
 
-    formats = set()
+    keys = {split: key or f"task.data.data_files.{split}" for split in files}
+    formats = {}
     for split, paths in files.items():
         for path in paths:
-            if not path.exists():
-                raise UserError(f"data file '{path}' (task.data.data_files.{split}) does not exist")
-            formats.add(fmt or _format_of(path))
-    if len(formats) > 1:
-        raise UserError(f"data files mix formats {sorted(formats)}; convert them to one, or set task.data.format")
-    (builder,) = formats
+            _check_data_file(path, keys[split])
+            formats[path] = format_for(path, fmt) or _format_of(path)
+            if fmt is not None and formats[path] != fmt:
+                log.info(
+                    "reading '%s' as %s, as its name says (task.data.format=%s applies to files whose names "
+                    "say no other format)", path, formats[path], fmt,
+                )  # fmt: skip
+    if len(set(formats.values())) > 1:
+        raise UserError(
+            f"data files mix formats {sorted(set(formats.values()))}; convert them to one, or set task.data.format"
+        )
+    (builder,) = set(formats.values())
     if builder == "conll":
-        return datasets.DatasetDict({split: read_conll(paths) for split, paths in files.items()})
+        return datasets.DatasetDict({split: read_conll(paths, encoding, keys[split]) for split, paths in files.items()})
+    textual = builder != "parquet"
+    utf8 = codecs.lookup(encoding or "utf-8").name == "utf-8"
     kwargs: dict[str, Any] = {}
     if builder == "tsv":
         builder, kwargs["delimiter"] = "csv", "\t"
+    if builder == "csv":
+        # pandas would take a first column without a header (a trailing delimiter on each row)
+        # for an index and shift every column left by one: the texts would be the labels.
+        kwargs["index_col"] = False
     if builder == "text":
         kwargs["keep_linebreaks"] = True  # line breaks are part of a text's shape
+    if textual and encoding is not None and builder != "json":
+        kwargs["encoding"] = encoding
+    if builder == "json" and utf8:
+        # datasets hands utf-8 JSON to pyarrow undecoded, which keeps invalid bytes and fails
+        # only when a row is read: check the bytes here.
+        for split, paths in files.items():
+            for path in paths:
+                _refuse_undecodable(path, encoding, keys[split])
     # Each split on its own: a test file whose labels are -1 must not be cast to train's types.
     loaded = {}
     for split, paths in files.items():
         names = [str(p) for p in paths]
+        transcode = builder == "json" and not utf8
         try:
-            loaded[split] = datasets.load_dataset(builder, data_files={split: names}, split=split, **kwargs)
-        except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
-            cause = err.__cause__ or err
-            raise UserError(f"could not read the {split} data {names} as {builder}: {cause}") from None
+            with (
+                _quiet_reader_errors(),
+                _as_utf8(paths, encoding, keys[split]) if transcode else contextlib.nullcontext(paths) as readable,
+            ):
+                loaded[split] = datasets.load_dataset(
+                    builder, data_files={split: [str(p) for p in readable]}, split=split, **kwargs
+                )
+        except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as err:
+            if textual:
+                for path in paths:  # a decoding error: say where, whatever datasets made of it
+                    _refuse_undecodable(path, encoding, keys[split])
+            if "corresponds to no data" in str(err):
+                raise _no_rows(paths, keys[split]) from None
+            cause = first_line(err.__cause__ or err)
+            raise UserError(f"could not read the {split} data {names} ({keys[split]}) as {builder}: {cause}") from None
+        if len(loaded[split]) == 0:
+            raise _no_rows(paths, keys[split])
     return datasets.DatasetDict(loaded)
 
 
-def read_conll(paths: list[Path]) -> Any:
+@contextlib.contextmanager
+def _as_utf8(paths: list[Path], encoding: str | None, key: str) -> Iterator[list[Path]]:
+    """utf-8 copies of JSON files in another encoding, in a temporary folder (not next to the
+    data): datasets' JSON reader parses a JSON array before it decodes anything, and cuts JSON
+    lines at newline bytes (not characters, in utf-16). The rows land in datasets' cache."""
+    import io
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hf-transfer-json-") as folder:
+        copies = []
+        for number, path in enumerate(paths):
+            name = path.name.lower()
+            copy = Path(folder) / f"{number}.{'jsonl' if '.jsonl' in name else 'json'}"
+            try:
+                with (
+                    _open_binary(path) as raw,
+                    io.TextIOWrapper(raw, encoding=encoding) as source,
+                    copy.open("w", encoding="utf-8") as target,
+                ):
+                    shutil.copyfileobj(source, target, 1 << 20)
+            except UnicodeDecodeError:
+                _refuse_undecodable(path, encoding, key)
+                raise  # pragma: no cover - the scan finds what the copy found
+            copies.append(copy)
+        yield copies
+
+
+class _ReaderFailure(logging.Filter):
+    """datasets' readers log "Failed to read file ..." before they raise; the raise becomes our one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and str(record.msg).startswith("Failed to "))
+
+
+@contextlib.contextmanager
+def _quiet_reader_errors() -> Iterator[None]:
+    loggers = [
+        logging.getLogger(f"datasets.packaged_modules.{name}.{name}") for name in ("csv", "json", "text", "parquet")
+    ]
+    quiet = _ReaderFailure()
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
+def format_for(path: Path, configured: str | None) -> str | None:
+    """The format `path` is read in: task.data.format (`configured`), unless the file's name
+    names another kind of data (see _KINDS); with no format set, what the name says (None:
+    it says nothing)."""
+    named = format_from_name(path.name)
+    if configured is None or named is None or named == "text":
+        return configured or named
+    return configured if _KINDS.get(named, named) == _KINDS.get(configured, configured) else named
+
+
+def _check_data_file(path: Path, key: str) -> None:
+    """A data file that exists, is a file, can be read and holds something."""
+    if path.is_dir():
+        raise UserError(
+            f"data file '{path}' ({key}) is a folder: name a file in it, or give the folder as "
+            "task.data.source (with files named after their splits: train.csv, test.csv, ...)"
+        )
+    if not path.exists():
+        raise UserError(f"data file '{path}' ({key}) does not exist")
+    if not path.is_file():  # a pipe would block the reader, a socket cannot be read
+        raise UserError(f"data file '{path}' ({key}) is not a regular file: give a file")
+    try:
+        with _open_binary(path) as stream:
+            first = stream.read(1)
+    except PermissionError:
+        raise UserError(
+            f"data file '{path}' ({key}) cannot be read: permission denied (give your user read "
+            "permission: chmod u+r FILE)"
+        ) from None
+    except (OSError, EOFError, ValueError) as err:  # not a file, a broken archive
+        raise UserError(f"data file '{path}' ({key}) cannot be read: {first_line(err)}") from None
+    if not first:
+        raise UserError(f"data file '{path}' ({key}) is empty: put the data in it, or leave it out")
+
+
+def _no_rows(paths: list[Path], key: str) -> UserError:
+    if len(paths) == 1:
+        return UserError(f"data file '{paths[0]}' ({key}) has no rows (a header only?): add rows, or leave it out")
+    return UserError(f"data files {[str(p) for p in paths]} ({key}) have no rows (headers only?): add rows")
+
+
+def read_conll(paths: list[Path], encoding: str | None = None, key: str = "task.data.source") -> Any:
     """CoNLL-style files: `token [...] tag` per line (first and last fields, tab or space
     separated), sentences separated by blank or whitespace-only lines; -DOCSTART- lines skipped.
     """
@@ -238,35 +398,46 @@ def read_conll(paths: list[Path]) -> Any:
     for path in paths:
         tokens_now: list[str] = []
         tags_now: list[str] = []
-        for number, line in enumerate(_open_text(path), 1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if tokens_now:
-                    sentences.append(tokens_now)
-                    tags.append(tags_now)
-                    tokens_now, tags_now = [], []
-                continue
-            if len(fields) < 2:
-                raise UserError(f"{path}, line {number}: expected `token tag`, got {line.strip()!r}")
-            tokens_now.append(fields[0])
-            tags_now.append(fields[-1])
+        try:
+            for number, line in enumerate(_open_text(path, encoding), 1):
+                fields = line.split()
+                if not fields or fields[0] == "-DOCSTART-":
+                    if tokens_now:
+                        sentences.append(tokens_now)
+                        tags.append(tags_now)
+                        tokens_now, tags_now = [], []
+                    continue
+                if len(fields) < 2:
+                    raise UserError(f"{path}, line {number}: expected `token tag`, got {line.strip()!r}")
+                tokens_now.append(fields[0])
+                tags_now.append(fields[-1])
+        except UnicodeDecodeError:
+            _refuse_undecodable(path, encoding, key)
+            raise  # pragma: no cover - the scan finds what the reader found
         if tokens_now:
             sentences.append(tokens_now)
             tags.append(tags_now)
     return datasets.Dataset.from_dict({"tokens": sentences, "tags": tags})
 
 
-def _open_text(path: Path) -> Any:
+def _open_binary(path: Path) -> Any:
     import bz2
     import gzip
     import lzma
 
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
-    with opener(path, "rt", encoding="utf-8") as stream:
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    return opener(path, "rb")
+
+
+def _open_text(path: Path, encoding: str | None = None) -> Any:
+    import io
+
+    # utf-8-sig reads utf-8 and drops a byte-order mark, which would otherwise start the first token.
+    with io.TextIOWrapper(_open_binary(path), encoding=encoding or "utf-8-sig") as stream:
         yield from stream
 
 
-def _load_folder(folder: Path, fmt: str | None) -> DatasetDict:
+def _load_folder(folder: Path, fmt: str | None, encoding: str | None = None) -> DatasetDict:
     """A folder of files named after their splits (train.csv, test.jsonl, ...)."""
     files: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
@@ -278,7 +449,148 @@ def _load_folder(folder: Path, fmt: str | None) -> DatasetDict:
             f"folder '{folder}' holds no train/validation/test files; "
             "name its files after their splits (train.csv, ...) or set task.data.data_files"
         )
-    return _load_files(files, fmt)
+    return _load_files(files, fmt, encoding, key="task.data.source")
+
+
+# -- text encodings ---------------------------------------------------------------------
+def check_encoding(name: str, key: str) -> None:
+    """Refuse an encoding name Python does not know."""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise UserError(
+            f"unknown text encoding '{name}' ({key}); give one Python knows ({_ENCODING_EXAMPLES})"
+        ) from None
+
+
+def decode_text(data: bytes, encoding: str | None, what: str, fix: str) -> str:
+    """`data` decoded (utf-8 by default, a byte-order mark dropped), or a UserError naming
+    `what` (e.g. "input file 'x.csv' (--file)"), the first byte that cannot be decoded (offset,
+    line), a guess at the encoding and `fix` with it: fix.format(encoding=GUESS)."""
+    try:
+        return data.decode(encoding or "utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        sample = data[max(0, err.start - (1 << 19)) : err.start + (1 << 19)]
+        raise _undecodable(what, encoding, err.start, data[err.start], line, sample, fix) from None
+
+
+def _refuse_undecodable(path: Path, encoding: str | None, key: str) -> None:
+    """Raise the decoding message for a data file that is not text in `encoding`, if it is not."""
+    problem = _first_undecodable(path, encoding)
+    if problem is not None:
+        compressed = path.suffix.lower() in {".gz", ".bz2", ".xz"}
+        where = f"data file '{path}' ({key}){' uncompressed' if compressed else ''}"
+        raise _undecodable(where, encoding, *problem, "set task.data.encoding={encoding}")
+
+
+def _first_undecodable(
+    path: Path, encoding: str | None, chunk_size: int = 1 << 20
+) -> tuple[int, int, int, bytes] | None:
+    """(offset, byte value, line number, a sample of the bytes around it) of the first byte of
+    the file that `encoding` cannot decode; None when it all decodes (or cannot be read: that is
+    reported elsewhere)."""
+    decoder = codecs.getincrementaldecoder(encoding or "utf-8-sig")()
+    fed = newlines = 0
+    previous = b""
+    try:
+        with _open_binary(path) as stream:
+            while True:
+                chunk = stream.read(chunk_size)
+                try:
+                    decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as err:
+                    # err.object: what the decoder held back from the last chunk, then this one.
+                    held = len(err.object) - len(chunk)
+                    offset = fed - held + err.start
+                    line = newlines - err.object.count(b"\n", 0, held) + err.object.count(b"\n", 0, err.start) + 1
+                    joined = previous + chunk
+                    at = len(joined) - len(err.object) + err.start
+                    return offset, err.object[err.start], line, joined[max(0, at - (1 << 19)) : at + (1 << 19)]
+                except UnicodeError:  # utf-16 or utf-32 without a byte-order mark: read as a stream, Python needs one
+                    head = (previous + chunk)[: 1 << 20]
+                    return 0, head[0] if head else 0, 1, head
+                if not chunk:
+                    return None
+                fed += len(chunk)
+                newlines += chunk.count(b"\n")
+                previous = chunk
+    except (OSError, EOFError, ValueError):
+        return None
+
+
+def _undecodable(
+    what: str, encoding: str | None, offset: int, byte: int, line: int, sample: bytes, fix: str
+) -> UserError:
+    name = encoding or "utf-8"
+    # Lines are counted by newline bytes: not in the utf-16/32 family.
+    where = "" if codecs.lookup(name).name.startswith(("utf-16", "utf-32")) else f" (line {line})"
+    if codecs.lookup(name).name in ("utf-16", "utf-32") and not sample.startswith(
+        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    ):
+        where = f" (no byte-order mark: name the byte order, {name}-le or {name}-be)"
+    guess = guess_encoding(sample, name)
+    advice = (
+        f"it looks like {guess}: {fix.format(encoding=guess)} (or the file's own encoding)"
+        if guess
+        else f"{fix.format(encoding='ENCODING')} with the file's encoding ({_ENCODING_EXAMPLES})"
+    )
+    return UserError(f"{what} is not valid {name} text: byte 0x{byte:02x} at offset {offset}{where}; {advice}")
+
+
+_LATIN_ALPHABETS = {
+    "Basic Latin", "Latin-1 Supplement", "Latin Extended-A", "Latin Extended-B", "Latin Extended Additional",
+    "General Punctuation", "Control character", "Currency Symbols", "Spacing Modifier Letters",
+    "Letterlike Symbols",
+}  # fmt: skip
+_CENTRAL_EUROPEAN = {"Polish", "Czech", "Slovak", "Hungarian", "Croatian", "Slovene", "Romanian"}
+
+
+def guess_encoding(sample: bytes, failed: str) -> str | None:
+    """A likely encoding of `sample` other than `failed`, or None: a byte-order mark; utf-8;
+    charset_normalizer's guess where it is installed and the text is in a non-Latin script
+    (its guesses among the Latin code pages are unreliable on the few accented letters of
+    mostly-English data); else cp1252 (Windows' Western European, a superset of latin-1's
+    printable characters) or latin-1."""
+    failed = codecs.lookup(failed).name
+    candidates = []
+    for mark, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
+        if sample.startswith(mark):
+            candidates.append(name)
+            break
+    if len(sample) >= 4 and not candidates:  # utf-16 without a mark: ASCII text has a zero byte in every pair
+        even, odd = sample[0::2], sample[1::2]
+        if odd.count(0) > len(odd) * 0.3 and even.count(0) < len(even) * 0.05:
+            candidates.append("utf-16-le")
+        elif even.count(0) > len(even) * 0.3 and odd.count(0) < len(odd) * 0.05:
+            candidates.append("utf-16-be")
+    if _decodes(sample, "utf-8"):
+        candidates.append("utf-8")
+    if sum(byte > 127 for byte in sample) >= 8:
+        try:
+            import charset_normalizer
+
+            best = charset_normalizer.from_bytes(sample[: 1 << 20]).best()
+        except Exception:  # noqa: BLE001 - a guess only; any failure means no guess
+            best = None
+        if best is not None:
+            latin = set(best.alphabets) <= _LATIN_ALPHABETS
+            if not latin or best.language in _CENTRAL_EUROPEAN:
+                candidates.append(best.encoding)
+    candidates += ["cp1252", "latin-1"]
+    for name in candidates:
+        if codecs.lookup(name).name != failed and _decodes(sample, name):
+            return name
+    return None
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        codecs.getincrementaldecoder(encoding)().decode(data)  # a sample may end inside a character
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _load_hub(cfg: DatasetConfig) -> DatasetDict:

@@ -33,7 +33,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def unknown_choice(what: str, value: str, choices: Iterable[str], key: str | None = None, hint: str = "") -> UserError:
-    """"unknown WHAT 'value' [in key 'KEY'] (did you mean ...?); choose one of: ...[HINT]"."""
+    """ "unknown WHAT 'value' [in key 'KEY'] (did you mean ...?); choose one of: ...[HINT]"."""
     choices = sorted(str(c) for c in choices)
     where = f" in key '{key}'" if key else ""
     return UserError(

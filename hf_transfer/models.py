@@ -67,6 +67,7 @@ def _check_model_folder(folder: Path, pretrained: bool) -> None:
             "into it again, or set model.pretrained=false to start from random weights"
         )
 
+
 # model_type values of decoder-only (GPT-like) architectures; others are told by their
 # `architectures` entry, and `model.family` settles any doubt.
 DECODER_TYPES = {

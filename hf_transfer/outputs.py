@@ -236,5 +236,7 @@ def class_balance_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(f"  minority class  '{name}' ({share:.0%} of {split}): F1 {row['f1']:.4f}")
     missed = never_predicted(results)
     if missed:
-        lines.append(f"  WARNING         never predicted on {split}: {', '.join(missed)} (try task.class_weights=balanced)")
+        lines.append(
+            f"  WARNING         never predicted on {split}: {', '.join(missed)} (try task.class_weights=balanced)"
+        )
     return lines

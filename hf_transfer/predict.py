@@ -22,10 +22,12 @@ import io
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_transfer.errors import CommandParser, UserError, first_line
+from hf_transfer.data import check_encoding, decode_text, shown
+from hf_transfer.errors import CommandParser, UserError, did_you_mean, first_line
 from hf_transfer.tasks import TASKS, task_class
 
 if TYPE_CHECKING:
@@ -38,24 +40,54 @@ def parser() -> argparse.ArgumentParser:
         description="Predict with a run folder or a hub model; writes one JSON line per input.",
     )
     parse.add_argument("model", help="a run folder, or a model id on the hub")
-    parse.add_argument("texts", nargs="*", help="texts (questions, for QA) to predict; else --file, else stdin")
+    parse.add_argument(
+        "texts",
+        nargs="*",
+        help="texts (questions, for QA) to predict, before or after the options; else --file, else stdin",
+    )
     parse.add_argument("-f", "--file", help="a .txt (one text per line), .csv/.tsv or .jsonl file; - for stdin")
-    parse.add_argument("--column", default="text", help="the text column or key of a csv/jsonl file (text)")
-    parse.add_argument("--pair-column", default="text_pair", help="the second text of a pair, where present")
+    parse.add_argument(
+        "--column",
+        help="the text column or key of a csv/tsv/jsonl file (default: the run's own, task.columns.text in its "
+        "config.yaml; else text)",
+    )
+    parse.add_argument(
+        "--pair-column",
+        help="the second text of a pair, where present (default: the run's task.columns.text_pair; else text_pair)",
+    )
+    parse.add_argument("--encoding", help="the text encoding of --file or standard input (default: utf-8)")
+    parse.add_argument(
+        "--skip-empty",
+        action="store_true",
+        help="leave out empty texts (by default they are predicted, with a warning naming their lines)",
+    )
     parse.add_argument("--context", help="question answering: the context for questions given as arguments")
-    parse.add_argument("--max-new-tokens", type=int, help="causal LM: tokens to generate (default: the run's, or 40)")
+    parse.add_argument(
+        "--max-new-tokens", type=_positive_int, help="causal LM: tokens to generate (default: the run's, or 40)"
+    )
     parse.add_argument("-o", "--output", help="write JSON lines here instead of standard output")
-    parse.add_argument("--batch-size", type=int, default=32)
+    parse.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per batch (32)")
     parse.add_argument("--revision", help="a branch, tag or commit of a hub model")
     parse.add_argument("--device", help="cpu, cuda, cuda:1...; default: a GPU when there is one")
     return parse
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return number
+
+
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    records = list(_read_records(args))  # input mistakes are found before the model loads
-    if not records:
-        raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
+    # Intermixed: texts may come after options (`predict RUN --batch-size 8 "a text"`).
+    args = parser().parse_intermixed_args(argv)
+    if args.encoding is not None:
+        check_encoding(args.encoding, "--encoding")
+    records = _inputs(args)  # input mistakes are found before the model loads
     task, settings = run_task(args.model, args.revision)
     records = task.prediction_inputs(records, args.context)
     if args.max_new_tokens is not None:
@@ -72,62 +104,137 @@ def main(argv: list[str]) -> int:
 
 
 # -- inputs -------------------------------------------------------------------------------
-def _read_records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+@dataclass
+class _Input:
+    record: dict[str, Any]
+    where: str  # "line 3", "argument 2": for messages about it
+
+
+def _inputs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The records to predict; empty texts are warned about (and kept) or, with --skip-empty, left out."""
+    inputs = list(_read_inputs(args))
+    empty = [i for i in inputs if _is_empty(i.record)]
+    if empty:
+        source = "arguments" if args.texts else ("standard input" if args.file in (None, "-") else args.file)
+        places = ", ".join(i.where for i in empty[:10]) + (", ..." if len(empty) > 10 else "")
+        several = len(empty) > 1
+        if args.skip_empty:
+            inputs = [i for i in inputs if not _is_empty(i.record)]
+            print(
+                f"hf-transfer predict: left out {len(empty)} empty text{'s' if several else ''} ({source}: {places})",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"hf-transfer predict: warning: {len(empty)} empty text{'s' if several else ''} ({source}: {places}): "
+                f"predicted like the others; --skip-empty leaves {'them' if several else 'it'} out",
+                file=sys.stderr,
+            )
+    if not inputs:
+        raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
+    return [i.record for i in inputs]
+
+
+def _is_empty(record: dict[str, Any]) -> bool:
+    text = record.get("text", record.get("question"))
+    return not isinstance(text, str) or not text.strip()
+
+
+def _read_inputs(args: argparse.Namespace) -> Iterator[_Input]:
     if args.texts:
-        yield from ({"text": text} for text in args.texts)
+        yield from (_Input({"text": text}, f"argument {n}") for n, text in enumerate(args.texts, 1))
         return
     if args.file in (None, "-"):
         if args.file is None and sys.stdin.isatty():
             raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
-        yield from _lines(sys.stdin)
+        stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        if stream is None:  # a text stream with no bytes underneath
+            text = sys.stdin.read()
+        else:
+            text = decode_text(stream.read(), args.encoding, "standard input", "add --encoding {encoding}")
+        yield from _lines(text)
         return
     path = Path(args.file)
+    if path.is_dir():
+        raise UserError(f"input file '{path}' (--file) is a folder: give a .txt, .csv, .tsv or .jsonl file")
     if not path.is_file():
         raise UserError(f"input file '{path}' (--file) does not exist")
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise UserError(f"input file '{path}' (--file) cannot be read: permission denied") from None
+    except OSError as err:
+        raise UserError(f"input file '{path}' (--file) cannot be read: {first_line(err)}") from None
+    text = decode_text(data, args.encoding, f"input file '{path}' (--file)", "add --encoding {encoding}")
     name = path.name.lower()
-    with path.open(encoding="utf-8") as stream:
-        if name.endswith((".csv", ".tsv")):
-            yield from _table(stream, path, args, "\t" if name.endswith(".tsv") else ",")
-        elif name.endswith((".jsonl", ".json")):
-            yield from _json_lines(stream, path, args)
-        else:
-            yield from _lines(stream)
+    if name.endswith((".csv", ".tsv")):
+        yield from _table(text, path, _Columns(args), "\t" if name.endswith(".tsv") else ",")
+    elif name.endswith((".jsonl", ".json")):
+        yield from _json_lines(text, path, _Columns(args))
+    else:
+        yield from _lines(text)
 
 
-def _lines(stream: io.TextIOBase) -> Iterator[dict[str, Any]]:
-    for line in stream:
-        if line.strip():
-            yield {"text": line.rstrip("\n")}
+def _lines(text: str) -> Iterator[_Input]:
+    """One text per line; blank lines at the end are no inputs (blank lines between are: empty texts)."""
+    lines = [line.rstrip("\n") for line in io.StringIO(text, newline=None)]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    yield from (_Input({"text": line}, f"line {n}") for n, line in enumerate(lines, 1))
 
 
-def _table(stream: io.TextIOBase, path: Path, args: argparse.Namespace, delimiter: str) -> Iterator[dict[str, Any]]:
-    reader = csv.DictReader(stream, delimiter=delimiter)
-    columns = reader.fieldnames or []
-    if args.column not in columns and not {"question", "context"} <= set(columns):
-        raise UserError(f"column '{args.column}' (--column) is not in {path}; its columns are: {', '.join(columns)}")
+class _Columns:
+    """The text and pair columns of a file: --column and --pair-column, else the run's own
+    (task.columns in its config.yaml), else text and text_pair."""
+
+    def __init__(self, args: argparse.Namespace):
+        run_columns: dict[str, Any] = {}
+        if args.column is None or args.pair_column is None:
+            found = task_config(args.model, args.revision).get("columns")
+            run_columns = found if isinstance(found, dict) else {}
+        self.text = args.column or run_columns.get("text") or "text"
+        self.pair = args.pair_column or run_columns.get("text_pair") or "text_pair"
+        # Where the name came from, for messages.
+        self.key = (
+            "--column" if args.column or not run_columns.get("text") else "the run's task.columns.text; or --column"
+        )
+
+
+def _table(text: str, path: Path, columns: _Columns, delimiter: str) -> Iterator[_Input]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    names = reader.fieldnames or []
+    if columns.text not in names and not {"question", "context"} <= set(names):
+        raise UserError(
+            f"column '{columns.text}' ({columns.key}) is not in {path}{did_you_mean(columns.text, names)}; "
+            f"its columns are: {', '.join(map(shown, names)) or '(none)'}"
+        )
     for row in reader:
-        yield _record(row, args)
+        yield _Input(_record(row, columns), f"line {reader.line_num}")
 
 
-def _json_lines(stream: io.TextIOBase, path: Path, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(stream, 1):
+def _json_lines(text: str, path: Path, columns: _Columns) -> Iterator[_Input]:
+    for number, line in enumerate(io.StringIO(text, newline=None), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}, line {number}: not JSON ({err.msg})") from None
-        if not isinstance(row, dict) or (args.column not in row and not {"question", "context"} <= set(row)):
-            raise UserError(f"{path}, line {number}: no key '{args.column}' (--column)")
-        yield _record(row, args)
+        if not isinstance(row, dict) or (columns.text not in row and not {"question", "context"} <= set(row)):
+            raise UserError(f"{path}, line {number}: no key '{columns.text}' ({columns.key})")
+        record = _record(row, columns)
+        for key, value in record.items():
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"{path}, line {number}: key '{key}' holds {value!r}, not a text")
+        yield _Input(record, f"line {number}")
 
 
-def _record(row: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    if args.column not in row:  # question answering: question and context
-        return {"question": row["question"], "context": row["context"]}
-    record = {"text": row[args.column]}
-    if row.get(args.pair_column) not in (None, ""):
-        record["text_pair"] = row[args.pair_column]
+def _record(row: dict[str, Any], columns: _Columns) -> dict[str, Any]:
+    if columns.text not in row:  # question answering: question and context
+        return {key: row[key] if row[key] is not None else "" for key in ("question", "context")}
+    record = {"text": row[columns.text] if row[columns.text] is not None else ""}  # null, a missing cell: empty
+    if row.get(columns.pair) not in (None, ""):
+        record["text_pair"] = row[columns.pair]
     return record
 
 
@@ -136,19 +243,65 @@ def run_task(model: str, revision: str | None = None) -> tuple[type[Task], dict[
     """The task class a model was trained for and the settings it predicts with: from the run's
     config.yaml and metrics.json (in the run folder, or pushed with it), else, for a model no
     hf_transfer run made, from its architecture's name."""
-    import yaml
-
+    _refuse_unfinished_run(model)
     if Path(model).exists() and not (Path(model) / "config.json").exists():
         raise UserError(f"'{model}' holds no model (no config.json): give a finished run folder")
-    config_file = _run_file(model, "config.yaml", revision)
-    task_config = ((yaml.safe_load(config_file.read_text()) or {}).get("task") or {}) if config_file else {}
-    task_type = task_config.get("type")
+    config = task_config(model, revision)
+    task_type = config.get("type")
     if task_type not in TASKS:
         task_type = _task_of_architecture(model, revision)
     metrics_file = _run_file(model, "metrics.json", revision)
     metrics = json.loads(metrics_file.read_text()) if metrics_file else {}
     task = task_class(task_type)
-    return task, task.prediction_settings(task_config, metrics)
+    return task, task.prediction_settings(config, metrics)
+
+
+def _refuse_unfinished_run(model: str) -> None:
+    from hf_transfer import run_folder
+
+    folder = Path(model)
+    if folder.is_dir() and run_folder.state(folder) == "incomplete":
+        raise UserError(f"'{model}' is not a finished run: {run_folder.resume_hint(folder)}")
+
+
+def task_config(model: str, revision: str | None = None) -> dict[str, Any]:
+    """The `task` section of the run's config.yaml (in the run folder, or pushed with it), or {}
+    for a model no hf_transfer run made."""
+    import yaml
+
+    _refuse_missing_folder(model)
+    _refuse_unfinished_run(model)
+    config_file = _run_file(model, "config.yaml", revision)
+    if config_file is None:
+        return {}
+    loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    section = loaded.get("task") if isinstance(loaded, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def _refuse_missing_folder(model: str) -> None:
+    """A model that is meant as a folder and is not there: not a question for the hub. A hub id
+    is NAME or ORG/NAME; a path starts with . / or ~, has more parts, or lies in a folder that
+    exists here (runs/NAME)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return
+    parent = path.parent
+    meant_as_path = (
+        model.startswith((".", "/", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or model.endswith("/")
+        or (str(parent) not in ("", ".") and parent.is_dir())
+    )
+    if not meant_as_path:
+        return
+    if not parent.is_dir():
+        raise UserError(
+            f"run folder '{model}' does not exist (nor does its folder '{parent}'): give a finished run folder"
+        )
+    hint = did_you_mean(path.name, [p.name for p in parent.iterdir() if p.is_dir()])
+    raise UserError(f"run folder '{model}' does not exist{hint}: give a finished run folder, or a hub model id")
 
 
 def _task_of_architecture(model: str, revision: str | None) -> str:

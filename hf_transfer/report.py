@@ -51,7 +51,9 @@ def incomplete_row(run: Path, root: Path) -> dict[str, Any]:
 
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
     checkpoint = run_folder.last_complete_checkpoint(run)
-    progress = f"incomplete: step {run_folder.checkpoint_step(checkpoint)}" if checkpoint else "incomplete: no checkpoint"
+    progress = (
+        f"incomplete: step {run_folder.checkpoint_step(checkpoint)}" if checkpoint else "incomplete: no checkpoint"
+    )
     return {
         **dict.fromkeys(COLUMNS),
         "run": str(run.relative_to(root)) if run != root else run.name,

@@ -251,9 +251,7 @@ def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole:
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
-    return models.load_model(
-        run_cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data)
-    )
+    return models.load_model(run_cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data))
 
 
 def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:

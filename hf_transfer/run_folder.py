@@ -75,6 +75,8 @@ def prepare(path: str | Path, resume: bool = False) -> Path:
     """Take the run folder for this run: a free one, or with `resume`, one whose run did not
     finish. Returns its absolute path."""
     folder = Path(path).expanduser().resolve()
+    if not resume:
+        check_free(folder, key="output folder")  # before taking it: an earlier run's folder stays as it is
     take(folder)
     try:
         if not resume:

@@ -115,7 +115,6 @@ def build_trainer(
         callbacks.append(_tensorboard_callback(folder / "tensorboard"))
     compute_metrics, preprocess_logits = task.metric_functions(data, encoded)
     validation = encoded.inputs["validation"]
-    groups = strategy.parameter_groups
     return TransferTrainer(
         model=model,
         args=args,

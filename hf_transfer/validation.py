@@ -102,7 +102,9 @@ def skeleton(run_cfg: Any, task: Any, data: Any | None) -> Any:
     # Without data (it failed to load) the head's size is a guess; the base's modules are not.
     config = models.load_base_config(run_cfg.model, **(task.model_config_kwargs(data) if data else {}))
     with torch.device("meta"):
-        return getattr(transformers, task.auto_model).from_config(config, trust_remote_code=run_cfg.model.trust_remote_code)
+        return getattr(transformers, task.auto_model).from_config(
+            config, trust_remote_code=run_cfg.model.trust_remote_code
+        )
 
 
 def problems_of(data: Any) -> list[str]:

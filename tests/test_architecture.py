@@ -131,7 +131,9 @@ def test_a_new_task_is_one_module_and_one_yaml(tmp_path):
     shutil.copytree(PACKAGE, copy / "hf_transfer", ignore=shutil.ignore_patterns("__pycache__"))
     conf = PACKAGE.parent / "conf"
     shutil.copytree(conf, copy / "hf_transfer" / "conf", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(PACKAGE.parent / "recipes", copy / "hf_transfer" / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        PACKAGE.parent / "recipes", copy / "hf_transfer" / "recipes", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (copy / "hf_transfer" / "tasks" / "sentence_pairs.py").write_text(
         "from dataclasses import dataclass\n"
         "from typing import Literal\n"

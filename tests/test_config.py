@@ -44,7 +44,9 @@ def test_a_blank_task_asks_for_the_data_and_the_shipped_ones_build_on_it():
 
 
 def test_the_run_is_named_after_the_users_data():
-    assert compose(["task=text_classification", "task.data.source=/data/support-tickets.csv"])["name"] == "support-tickets"
+    assert (
+        compose(["task=text_classification", "task.data.source=/data/support-tickets.csv"])["name"] == "support-tickets"
+    )
     assert compose(["task.data.source=/data/tickets.csv", "name=mine"])["name"] == "mine"
     assert compose(["recipe=bert_sentiment"])["name"] == "bert_sentiment"
 

@@ -8,7 +8,7 @@ import json
 import random
 
 import pytest
-from conftest import NEGATIVE, POSITIVE, TEST_RECIPES, checkpoints  # noqa: F401 (fixture)
+from conftest import NEGATIVE, POSITIVE, TEST_RECIPES
 
 from hf_transfer.cli import main
 
@@ -70,7 +70,41 @@ def test_a_recipe_value_that_fails_on_ones_own_data_says_where_it_came_from(chec
 def test_drop_labels_null_means_none(checkpoints, tmp_path, monkeypatch):
     source = write_rows(tmp_path / "t.csv", tickets(60, spam_share=0.5))
     monkeypatch.chdir(tmp_path)
-    assert main(own_data_run(checkpoints["bert"], source, tmp_path, "trainer.max_steps=1", "task.drop_labels=null")) == 0
+    assert (
+        main(own_data_run(checkpoints["bert"], source, tmp_path, "trainer.max_steps=1", "task.drop_labels=null")) == 0
+    )
 
 
 assert TEST_RECIPES.is_dir()
+
+
+def test_each_blank_task_trains_on_a_file_of_ones_own(checkpoints, tmp_path, monkeypatch):
+    """README's one-command starts, one per task type, on files the test writes."""
+    from test_question_answering import example as qa_example
+    from test_token_classification import sentence as tagged_sentence
+    from test_token_classification import write_conll
+
+    rng = random.Random(0)
+    write_conll(tmp_path / "tagged.conll", [tagged_sentence(rng) for _ in range(60)])
+    (tmp_path / "squad_style.jsonl").write_text("".join(json.dumps(qa_example(rng, i)) + "\n" for i in range(60)))
+    (tmp_path / "notes.txt").write_text("".join(f"note {i}: the movie was good\n" for i in range(80)))
+    pairs = [{"premise": f"a {w}", "hypothesis": f"the {w}", "label": "same" if i % 2 else "other"}
+             for i, w in enumerate(POSITIVE * 8)]  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    monkeypatch.chdir(tmp_path)
+    runs = {
+        "tagged": ["task=token_classification", "task.data.source=tagged.conll"],
+        "squad_style": ["task=question_answering", "task.data.source=squad_style.jsonl"],
+        "notes": ["task=causal_lm", f"model.source={checkpoints['gpt2']}", "task.data.source=notes.txt"],
+        "pairs": [
+            "task=text_classification",
+            "task.data.source=pairs.jsonl",
+            "task.columns.text=premise",
+            "task.columns.text_pair=hypothesis",
+        ],  # fmt: skip
+    }
+    for name, argv in runs.items():
+        model = [] if any(a.startswith("model.source") for a in argv) else [f"model.source={checkpoints['bert']}"]
+        assert main([*model, *argv, "trainer.max_steps=2", "trainer.use_cpu=true"]) == 0, name
+        (folder,) = (tmp_path / "runs" / name).iterdir()  # named after the data
+        assert json.loads((folder / "metrics.json").read_text())["task"] == argv[0].split("=")[1]

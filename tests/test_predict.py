@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from conftest import cli_env, compose_tiny
 from transformers import pipeline
 
 from hf_transfer.cli import main
+from hf_transfer.predict import parser
 from hf_transfer.run import run
 
 TEXTS = ["the movie was good", "awful plot", "a wonderful film and great acting", "it was boring"]
@@ -91,9 +93,125 @@ def test_mistakes(capsys, run_folder, argv, message):
 
 def test_a_missing_column_is_named(capsys, run_folder, tmp_path):
     table = tmp_path / "reviews.csv"
-    table.write_text("id,review\n1,good\n")
+    table.write_text("id,body\n1,good\n")
+    # The default is the run's own text column (task.columns.text: review); the message says so.
     code, _, err = predict(capsys, str(run_folder), "-f", str(table))
-    assert code == 2 and "column 'text' (--column) is not in" in err and "id, review" in err
+    assert code == 2 and "column 'review' (the run's task.columns.text; or --column) is not in" in err
+    assert "id, body" in err and len(err.strip().splitlines()) == 1
+    code, _, err = predict(capsys, str(run_folder), "-f", str(table), "--column", "text")
+    assert code == 2 and "column 'text' (--column) is not in" in err
+
+
+def test_the_runs_own_columns_are_the_default(capsys, run_folder, expected, tmp_path):
+    """The run was trained on column `review`: a file with that column needs no --column."""
+    table = tmp_path / "reviews.csv"
+    table.write_text("id,review\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(TEXTS)))
+    check(predict(capsys, str(run_folder), "-f", str(table))[1], expected)
+    records = tmp_path / "reviews.jsonl"
+    records.write_text("".join(json.dumps({"review": t}) + "\n" for t in TEXTS))
+    check(predict(capsys, str(run_folder), "-f", str(records))[1], expected)
+    assert "task.columns.text" in parser().format_help()
+
+
+def test_a_pair_runs_columns_are_the_default(capsys, checkpoints, data_dir, tmp_path):
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "task.data.source=null",
+                       f"task.data.data_files={data_dir / 'pairs.csv'}", "task.columns.text=premise",
+                       "task.columns.text_pair=hypothesis", "task.columns.label=label",
+                       "trainer.num_train_epochs=1")  # fmt: skip
+    folder = run(cfg, output_dir=tmp_path / "run").folder
+    pairs = [("good film", "great film"), ("good film", "awful film")]
+    table = tmp_path / "pairs.csv"
+    table.write_text("hypothesis,premise\n" + "".join(f"{b},{a}\n" for a, b in pairs))
+    code, lines, _ = predict(capsys, str(folder), "-f", str(table))
+    assert code == 0 and [(line["text"], line["text_pair"]) for line in lines] == pairs
+    alone = pipeline("text-classification", model=str(folder))([{"text": a, "text_pair": b} for a, b in pairs])
+    assert [line["score"] for line in lines] == pytest.approx([p["score"] for p in alone], abs=1e-5)
+
+
+def test_a_latin1_file_is_refused_with_the_encoding_to_give(capsys, run_folder, expected, tmp_path):
+    texts = ["the café was good", "awful plot"]
+    table = tmp_path / "reviews.csv"
+    table.write_bytes(("review\n" + "\n".join(texts) + "\n").encode("latin-1"))
+    code, lines, err = predict(capsys, str(run_folder), "-f", str(table))
+    assert code == 2 and not lines and len(err.strip().splitlines()) == 1
+    # "review\nthe caf" is 14 bytes: é is byte 14 (from 0), on line 2.
+    assert f"input file '{table}' (--file) is not valid utf-8 text: byte 0xe9 at offset 14 (line 2)" in err
+    assert "--encoding cp1252" in err
+    code, lines, _ = predict(capsys, str(run_folder), "-f", str(table), "--encoding", "cp1252")
+    assert code == 0 and [line["text"] for line in lines] == texts
+    code, _, err = predict(capsys, str(run_folder), "-f", str(table), "--encoding", "klingon")
+    assert code == 2 and "unknown text encoding 'klingon' (--encoding)" in err
+
+
+def test_latin1_on_standard_input(capsys, monkeypatch, run_folder):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("good\ncafé\n".encode("latin-1"))))
+    code, _, err = predict(capsys, str(run_folder))
+    assert code == 2 and "standard input is not valid utf-8 text: byte 0xe9 at offset 8 (line 2)" in err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("good\ncafé\n".encode("latin-1"))))
+    code, lines, _ = predict(capsys, str(run_folder), "--encoding", "latin-1")
+    assert code == 0 and [line["text"] for line in lines] == ["good", "café"]
+
+
+def test_empty_texts_are_predicted_with_a_warning_or_left_out(capsys, run_folder, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("good film\n\n   \nawful plot\n\n\n")  # blank lines at the end are no inputs
+    code, lines, err = predict(capsys, str(run_folder), "-f", str(source))
+    assert code == 0 and [line["text"] for line in lines] == ["good film", "", "   ", "awful plot"]
+    assert all(line["label"] in ("neg", "pos") for line in lines)  # one output per input line
+    assert f"2 empty texts ({source}: line 2, line 3)" in err and "--skip-empty" in err
+    code, lines, _ = predict(capsys, str(run_folder), "-f", str(source), "--skip-empty")
+    assert code == 0 and [line["text"] for line in lines] == ["good film", "awful plot"]
+    table = tmp_path / "reviews.csv"
+    table.write_text('id,review\n1,good film\n2,""\n3\n4,awful plot\n')  # row 3 has no review cell
+    code, lines, err = predict(capsys, str(run_folder), "-f", str(table))
+    assert code == 0 and [line["text"] for line in lines] == ["good film", "", "", "awful plot"]
+    assert "2 empty texts" in err and "line 3, line 4" in err
+    code, lines, _ = predict(capsys, str(run_folder), "-f", str(table), "--skip-empty")
+    assert [line["text"] for line in lines] == ["good film", "awful plot"]
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n")
+    code, _, err = predict(capsys, str(run_folder), "-f", str(blank), "--skip-empty")
+    assert code == 2 and "no texts to predict" in err
+
+
+def test_texts_after_options(capsys, run_folder, expected):
+    code, lines, _ = predict(capsys, str(run_folder), "--batch-size", "3", *TEXTS)
+    assert code == 0
+    check(lines, expected)
+    code, lines, _ = predict(capsys, str(run_folder), TEXTS[0], "--batch-size", "2", *TEXTS[1:])
+    assert code == 0
+    check(lines, expected)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_batch_size_below_one_is_refused(capsys, run_folder, value):
+    code, lines, err = predict(capsys, str(run_folder), "--batch-size", value, "good")
+    assert code == 2 and not lines and len(err.strip().splitlines()) == 1
+    assert f"argument --batch-size: must be a whole number of at least 1, got '{value}'" in err
+
+
+def test_a_run_folder_that_does_not_exist(capsys, run_folder, monkeypatch, tmp_path):
+    (tmp_path / "runs" / "bert_sentiment").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    for model, message in [
+        ("runs/bert_sentimnt", "run folder 'runs/bert_sentimnt' does not exist (did you mean 'bert_sentiment'?)"),
+        ("./nope", "run folder './nope' does not exist"),
+        ("elsewhere/runs/x", "run folder 'elsewhere/runs/x' does not exist (nor does its folder 'elsewhere/runs')"),
+    ]:
+        code, _, err = predict(capsys, model, "good")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    # ORG/NAME with no folder ORG here is a hub id: asked of the hub (offline in the tests).
+    code, _, err = predict(capsys, "someorg/somemodel", "good")
+    assert code == 2 and "could not load 'someorg/somemodel'" in err and "does not exist" not in err
+
+
+def test_input_files_that_cannot_be_read(capsys, run_folder, tmp_path):
+    code, _, err = predict(capsys, str(run_folder), "-f", str(tmp_path))
+    assert code == 2 and "(--file) is a folder" in err
+    records = tmp_path / "texts.jsonl"
+    records.write_text(json.dumps({"review": 5}) + "\n")
+    code, _, err = predict(capsys, str(run_folder), "-f", str(records))
+    assert code == 2 and f"{records}, line 1: key 'text' holds 5, not a text" in err
 
 
 def test_a_folder_without_a_model(capsys, tmp_path):
@@ -177,3 +295,14 @@ def test_generation(capsys, checkpoints, tmp_path):
     for line in lines:
         alone = generate(line["text"], max_new_tokens=5, do_sample=False, return_full_text=False)
         assert line["generated_text"] == alone[0]["generated_text"]
+
+
+def test_an_empty_prompt_is_refused_or_left_out(capsys, checkpoints, tmp_path):
+    (tmp_path / "train.txt").write_text("the movie was really good\n" * 40)
+    folder = tiny_run(checkpoints["gpt2"], tmp_path, tmp_path, "task=tiny_text")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the movie\n\nit was\n")
+    code, _, err = predict(capsys, str(folder), "--file", str(prompts), "--max-new-tokens", "2")
+    assert code == 2 and "input 2: an empty prompt" in err and "Traceback" not in err
+    code, lines, _ = predict(capsys, str(folder), "--file", str(prompts), "--max-new-tokens", "2", "--skip-empty")
+    assert code == 0 and [line["text"] for line in lines] == ["the movie", "it was"]

@@ -99,7 +99,7 @@ def test_a_checkpoint_written_halfway_is_not_resumed_from(checkpoints, data_dir,
     assert run_folder.checkpoint_step(run_folder.last_complete_checkpoint(folder)) < run_folder.checkpoint_step(last)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir, tmp_path):
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir, tmp_path, capfd):
     folder = tmp_path / "run"
     argv = [*tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=100000", "trainer.save_strategy=no",
             "trainer.eval_strategy=no", "trainer.load_best_model_at_end=false", "trainer.per_device_train_batch_size=2"),
@@ -126,6 +126,13 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir,
     code = subprocess.run([sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path),
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert code.returncode == 2 and "hf-transfer resume" in code.stderr and "Traceback" not in code.stderr
+    capfd.readouterr()
+    for command in (["predict", str(folder), "a text"], ["push", str(folder), "--repo-id", "me/x"]):
+        with pytest.raises(SystemExit) as refused:
+            main(command)
+        err = capfd.readouterr().err
+        assert refused.value.code == 2 and "not a finished run" in err, command
+        assert f"resume it with: hf-transfer resume {folder.resolve()}" in err or f"hf-transfer resume {folder}" in err
 
 
 def test_two_runs_into_one_folder_the_second_is_refused(checkpoints, data_dir, tmp_path):
@@ -191,7 +198,9 @@ def test_resume_from_checkpoint_as_a_trainer_key_points_to_the_resume_command():
 def test_files_get_the_users_umask(checkpoints, data_dir, tmp_path):
     previous = os.umask(0o022)
     try:
-        folder = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=1"), output_dir=tmp_path / "r").folder
+        folder = run(
+            compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=1"), output_dir=tmp_path / "r"
+        ).folder
     finally:
         os.umask(previous)
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644

@@ -312,6 +312,12 @@ def test_pos_tags_are_scored_per_tag(checkpoints, pos_data, tmp_path, caplog):
     words = [(p, g) for r in records for p, g in zip(r["predicted"], r["tags"])]
     assert test["accuracy"] == pytest.approx(sum(p == g for p, g in words) / len(words))
     assert test["accuracy"] > 0.8 and test["f1_macro"] > 0.5
+    # Prediction gives a tag per word, as the run did (not entity groups of invented types).
+    from hf_transfer.predict import load_predictor
+
+    predicted = list(load_predictor(str(result.folder)).predict([{"text": " ".join(r["tokens"])} for r in records], 8))
+    assert [p["tags"] for p in predicted] == [r["predicted"] for r in records]
+    assert [p["tokens"] for p in predicted] == [r["tokens"] for r in records]
 
 
 def test_pos_words_cut_off_by_max_length_are_missed_not_o(checkpoints, pos_data, tmp_path):

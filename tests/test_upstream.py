@@ -88,7 +88,9 @@ def test_the_trainer_hands_the_step_item_count_to_the_task_loss(checkpoints, dat
 
     def recording(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
-            calls.append((int(inputs["labels"].numel()), None if num_items_in_batch is None else int(num_items_in_batch)))
+            calls.append(
+                (int(inputs["labels"].numel()), None if num_items_in_batch is None else int(num_items_in_batch))
+            )
         return original(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     cfg = compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=2", "trainer.gradient_accumulation_steps=2",

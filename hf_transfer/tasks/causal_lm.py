@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from hf_transfer.data import DatasetConfig, files_by_split, format_from_name, require_columns
+from hf_transfer.data import DatasetConfig, files_by_split, format_for, require_columns
 from hf_transfer.errors import UserError
 from hf_transfer.models import CAUSAL_LM_ENDINGS
 from hf_transfer.tasks.base import (
@@ -85,11 +85,9 @@ class CausalLM(Task):
     # -- data ---------------------------------------------------------------------------
     def _rows_are_lines(self) -> bool:
         data = self.config.data
-        if data.format is not None:
-            return data.format == "text"
         files = files_by_split(data.data_files or {}, Path())
         names = [data.source or ""] + [str(path) for paths in files.values() for path in paths]
-        return any(format_from_name(name.split("#")[0]) == "text" for name in names if name)
+        return any(format_for(Path(name.split("#")[0]), data.format) == "text" for name in names if name)
 
     def prepare(self, raw: DatasetDict) -> TaskData:
         from datasets import DatasetDict
@@ -237,6 +235,16 @@ class CausalLM(Task):
         return {"max_new_tokens": generation.get("max_new_tokens", Generation.max_new_tokens)}
 
     @classmethod
+    def prediction_inputs(cls, records: list[dict[str, Any]], context: str | None) -> list[dict[str, Any]]:
+        for number, record in enumerate(records, 1):
+            if not record["text"].strip():
+                raise UserError(
+                    f"input {number}: an empty prompt: a causal LM needs text to continue "
+                    "(--skip-empty leaves empty inputs out)"
+                )
+        return records
+
+    @classmethod
     def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Any:
         pipe = load_pipeline(cls.pipeline_task, model, revision, device)
         # Batched generation continues every row from its last token: pad on the left.
@@ -275,7 +283,9 @@ def token_loss_sums(logits: Any, labels: Any) -> Any:
     targets = labels[:, 1:]
     sums = torch.stack(
         [
-            torch.nn.functional.cross_entropy(row_logits[:-1].float(), row_targets, ignore_index=IGNORED, reduction="sum")
+            torch.nn.functional.cross_entropy(
+                row_logits[:-1].float(), row_targets, ignore_index=IGNORED, reduction="sum"
+            )
             for row_logits, row_targets in zip(logits, targets)
         ]
     )

@@ -176,7 +176,12 @@ class QuestionAnswering(Task):
         results.update(squad_scores(answers, examples))
         results["num_examples"] = len(examples)
         records = [
-            {"id": row["id"], "question": row["question"], "answer": answers[row["id"]], "answers": row["answers"]["text"]}
+            {
+                "id": row["id"],
+                "question": row["question"],
+                "answer": answers[row["id"]],
+                "answers": row["answers"]["text"],
+            }
             for row in examples
         ]
         return results, records

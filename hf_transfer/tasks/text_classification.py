@@ -301,7 +301,9 @@ class TextClassification(Task):
             values = (counts.sum() / (num_labels * counts)).tolist()
         else:
             if len(weights) != num_labels:
-                raise UserError(f"task.class_weights has {len(weights)} weights for {num_labels} labels ({label_names})")
+                raise UserError(
+                    f"task.class_weights has {len(weights)} weights for {num_labels} labels ({label_names})"
+                )
             values = list(weights)
         log.info("class weights: %s", ", ".join(f"{n}={w:.4f}" for n, w in zip(label_names, values)))
         return values

@@ -269,8 +269,17 @@ class TokenClassification(Task):
 
     # -- prediction with a trained model -------------------------------------------------
     @classmethod
+    def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        recorded = [metrics.get(split) for split in ("test", "validation") if isinstance(metrics.get(split), dict)]
+        scheme = next((r["tag_scheme"] for r in recorded if r.get("tag_scheme")), task_config.get("tag_scheme"))
+        return {"tag_scheme": scheme}
+
+    @classmethod
     def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Any:
-        return EntityPredictor(settings, load_pipeline(cls.pipeline_task, model, revision, device))
+        pipe = load_pipeline(cls.pipeline_task, model, revision, device)
+        if settings.get("tag_scheme") == "none":  # plain tags (POS) name no entities: a tag per word
+            return TagPredictor(settings, pipe)
+        return EntityPredictor(settings, pipe)
 
 
 class EntityPredictor(PipelinePredictor):
@@ -280,6 +289,30 @@ class EntityPredictor(PipelinePredictor):
         texts = [r["text"] for r in chunk]
         outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
         return [{"entities": [_entity(e) for e in entities]} for entities in outputs]
+
+
+class TagPredictor(PipelinePredictor):
+    """{"tokens": [...], "tags": [...]}: the text split into words at spaces, as the run's
+    words were, and each word's tag from its first sub-token, as the run scored them."""
+
+    def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        import torch
+
+        model, tokenizer = self.pipe.model, self.pipe.tokenizer
+        words = [r["text"].split() for r in chunk]
+        encoded = tokenizer(words, is_split_into_words=True, truncation=True, padding=True, return_tensors="pt")
+        inputs = {k: v.to(model.device) for k, v in encoded.items() if k in tokenizer.model_input_names}
+        with torch.no_grad():
+            predicted = model(**inputs).logits.argmax(-1).cpu()
+        names = model.config.id2label
+        records = []
+        for i, tokens in enumerate(words):
+            first = {}
+            for position, word in enumerate(encoded.word_ids(i)):
+                if word is not None and word not in first:
+                    first[word] = names[int(predicted[i, position])]
+            records.append({"tokens": tokens, "tags": [first.get(w) for w in range(len(tokens))]})
+        return records
 
 
 def _entity(entity: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +372,7 @@ def detect_tag_scheme(tags: list[str]) -> tuple[str, str]:
 
 
 def _prefix(tag: str) -> str | None:
-    """"O" for O, X for an X-TYPE tag with X one of B, I, E, S ("B" for B-geo-loc), else None."""
+    """ "O" for O, X for an X-TYPE tag with X one of B, I, E, S ("B" for B-geo-loc), else None."""
     if tag == "O":
         return "O"
     head, dash, kind = tag.partition("-")
