@@ -14,9 +14,10 @@ from hf_transfer.run import run
 
 def test_report_shows_each_runs_recorded_headline_and_the_unfinished_ones(checkpoints, data_dir, tmp_path, capsys):
     root = tmp_path / "runs"
-    full = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=2"), output_dir=root / "full").folder
+    full = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=2", "task.metric_for_best_model=accuracy"),
+               output_dir=root / "full").folder  # fmt: skip
     macro = run(compose_tiny(checkpoints["bert"], data_dir, "strategy=head_only", "trainer.max_steps=2",
-                             "task.metric_for_best_model=f1_macro"), output_dir=root / "head").folder  # fmt: skip
+                             "task.metric_for_best_model=loss"), output_dir=root / "head").folder  # fmt: skip
     unfinished = run(compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "trainer.max_steps=2"),
                      output_dir=root / "lora").folder  # fmt: skip
     (unfinished / run_folder.COMPLETE).unlink()
@@ -27,7 +28,7 @@ def test_report_shows_each_runs_recorded_headline_and_the_unfinished_ones(checkp
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in table[2:]}
     assert set(rows) == {"full", "head", "lora"}
-    for name, folder, metric in (("full", full, "accuracy"), ("head", macro, "f1_macro")):
+    for name, folder, metric in (("full", full, "accuracy"), ("head", macro, "loss")):
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["best_metric"]["name"] == metric
         assert rows[name][5] == metric

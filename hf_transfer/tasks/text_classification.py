@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METRICS = {
-    "single_label": ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"),
+    # The first of each is the default best-model metric: macro-F1 for single labels, as accuracy
+    # hides a class that is never predicted on imbalanced data.
+    "single_label": ("f1_macro", "accuracy", "precision_macro", "recall_macro", "loss"),
     "multi_label": ("f1_micro", "f1_macro", "subset_accuracy", "loss"),
     "regression": ("mse", "mae", "pearson", "spearman", "loss"),
 }
@@ -90,7 +92,7 @@ class TextClassificationConfig:
     class_weights: Literal["balanced"] | list[float] | None = None
     # Extra `evaluate` metrics: a hub name, a local path, or {path, name, kwargs}.
     metrics: list[str | dict[str, Any]] = field(default_factory=list)
-    # Default: accuracy (single label), f1_micro (multi-label), mse (regression).
+    # Default: f1_macro (single label), f1_micro (multi-label), mse (regression).
     metric_for_best_model: str | None = None
 
     def __post_init__(self) -> None:
