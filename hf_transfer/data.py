@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hf_transfer.encodings import check_encoding, open_binary, refuse_undecodable
 from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ _FORMATS = {
 # .txt says little (plain text, CoNLL, ...) and csv/tsv differ only by delimiter, so there the
 # configured format stands.
 _KINDS = {"csv": "table", "tsv": "table"}
-_ENCODING_EXAMPLES = "e.g. cp1252, latin-1, utf-16"
 
 
 @dataclass
@@ -269,7 +269,7 @@ def _load_files(
         # only when a row is read: check the bytes here.
         for split, paths in files.items():
             for path in paths:
-                _refuse_undecodable(path, encoding, keys[split])
+                refuse_undecodable(path, encoding, keys[split])
     # Each split on its own: a test file whose labels are -1 must not be cast to train's types.
     loaded = {}
     for split, paths in files.items():
@@ -286,7 +286,7 @@ def _load_files(
         except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as err:
             if textual:
                 for path in paths:  # a decoding error: say where, whatever datasets made of it
-                    _refuse_undecodable(path, encoding, keys[split])
+                    refuse_undecodable(path, encoding, keys[split])
             if "corresponds to no data" in str(err):
                 raise _no_rows(paths, keys[split]) from None
             cause = first_line(err.__cause__ or err)
@@ -312,13 +312,13 @@ def _as_utf8(paths: list[Path], encoding: str | None, key: str) -> Iterator[list
             copy = Path(folder) / f"{number}.{'jsonl' if '.jsonl' in name else 'json'}"
             try:
                 with (
-                    _open_binary(path) as raw,
+                    open_binary(path) as raw,
                     io.TextIOWrapper(raw, encoding=encoding) as source,
                     copy.open("w", encoding="utf-8") as target,
                 ):
                     shutil.copyfileobj(source, target, 1 << 20)
             except UnicodeDecodeError:
-                _refuse_undecodable(path, encoding, key)
+                refuse_undecodable(path, encoding, key)
                 raise  # pragma: no cover - the scan finds what the copy found
             copies.append(copy)
         yield copies
@@ -368,7 +368,7 @@ def _check_data_file(path: Path, key: str) -> None:
     if not path.is_file():  # a pipe would block the reader, a socket cannot be read
         raise UserError(f"data file '{path}' ({key}) is not a regular file: give a file")
     try:
-        with _open_binary(path) as stream:
+        with open_binary(path) as stream:
             first = stream.read(1)
     except PermissionError:
         raise UserError(
@@ -412,7 +412,7 @@ def read_conll(paths: list[Path], encoding: str | None = None, key: str = "task.
                 tokens_now.append(fields[0])
                 tags_now.append(fields[-1])
         except UnicodeDecodeError:
-            _refuse_undecodable(path, encoding, key)
+            refuse_undecodable(path, encoding, key)
             raise  # pragma: no cover - the scan finds what the reader found
         if tokens_now:
             sentences.append(tokens_now)
@@ -420,20 +420,11 @@ def read_conll(paths: list[Path], encoding: str | None = None, key: str = "task.
     return datasets.Dataset.from_dict({"tokens": sentences, "tags": tags})
 
 
-def _open_binary(path: Path) -> Any:
-    import bz2
-    import gzip
-    import lzma
-
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
-    return opener(path, "rb")
-
-
 def _open_text(path: Path, encoding: str | None = None) -> Any:
     import io
 
     # utf-8-sig reads utf-8 and drops a byte-order mark, which would otherwise start the first token.
-    with io.TextIOWrapper(_open_binary(path), encoding=encoding or "utf-8-sig") as stream:
+    with io.TextIOWrapper(open_binary(path), encoding=encoding or "utf-8-sig") as stream:
         yield from stream
 
 
@@ -450,147 +441,6 @@ def _load_folder(folder: Path, fmt: str | None, encoding: str | None = None) -> 
             "name its files after their splits (train.csv, ...) or set task.data.data_files"
         )
     return _load_files(files, fmt, encoding, key="task.data.source")
-
-
-# -- text encodings ---------------------------------------------------------------------
-def check_encoding(name: str, key: str) -> None:
-    """Refuse an encoding name Python does not know."""
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        raise UserError(
-            f"unknown text encoding '{name}' ({key}); give one Python knows ({_ENCODING_EXAMPLES})"
-        ) from None
-
-
-def decode_text(data: bytes, encoding: str | None, what: str, fix: str) -> str:
-    """`data` decoded (utf-8 by default, a byte-order mark dropped), or a UserError naming
-    `what` (e.g. "input file 'x.csv' (--file)"), the first byte that cannot be decoded (offset,
-    line), a guess at the encoding and `fix` with it: fix.format(encoding=GUESS)."""
-    try:
-        return data.decode(encoding or "utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        sample = data[max(0, err.start - (1 << 19)) : err.start + (1 << 19)]
-        raise _undecodable(what, encoding, err.start, data[err.start], line, sample, fix) from None
-
-
-def _refuse_undecodable(path: Path, encoding: str | None, key: str) -> None:
-    """Raise the decoding message for a data file that is not text in `encoding`, if it is not."""
-    problem = _first_undecodable(path, encoding)
-    if problem is not None:
-        compressed = path.suffix.lower() in {".gz", ".bz2", ".xz"}
-        where = f"data file '{path}' ({key}){' uncompressed' if compressed else ''}"
-        raise _undecodable(where, encoding, *problem, "set task.data.encoding={encoding}")
-
-
-def _first_undecodable(
-    path: Path, encoding: str | None, chunk_size: int = 1 << 20
-) -> tuple[int, int, int, bytes] | None:
-    """(offset, byte value, line number, a sample of the bytes around it) of the first byte of
-    the file that `encoding` cannot decode; None when it all decodes (or cannot be read: that is
-    reported elsewhere)."""
-    decoder = codecs.getincrementaldecoder(encoding or "utf-8-sig")()
-    fed = newlines = 0
-    previous = b""
-    try:
-        with _open_binary(path) as stream:
-            while True:
-                chunk = stream.read(chunk_size)
-                try:
-                    decoder.decode(chunk, final=not chunk)
-                except UnicodeDecodeError as err:
-                    # err.object: what the decoder held back from the last chunk, then this one.
-                    held = len(err.object) - len(chunk)
-                    offset = fed - held + err.start
-                    line = newlines - err.object.count(b"\n", 0, held) + err.object.count(b"\n", 0, err.start) + 1
-                    joined = previous + chunk
-                    at = len(joined) - len(err.object) + err.start
-                    return offset, err.object[err.start], line, joined[max(0, at - (1 << 19)) : at + (1 << 19)]
-                except UnicodeError:  # utf-16 or utf-32 without a byte-order mark: read as a stream, Python needs one
-                    head = (previous + chunk)[: 1 << 20]
-                    return 0, head[0] if head else 0, 1, head
-                if not chunk:
-                    return None
-                fed += len(chunk)
-                newlines += chunk.count(b"\n")
-                previous = chunk
-    except (OSError, EOFError, ValueError):
-        return None
-
-
-def _undecodable(
-    what: str, encoding: str | None, offset: int, byte: int, line: int, sample: bytes, fix: str
-) -> UserError:
-    name = encoding or "utf-8"
-    # Lines are counted by newline bytes: not in the utf-16/32 family.
-    where = "" if codecs.lookup(name).name.startswith(("utf-16", "utf-32")) else f" (line {line})"
-    if codecs.lookup(name).name in ("utf-16", "utf-32") and not sample.startswith(
-        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-    ):
-        where = f" (no byte-order mark: name the byte order, {name}-le or {name}-be)"
-    guess = guess_encoding(sample, name)
-    advice = (
-        f"it looks like {guess}: {fix.format(encoding=guess)} (or the file's own encoding)"
-        if guess
-        else f"{fix.format(encoding='ENCODING')} with the file's encoding ({_ENCODING_EXAMPLES})"
-    )
-    return UserError(f"{what} is not valid {name} text: byte 0x{byte:02x} at offset {offset}{where}; {advice}")
-
-
-_LATIN_ALPHABETS = {
-    "Basic Latin", "Latin-1 Supplement", "Latin Extended-A", "Latin Extended-B", "Latin Extended Additional",
-    "General Punctuation", "Control character", "Currency Symbols", "Spacing Modifier Letters",
-    "Letterlike Symbols",
-}  # fmt: skip
-_CENTRAL_EUROPEAN = {"Polish", "Czech", "Slovak", "Hungarian", "Croatian", "Slovene", "Romanian"}
-
-
-def guess_encoding(sample: bytes, failed: str) -> str | None:
-    """A likely encoding of `sample` other than `failed`, or None: a byte-order mark; utf-8;
-    charset_normalizer's guess where it is installed and the text is in a non-Latin script
-    (its guesses among the Latin code pages are unreliable on the few accented letters of
-    mostly-English data); else cp1252 (Windows' Western European, a superset of latin-1's
-    printable characters) or latin-1."""
-    failed = codecs.lookup(failed).name
-    candidates = []
-    for mark, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
-        if sample.startswith(mark):
-            candidates.append(name)
-            break
-    if len(sample) >= 4 and not candidates:  # utf-16 without a mark: ASCII text has a zero byte in every pair
-        even, odd = sample[0::2], sample[1::2]
-        if odd.count(0) > len(odd) * 0.3 and even.count(0) < len(even) * 0.05:
-            candidates.append("utf-16-le")
-        elif even.count(0) > len(even) * 0.3 and odd.count(0) < len(odd) * 0.05:
-            candidates.append("utf-16-be")
-    if _decodes(sample, "utf-8"):
-        candidates.append("utf-8")
-    if sum(byte > 127 for byte in sample) >= 8:
-        try:
-            import charset_normalizer
-
-            best = charset_normalizer.from_bytes(sample[: 1 << 20]).best()
-        except Exception:  # noqa: BLE001 - a guess only; any failure means no guess
-            best = None
-        if best is not None:
-            latin = set(best.alphabets) <= _LATIN_ALPHABETS
-            if not latin or best.language in _CENTRAL_EUROPEAN:
-                candidates.append(best.encoding)
-    candidates += ["cp1252", "latin-1"]
-    for name in candidates:
-        if codecs.lookup(name).name != failed and _decodes(sample, name):
-            return name
-    return None
-
-
-def _decodes(data: bytes, encoding: str) -> bool:
-    try:
-        codecs.getincrementaldecoder(encoding)().decode(data)  # a sample may end inside a character
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _load_hub(cfg: DatasetConfig) -> DatasetDict:

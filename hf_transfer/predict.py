@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_transfer.data import check_encoding, decode_text, shown
+from hf_transfer.data import shown
+from hf_transfer.encodings import check_encoding, decode_text
 from hf_transfer.errors import CommandParser, UserError, did_you_mean, first_line
 from hf_transfer.tasks import TASKS, task_class
 

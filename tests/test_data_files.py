@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from hf_transfer.compose import compose
 from hf_transfer.config import validate
-from hf_transfer.data import DatasetConfig, guess_encoding, load_raw
+from hf_transfer.data import DatasetConfig, load_raw
+from hf_transfer.encodings import guess_encoding
 from hf_transfer.errors import UserError
 from hf_transfer.run import run
 from hf_transfer.tasks import task_class
