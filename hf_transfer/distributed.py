@@ -79,9 +79,9 @@ def check_strategy(args: Any, strategy: Any) -> None:
 
 
 def _sharding_wrapper(args: Any) -> str | None:
-    if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+    if getattr(args, "deepspeed", None) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         return "DeepSpeed"
-    if args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+    if getattr(args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         return "FSDP"
     return None
 
@@ -119,11 +119,21 @@ def describe(trainer: Any) -> dict[str, Any]:
 
 
 def check_wrapped(trainer: Any) -> None:
-    """Across processes the model must be wrapped (DDP, FSDP, DeepSpeed): else ranks diverge."""
+    """Across processes the model must be wrapped (DDP, FSDP, DeepSpeed): else ranks diverge.
+    And FSDP asked for must be what wraps it: accelerate picks FSDP for GPU-type devices only,
+    and on CPUs quietly wraps in DDP instead (every process then holds the whole model)."""
     if trainer.args.world_size > 1 and trainer.model_wrapped is trainer.model and not _is_fsdp_module(trainer.model):
         raise RuntimeError(
             f"{trainer.args.world_size} processes, but the model was not wrapped for distributed training: "
             "each process would train alone and their weights would diverge"
+        )
+    if _sharding_wrapper(trainer.args) == "FSDP" and not (
+        _is_fsdp_module(trainer.model) or _is_fsdp_module(trainer.model_wrapped)
+    ):
+        raise UserError(
+            f"FSDP was asked for (trainer.fsdp or the accelerate config), but the model was wrapped as "
+            f"{type(trainer.model_wrapped).__name__}: accelerate runs FSDP on GPUs only. On CPUs, drop the FSDP "
+            "settings (the processes then train under DDP)"
         )
 
 

@@ -456,3 +456,18 @@ def test_token_classification_and_qa_under_ddp_as_in_one_process(checkpoints, tm
     assert {k: two["test"][k] for k in scores} == pytest.approx({k: single.metrics["test"][k] for k in scores})
     records = (tmp_path / "two" / "predictions_test.jsonl").read_text()
     assert records == (single.folder / "predictions_test.jsonl").read_text()
+
+
+def test_fsdp_asked_for_on_cpus_is_refused_not_quietly_ddp(checkpoints, data_dir, tmp_path):
+    """Without a GPU, accelerate wraps an FSDP launch in DDP: the run says so and stops."""
+    launch = ["--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "1", "--mixed_precision", "no",
+              "--fsdp_sync_module_states", "false", "--fsdp_cpu_ram_efficient_loading", "false",
+              "--main_process_port", str(_free_port())]  # fmt: skip
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=1"), f"hydra.run.dir={tmp_path / 'run'}",
+            "trainer.use_cpu=true"]  # fmt: skip
+    done = accelerate_launch(tmp_path, launch, argv)
+    # The process ends with our one line and status 2; the launcher then reports a failed child.
+    assert done.returncode != 0 and "exitcode: 2" in done.stderr, done.stderr[-2000:]
+    assert (
+        "hf-transfer: error: FSDP was asked for" in done.stderr and "accelerate runs FSDP on GPUs only" in done.stderr
+    )
