@@ -15,11 +15,13 @@ from conftest import ROOT, cli_env
 def outer_dependency_dirs() -> list[str]:
     """Where the interpreter running the tests finds its packages (torch, transformers, hydra...):
     its sys.path as its site set it up (a virtual environment's own site-packages, or the system's,
-    with the folders their .pth files add), less the checkout."""
+    with the folders their .pth files add), less the checkout's own source folders (a venv made
+    inside the checkout, as `.venv`, is kept: its site-packages hold the dependencies)."""
+    source = {ROOT, ROOT / "tests", ROOT / "hf_transfer"}
     dirs = []
     for entry in sys.path:
         path = Path(entry or ".").resolve()
-        if path.is_dir() and path != ROOT and ROOT not in path.parents:
+        if path.is_dir() and path not in source:
             dirs.append(str(path))
     return list(dict.fromkeys(dirs))
 
