@@ -8,7 +8,7 @@ import json
 import random
 
 import pytest
-from conftest import NEGATIVE, POSITIVE, TEST_RECIPES
+from conftest import NEGATIVE, POSITIVE
 
 from hf_transfer.cli import main
 
@@ -74,8 +74,6 @@ def test_drop_labels_null_means_none(checkpoints, tmp_path, monkeypatch):
         main(own_data_run(checkpoints["bert"], source, tmp_path, "trainer.max_steps=1", "task.drop_labels=null")) == 0
     )
 
-
-assert TEST_RECIPES.is_dir()
 
 
 def test_each_blank_task_trains_on_a_file_of_ones_own(checkpoints, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TEST_RECIPES, cli_env, compose_tiny, tiny_overrides
+from conftest import ROOT, cli_env, compose_tiny, tiny_overrides
 from safetensors.torch import load_file
 
 from hf_transfer import run_folder
@@ -206,5 +206,3 @@ def test_files_get_the_users_umask(checkpoints, data_dir, tmp_path):
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert (folder / "metrics.json").stat().st_mode & 0o777 == 0o644
 
-
-assert TEST_RECIPES.is_dir()
