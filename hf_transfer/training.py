@@ -7,9 +7,8 @@ and keeps frozen modules in eval mode during training.
 The Trainer is configured through its public arguments and documented hooks: the task's loss
 (`compute_loss_func`, normalised by the step's item count), its metric functions, and the
 strategy's parameter groups (`create_optimizer`, which the Trainer documents for overriding).
-The few private parts of transformers and
-accelerate that remain are in `TransferTrainer`, each with its reason; tests/test_upstream.py
-fails when upstream changes them.
+The few private parts of transformers and accelerate that remain are in `TransferTrainer`,
+each with its reason; tests/test_upstream.py fails when upstream changes them.
 """
 
 from __future__ import annotations
