@@ -206,3 +206,19 @@ def test_files_get_the_users_umask(checkpoints, data_dir, tmp_path):
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert (folder / "metrics.json").stat().st_mode & 0o777 == 0o644
 
+
+def test_the_same_seed_gives_the_same_weights_and_metrics(checkpoints, data_dir, tmp_path):
+    first, second = (
+        run(compose_tiny(checkpoints["bert"], data_dir, "strategy=lora"), output_dir=tmp_path / name).folder
+        for name in ("a", "b")
+    )
+    assert all(torch.equal(weights(first)[k], v) for k, v in weights(second).items())
+    scores = [
+        {k: v for k, v in losses(f)["test"].items() if not k.endswith(("runtime", "per_second"))}
+        for f in (first, second)
+    ]
+    assert scores[0] == scores[1]
+    other = run(
+        compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "seed=7"), output_dir=tmp_path / "c"
+    ).folder
+    assert not all(torch.equal(weights(other)[k], v) for k, v in weights(first).items())
