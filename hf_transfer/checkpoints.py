@@ -33,6 +33,15 @@ def _epoch_rng_file(folder: Path, process_index: int) -> Path:
     return folder / f"epoch_rng_state_{process_index}.pt"
 
 
+def _trainer_cpu_rng(checkpoint: Path, process_index: int) -> torch.Tensor | None:
+    """The torch CPU random state the Trainer saved in a checkpoint (rng_state[_N].pth)."""
+    for name in (f"rng_state_{process_index}.pth", "rng_state.pth"):
+        if (checkpoint / name).is_file():
+            # The Trainer's own file (python and numpy states beside torch's): not weights-only.
+            return torch.load(checkpoint / name, weights_only=False)["cpu"]
+    return None
+
+
 class ResumableCheckpoints(TrainerCallback):
     """Marks each checkpoint complete once written, with the RNG state the epoch began with;
     when the run resumes from one, restores that state before the epoch draws its order."""
@@ -42,11 +51,19 @@ class ResumableCheckpoints(TrainerCallback):
         self.epoch_rng: torch.Tensor | None = None
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.resume_from is not None:
-            saved = _epoch_rng_file(self.resume_from, args.process_index)
-            if saved.is_file():
-                torch.set_rng_state(torch.load(saved, weights_only=True))
-            self.resume_from = None  # only the resumed epoch; later ones go on from there
+        if self.resume_from is None:
+            self.epoch_rng = torch.get_rng_state()
+            return
+        checkpoint, self.resume_from = self.resume_from, None  # only the resumed epoch
+        epoch = state.epoch or 0.0
+        if abs(epoch - round(epoch)) < 1e-6:
+            # Resumed where an epoch ends: the Trainer restores the checkpoint's own random state
+            # before this epoch draws its order, and that state is this epoch's start.
+            self.epoch_rng = _trainer_cpu_rng(checkpoint, args.process_index)
+            return
+        saved = _epoch_rng_file(checkpoint, args.process_index)
+        if saved.is_file():
+            torch.set_rng_state(torch.load(saved, weights_only=True))
         self.epoch_rng = torch.get_rng_state()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

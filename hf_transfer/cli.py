@@ -79,6 +79,10 @@ def validate(argv: list[str]) -> int:
         (job,) = compose_jobs(hydra, prepare_overrides(hydra, args.overrides))
     run_dir = None if _named_by_time(job.config) else _hydra_folder(job.config, "hydra.run.dir")
     findings = check(job.run, run_dir)
+    choices = dict(job.config.hydra.runtime.choices)
+    findings.problems = [
+        str(explain_inherited(UserError(p), job.overrides, choices, job.run.task.type)) for p in findings.problems
+    ]
     for note in findings.notes:
         print(f"  {note}")
     if findings.problems:
@@ -244,9 +248,9 @@ def _train(parser: Any, args: Any, config_name: str) -> int:
             )
             return 0
         if args.multirun:
-            _refuse_used_sweep_dir(jobs[0].config)
+            sweep_dir = _take_sweep_dir(jobs[0].config)
             validated = {tuple(job.overrides): job.run for job in jobs}
-            hydra.multirun(config_name=config_name, task_function=_sweep_job(validated), overrides=overrides)
+            hydra.multirun(config_name=config_name, task_function=_sweep_job(validated), overrides=overrides + sweep_dir)
         else:
             (job,) = jobs
             folder = _take_run_dir(job.config)
@@ -270,8 +274,9 @@ def _take_run_dir(cfg: Any) -> Path:
         folder = run_folder.claim_new(folder)
         with open_dict(cfg):
             cfg.hydra.run.dir = str(folder)
-    run_folder.check_free(folder)  # before taking it: an earlier run's folder is left as it is
-    run_folder.take(folder)
+    if run_folder.state(folder) == "complete":  # refused before taking it: a finished run's folder stays as it is
+        run_folder.check_free(folder)
+    run_folder.take(folder)  # a folder another run holds is refused here
     try:
         run_folder.check_free(folder)  # again, now that no other run can start into it
     except UserError:
@@ -285,6 +290,21 @@ def _named_by_time(cfg: Any) -> bool:
     from omegaconf import OmegaConf
 
     return "${now:" in str(OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir", ""))
+
+
+def _take_sweep_dir(cfg: Any) -> list[str]:
+    """As a run's folder: a sweep folder named by the time gets a suffix when another sweep
+    started in the same second took it (the override that names it); one the user named is
+    refused when it holds jobs."""
+    from omegaconf import OmegaConf
+
+    from hf_transfer import run_folder
+
+    if "${now:" not in str(OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("dir", "")):
+        _refuse_used_sweep_dir(cfg)
+        return []
+    folder = run_folder.claim_new(_hydra_folder(cfg, "hydra.sweep.dir"))
+    return [f'hydra.sweep.dir="{folder}"']
 
 
 def _refuse_used_sweep_dir(cfg: Any) -> None:
@@ -324,12 +344,14 @@ def _train_job(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from hf_transfer.run import run
+    from hf_transfer.run_folder import FolderInUse
 
     folder = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, output_dir=folder)
     except UserError as err:
-        _remove_hydra_files(folder)
+        if not isinstance(err, FolderInUse):  # another run's folder: nothing in it is ours
+            _remove_hydra_files(folder)
         hydra = HydraConfig.get()
         choices = dict(hydra.runtime.choices)
         task_type = cfg.task.type if hasattr(cfg, "task") else str(cfg["task"]["type"])
@@ -344,12 +366,13 @@ def explain_inherited(err: UserError, overrides: list[str], choices: dict[str, A
     import re
 
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    keys_given = {g for g in given if "." in g}  # task=X chooses an option: its keys are the option's
     option, recipe = choices.get("task"), choices.get("recipe")
     message = str(err)
     named = re.finditer(r"\btask\.[a-z_]+(?:\.[a-z_]+)*", message)
     # A key the message names as the fix (`task.data.encoding=...`) is not one that was inherited.
     for key in dict.fromkeys(m.group() for m in named if not message.startswith("=", m.end())):
-        if option is None or option == task_type or any(key == g or key.startswith(g + ".") for g in given):
+        if option is None or option == task_type or any(key == g or key.startswith(g + ".") for g in keys_given):
             continue
         chosen_by = "you" if "task" in given else (f"recipe {recipe}" if recipe else "the defaults")
         return UserError(

@@ -159,8 +159,14 @@ def _fmt(value: Any) -> str:
 
 
 def headline(metrics: dict[str, Any]) -> str:
-    """The metric a run chose its best checkpoint by, as its metrics.json records it."""
-    return metrics.get("best_metric", {}).get("name", "loss")
+    """The metric a run chose its best checkpoint by, as its metrics.json records it (runs of
+    earlier versions did not record it: the first of the usual headline metrics they have)."""
+    if "best_metric" in metrics:
+        return metrics["best_metric"]["name"]
+    for name in ("accuracy", "f1", "exact_match", "perplexity", "pearson"):
+        if any(isinstance(metrics.get(s), dict) and name in metrics[s] for s in ("test", "validation")):
+            return name
+    return "loss"
 
 
 def split_score(metrics: dict[str, Any], split: str, name: str) -> str:

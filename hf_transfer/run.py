@@ -7,6 +7,7 @@ module; this file only says in which order they happen.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from hf_transfer.config import RunConfig, as_dict, validate
 from hf_transfer.errors import Interrupted, UserError
 
 log = logging.getLogger("hf_transfer")
+
+STARTED_IN = ".started_in"  # the working directory the run's relative paths are relative to
 
 
 @dataclass
@@ -48,9 +51,11 @@ def run(
     try:
         result = _run(run_cfg, folder, callbacks or [], resume)
     except UserError:
-        run_folder.discard_unstarted(folder)
-        if created and run_folder.state(folder) == "empty":
-            shutil.rmtree(folder, ignore_errors=True)
+        # Only a folder this run took is this run's to tidy (another run may hold it).
+        if run_folder.holds(folder):
+            run_folder.discard_unstarted(folder)
+            if created and run_folder.state(folder) == "empty":
+                shutil.rmtree(folder, ignore_errors=True)
         raise
     except KeyboardInterrupt:  # outside the training steps, or a second Ctrl-C
         raise Interrupted(_interrupted_message(folder, None)) from None
@@ -72,7 +77,9 @@ def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
 
     from hf_transfer import run_folder
 
-    folder = Path(folder).expanduser()
+    import contextlib
+
+    folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise UserError(f"'{folder}' is not a folder: give the run folder to resume")
     if run_folder.state(folder) == "complete":
@@ -80,7 +87,11 @@ def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
     config_file = folder / "config.yaml"
     if not config_file.is_file():
         raise UserError(f"'{folder}' holds no run to resume (no config.yaml: the run stopped before training)")
-    return run(validate(yaml.safe_load(config_file.read_text(encoding="utf-8"))), folder, callbacks, resume=True)
+    run_cfg = validate(yaml.safe_load(config_file.read_text(encoding="utf-8")))
+    started_in = folder / STARTED_IN
+    where = Path(started_in.read_text(encoding="utf-8").strip()) if started_in.is_file() else Path.cwd()
+    with contextlib.chdir(where if where.is_dir() else Path.cwd()):
+        return run(run_cfg, folder, callbacks, resume=True)
 
 
 def _interrupted_message(folder: Path, step: int | None) -> str:
@@ -155,10 +166,16 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     encoded = task.tokenize(data, tokenizer, max_length)
     interrupt = StopOnInterrupt()
     callbacks = [ResumableCheckpoints(resume_from=checkpoint), interrupt, *callbacks]
+    if checkpoint is not None:  # the strategy's own schedule goes on from where it was
+        for callback in strategy.callbacks():
+            getattr(callback, "restore_from", lambda checkpoint: None)(checkpoint)
     trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, data, encoded, folder, callbacks)
     untrained, samples_before = _before_training(trainer, task, data, encoded, tokenizer, folder, resume)
     if trainer.is_world_process_zero():
-        outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))  # from now on, the run can be resumed
+        # From now on the run can be resumed, from any folder: relative paths in the config are
+        # relative to where it started.
+        (folder / STARTED_IN).write_text(os.getcwd() + "\n", encoding="utf-8")
+        outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))
     if checkpoint is not None:
         log.info("resuming from %s (step %d)", checkpoint, run_folder.checkpoint_step(checkpoint))
     elif resume:

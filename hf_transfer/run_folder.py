@@ -37,8 +37,15 @@ State = Literal["empty", "incomplete", "complete"]
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (file descriptor, times taken in this process)
 
 
+class FolderInUse(UserError):
+    """Another process holds the run folder: nothing in it is this run's to clean up."""
+
+
 def state(folder: Path) -> State:
-    if (folder / COMPLETE).exists() or ((folder / "metrics.json").exists() and (folder / "config.json").exists()):
+    if (folder / COMPLETE).exists():
+        return "complete"
+    # A folder of an earlier version, which wrote no COMPLETE (nor a lock): its metrics say it.
+    if not (folder / LOCK).exists() and (folder / "metrics.json").exists() and (folder / "config.json").exists():
         return "complete"
     if (folder / "config.yaml").exists() or last_complete_checkpoint(folder) is not None:
         return "incomplete"
@@ -75,9 +82,9 @@ def prepare(path: str | Path, resume: bool = False) -> Path:
     """Take the run folder for this run: a free one, or with `resume`, one whose run did not
     finish. Returns its absolute path."""
     folder = Path(path).expanduser().resolve()
-    if not resume:
-        check_free(folder, key="output folder")  # before taking it: an earlier run's folder stays as it is
-    take(folder)
+    if state(folder) == "complete" and not resume:  # refused before taking it: a finished run's folder stays as it is
+        check_free(folder, key="output folder")
+    take(folder)  # a folder another run holds is refused here (FolderInUse)
     try:
         if not resume:
             check_free(folder, key="output folder")
@@ -120,7 +127,7 @@ def take(folder: Path) -> None:
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise UserError(
+        raise FolderInUse(
             f"run folder '{folder}' is in use by another run ({holder}); wait for it to end or choose another folder"
         ) from None
     os.ftruncate(fd, 0)
@@ -144,11 +151,16 @@ def mark_complete(folder: Path) -> None:
     (folder / COMPLETE).write_text(f"finished {time.strftime('%Y-%m-%d %H:%M:%S')}\n", encoding="utf-8")
 
 
+def holds(folder: Path) -> bool:
+    """Whether this process holds `folder` (took it for its run)."""
+    return folder.resolve() in _held
+
+
 def discard_unstarted(folder: Path) -> None:
-    """Remove what a run that never trained wrote (an empty checkpoints/ folder, the lock file),
-    so the corrected command can use the folder."""
+    """Remove what a run that never trained wrote (an empty checkpoints/ folder), so that the
+    corrected command can use the folder. Only for a folder this process holds."""
+    if not holds(folder):
+        return
     checkpoints = folder / "checkpoints"
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
-    if folder.resolve() not in _held:
-        (folder / LOCK).unlink(missing_ok=True)

@@ -14,8 +14,11 @@ Two silent failures are designed out here:
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -23,6 +26,8 @@ from transformers import TrainerCallback
 from hf_transfer.models import Anatomy, count_parameters  # noqa: F401 (Anatomy: type of `parts`)
 
 log = logging.getLogger(__name__)
+
+UNFREEZING = "unfreezing.json"  # in a checkpoint: the stage reached, and what thawed when
 
 
 @dataclass
@@ -100,8 +105,22 @@ class GradualUnfreezing(TrainerCallback):
     per_stage: int
     events: list[UnfreezeEvent] = field(default_factory=list)
     _stage: int = 0
+    _resumed_stage: int = 0  # the stage of the checkpoint a resumed run starts from
+
+    def restore_from(self, checkpoint: Path) -> None:
+        """A resumed run goes on from `checkpoint`: its stage, and the record of what thawed when."""
+        saved = checkpoint / UNFREEZING
+        if saved.is_file():
+            state = json.loads(saved.read_text(encoding="utf-8"))
+            self._resumed_stage = state["stage"]
+            self.events = [UnfreezeEvent(**event) for event in state["events"]]
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self._resumed_stage:
+            parameters = dict(model.named_parameters())
+            thawed = [name for _ in range(self._resumed_stage) for name in self._thaw_next(parameters)]
+            log.info("gradual unfreezing, resumed at stage %d: %s train", self._stage, ", ".join(thawed))
+            return
         self.events.append(UnfreezeEvent(0, 0.0, ["(start)"], count_parameters(model)[0]))
         log.info("gradual unfreezing: %d trainable parameters at the start", self.events[-1].trainable_parameters)
 
@@ -111,18 +130,29 @@ class GradualUnfreezing(TrainerCallback):
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.unit == "epoch":
-            self._advance(int(round(state.epoch or 0)) // self.every, state, model)
+            # The epoch that begins; a resumed one begins part-way (1.78 is still epoch 1).
+            self._advance(math.floor((state.epoch or 0) + 1e-6) // self.every, state, model)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and args.should_save:
+            (folder / UNFREEZING).write_text(json.dumps({"stage": self._stage, "events": self.record()}) + "\n")
+
+    def _thaw_next(self, parameters: dict[str, Any]) -> list[str]:
+        """Thaw the next stage's layers; their names."""
+        self._stage += 1
+        layers = self.pending[: self.per_stage]
+        del self.pending[: self.per_stage]
+        for layer in layers:
+            for name in layer.parameters:
+                parameters[name].requires_grad_(True)
+        return [layer.name for layer in layers]
 
     def _advance(self, stage: int, state: Any, model: Any) -> None:
         thawed = []
         parameters = dict(model.named_parameters())
         while self._stage < stage and self.pending:
-            self._stage += 1
-            for layer in self.pending[: self.per_stage]:
-                for name in layer.parameters:
-                    parameters[name].requires_grad_(True)
-                thawed.append(layer.name)
-            del self.pending[: self.per_stage]
+            thawed += self._thaw_next(parameters)
         if thawed:
             trainable = count_parameters(model)[0]
             self.events.append(UnfreezeEvent(state.global_step, round(state.epoch or 0, 4), thawed, trainable))

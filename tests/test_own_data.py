@@ -75,7 +75,6 @@ def test_drop_labels_null_means_none(checkpoints, tmp_path, monkeypatch):
     )
 
 
-
 def test_each_blank_task_trains_on_a_file_of_ones_own(checkpoints, tmp_path, monkeypatch):
     """README's one-command starts, one per task type, on files the test writes."""
     from test_question_answering import example as qa_example

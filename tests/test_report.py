@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 from conftest import compose_tiny
 
@@ -42,3 +43,26 @@ def test_report_shows_each_runs_recorded_headline_and_the_unfinished_ones(checkp
     full_metrics = json.loads((full / "metrics.json").read_text())
     assert int(written["full"]["trainable"]) == full_metrics["trainable_parameters"]  # a number, no commas
     assert float(written["full"]["test"]) == full_metrics["test"]["accuracy"]
+
+
+def test_hydras_records_and_older_run_folders_read_as_they_should(checkpoints, data_dir, tmp_path, capsys):
+    from conftest import tiny_overrides
+
+    root = tmp_path / "runs"
+    assert (
+        main([*tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=1"), f"hydra.run.dir={root / 'cli'}"])
+        == 0
+    )
+    old = root / "old"  # a run folder of an earlier version: no COMPLETE, no lock, no best_metric
+    shutil.copytree(root / "cli", old)
+    for name in (run_folder.COMPLETE, run_folder.LOCK):
+        (old / name).unlink()
+    metrics = json.loads((old / "metrics.json").read_text())
+    del metrics["best_metric"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    capsys.readouterr()
+    assert main(["report", str(root)]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")][2:]
+    assert sorted(line.split("|")[1].strip() for line in table) == ["cli", "old"]  # no cli/.hydra row
+    metric = {line.split("|")[1].strip(): line.split("|")[6].strip() for line in table}
+    assert metric == {"cli": "f1_macro", "old": "accuracy"}  # recorded; else the usual headline it has

@@ -33,15 +33,18 @@ KILLED_AT_A_CHECKPOINT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from conftest import compose_tiny
     from transformers import TrainerCallback
-    from hf_transfer.run import run
+    from hf_transfer.run import resume, run
 
     class KillAfterCheckpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             if state.global_step == {step}:
                 os.kill(os.getpid(), signal.SIGKILL)  # no clean-up of any kind, as a crash
 
-    run(compose_tiny({checkpoint!r}, {data!r}, *{overrides!r}), output_dir={folder!r},
-        callbacks=[KillAfterCheckpoint()])
+    if {resume_it!r}:
+        resume({folder!r}, callbacks=[KillAfterCheckpoint()])
+    else:
+        run(compose_tiny({checkpoint!r}, {data!r}, *{overrides!r}), output_dir={folder!r},
+            callbacks=[KillAfterCheckpoint()])
     """
 )
 
@@ -55,27 +58,33 @@ def losses(folder):
 
 
 @pytest.mark.parametrize(
-    "strategy",
+    ("strategy", "kills"),
     [
-        ["strategy=full"],
-        ["strategy=lora"],
-        # Gradual unfreezing: the block that thawed after the first epoch is trainable again on resume.
-        ["strategy=partial_unfreeze", "strategy.num_layers=0", "strategy.unfreeze_every=1"],
+        (["strategy=full"], [12]),
+        (["strategy=lora"], [12]),
+        # Gradual unfreezing, killed late in the second epoch (1.78): the next block thaws at
+        # the third epoch's start, as in a run that never stopped.
+        (["strategy=partial_unfreeze", "strategy.num_layers=0", "strategy.unfreeze_every=1"], [16]),
+        # Killed where an epoch ends (a checkpoint every 3 steps), resumed, killed again in the
+        # next epoch, resumed.
+        (["strategy=full", "trainer.save_steps=3", "trainer.eval_steps=3"], [9, 12]),
     ],
-    ids=["full", "lora", "gradual"],
+    ids=["full", "lora", "gradual", "twice"],
 )
-def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_dir, tmp_path, strategy):
-    overrides = [*strategy, *STEPS]
+def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_dir, tmp_path, strategy, kills):
+    overrides = [*STEPS, *strategy]
     whole = run(compose_tiny(checkpoints["bert"], data_dir, *overrides), output_dir=tmp_path / "whole").folder
 
     killed = tmp_path / "killed"
-    script = KILLED_AT_A_CHECKPOINT.format(tests=str(ROOT / "tests"), step=12, checkpoint=str(checkpoints["bert"]),
-                                           data=str(data_dir), overrides=overrides, folder=str(killed))  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", script], env=cli_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    assert run_folder.state(killed) == "incomplete"
-    assert run_folder.checkpoint_step(run_folder.last_complete_checkpoint(killed)) == 12
+    for number, step in enumerate(kills):
+        script = KILLED_AT_A_CHECKPOINT.format(tests=str(ROOT / "tests"), step=step, checkpoint=str(checkpoints["bert"]),
+                                               data=str(data_dir), overrides=overrides, folder=str(killed),
+                                               resume_it=number > 0)  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", script], env=cli_env(tmp_path), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        assert run_folder.state(killed) == "incomplete"
+        assert run_folder.checkpoint_step(run_folder.last_complete_checkpoint(killed)) == step
 
     assert main(["resume", str(killed)]) == 0
     assert run_folder.state(killed) == "complete"
@@ -83,12 +92,13 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
     first, second = losses(whole), losses(killed)
-    assert second["resumed_from"] == "checkpoints/checkpoint-12"
+    assert second["resumed_from"] == f"checkpoints/checkpoint-{kills[-1]}"
     for split in ("validation", "test"):
         assert {k: v for k, v in first[split].items() if not k.endswith(("runtime", "per_second"))} == {
             k: v for k, v in second[split].items() if not k.endswith(("runtime", "per_second"))
         }
     assert first["best_checkpoint"] == second["best_checkpoint"]
+    assert first.get("unfreezing") == second.get("unfreezing")  # when each block thawed, as it happened
 
 
 def test_a_checkpoint_written_halfway_is_not_resumed_from(checkpoints, data_dir, tmp_path):
@@ -222,3 +232,32 @@ def test_the_same_seed_gives_the_same_weights_and_metrics(checkpoints, data_dir,
         compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "seed=7"), output_dir=tmp_path / "c"
     ).folder
     assert not all(torch.equal(weights(other)[k], v) for k, v in weights(first).items())
+
+
+def test_resume_from_another_folder_finds_the_runs_relative_paths(checkpoints, data_dir, tmp_path, monkeypatch):
+    import shutil
+
+    start = tmp_path / "start"
+    start.mkdir()
+    shutil.copytree(checkpoints["bert"], start / "bert")
+    shutil.copytree(data_dir, start / "data")
+    monkeypatch.chdir(start)
+    folder = run(compose_tiny("bert", "data", *STEPS), output_dir="run").folder
+    for name in (run_folder.COMPLETE, "metrics.json", "config.json"):
+        (folder / name).unlink()  # as a run killed after a checkpoint looks
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["resume", str(folder)]) == 0
+    assert run_folder.state(folder) == "complete" and not any(elsewhere.iterdir())
+
+
+def test_sweeps_started_in_the_same_second_get_their_own_folders(checkpoints, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["-m", *tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=1", "strategy=full,head_only"),
+            "hydra.sweep.dir=sweeps/same-${now:%Y}"]  # fmt: skip
+    assert main(argv) == 0 and main(argv) == 0
+    year = time.strftime("%Y")
+    assert sorted(p.name for p in (tmp_path / "sweeps").iterdir()) == [f"same-{year}", f"same-{year}-2"]
+    for sweep in (tmp_path / "sweeps").iterdir():
+        assert len(list(sweep.rglob("COMPLETE"))) == 2
