@@ -250,7 +250,9 @@ def _train(parser: Any, args: Any, config_name: str) -> int:
         if args.multirun:
             sweep_dir = _take_sweep_dir(jobs[0].config)
             validated = {tuple(job.overrides): job.run for job in jobs}
-            hydra.multirun(config_name=config_name, task_function=_sweep_job(validated), overrides=overrides + sweep_dir)
+            hydra.multirun(
+                config_name=config_name, task_function=_sweep_job(validated), overrides=overrides + sweep_dir
+            )
         else:
             (job,) = jobs
             folder = _take_run_dir(job.config)

@@ -32,7 +32,9 @@ def collect(folders: list[Path]) -> list[dict[str, Any]]:
             raise UserError(f"'{folder}' does not exist")
         runs = {p.parent for name in ("metrics.json", "config.yaml") for p in folder.rglob(name)}
         # Not run folders: Hydra's records (.hydra/config.yaml) and the Trainer's checkpoints.
-        ours = [r for r in runs if not any(p == "checkpoints" or p.startswith(".") for p in r.relative_to(folder).parts)]
+        ours = [
+            r for r in runs if not any(p == "checkpoints" or p.startswith(".") for p in r.relative_to(folder).parts)
+        ]
         for run in sorted(r for r in ours if run_folder.state(r) != "empty"):
             if run_folder.state(run) == "complete":
                 metrics = json.loads((run / "metrics.json").read_text())
