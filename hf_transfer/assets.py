@@ -97,7 +97,7 @@ def resolve_source(source: str, kind: str) -> Path | None:
     path = Path(source).expanduser()
     if path.exists():
         return path.resolve()
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise UserError(f"{kind} source '{source}' looks like a local path but does not exist")
     return None
 
@@ -217,7 +217,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     # A hub id is at most "org/name"; anything with more parts, a leading dot or slash, or a
     # file suffix is meant as a path, and a typo in it should not become a hub request.
     return (

@@ -169,10 +169,15 @@ def headline(metrics: dict[str, Any]) -> str:
     return "loss"
 
 
-def split_score(metrics: dict[str, Any], split: str, name: str) -> str:
-    """A split's score as the summary, the report and the model card show it ("-" if none)."""
+def split_value(metrics: dict[str, Any], split: str, name: str) -> Any:
+    """A split's score as metrics.json holds it, or None."""
     results = metrics.get(split)
-    return _fmt(results.get(name)) if isinstance(results, dict) else "-"
+    return results.get(name) if isinstance(results, dict) else None
+
+
+def split_score(metrics: dict[str, Any], split: str, name: str) -> str:
+    """A split's score as the summary and the model card show it ("-" if none)."""
+    return _fmt(split_value(metrics, split, name))
 
 
 def summary(metrics: dict[str, Any], folder: Path) -> str:

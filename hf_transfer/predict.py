@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import sys
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_transfer.assets import looks_like_path
 from hf_transfer.data import shown
 from hf_transfer.encodings import check_encoding, decode_text
 from hf_transfer.errors import CommandParser, UserError, did_you_mean, first_line
@@ -244,10 +246,9 @@ def run_task(model: str, revision: str | None = None) -> tuple[type[Task], dict[
     """The task class a model was trained for and the settings it predicts with: from the run's
     config.yaml and metrics.json (in the run folder, or pushed with it), else, for a model no
     hf_transfer run made, from its architecture's name."""
-    _refuse_unfinished_run(model)
+    config = task_config(model, revision)  # refuses a missing folder and an unfinished run first
     if Path(model).exists() and not (Path(model) / "config.json").exists():
         raise UserError(f"'{model}' holds no model (no config.json): give a finished run folder")
-    config = task_config(model, revision)
     task_type = config.get("type")
     if task_type not in TASKS:
         task_type = _task_of_architecture(model, revision)
@@ -265,9 +266,10 @@ def _refuse_unfinished_run(model: str) -> None:
         raise UserError(f"'{model}' is not a finished run: {run_folder.resume_hint(folder)}")
 
 
+@functools.lru_cache(maxsize=8)
 def task_config(model: str, revision: str | None = None) -> dict[str, Any]:
     """The `task` section of the run's config.yaml (in the run folder, or pushed with it), or {}
-    for a model no hf_transfer run made."""
+    for a model no hf_transfer run made. Read once: the input columns and the task both need it."""
     import yaml
 
     _refuse_missing_folder(model)
@@ -288,13 +290,7 @@ def _refuse_missing_folder(model: str) -> None:
     if path.exists():
         return
     parent = path.parent
-    meant_as_path = (
-        model.startswith((".", "/", "~"))
-        or "\\" in model
-        or model.count("/") > 1
-        or model.endswith("/")
-        or (str(parent) not in ("", ".") and parent.is_dir())
-    )
+    meant_as_path = looks_like_path(model) or model.endswith("/") or (str(parent) not in ("", ".") and parent.is_dir())
     if not meant_as_path:
         return
     if not parent.is_dir():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import CommandParser, UserError
-from hf_transfer.outputs import headline, minority_class, never_predicted
+from hf_transfer.outputs import headline, minority_class, never_predicted, split_value
 
 COLUMNS = ["run", "strategy", "pretrained", "trainable", "trainable %", "metric", "validation", "test",
            "test f1_macro", "minority F1", "train s", "samples/s", "wall s", "peak MB"]  # fmt: skip
@@ -78,20 +78,15 @@ def row(run: Path, metrics: dict[str, Any], root: Path) -> dict[str, Any]:
         "trainable": metrics["trainable_parameters"],
         "trainable %": round(100 * metrics["trainable_fraction"], 4),
         "metric": metric,
-        "validation": score_of(metrics, "validation", metric),
-        "test": score_of(metrics, "test", metric),
-        "test f1_macro": score_of(metrics, "test", "f1_macro"),
+        "validation": split_value(metrics, "validation", metric),
+        "test": split_value(metrics, "test", metric),
+        "test f1_macro": split_value(metrics, "test", "f1_macro"),
         "minority F1": _minority_f1(metrics),
         "train s": metrics["train_runtime_s"],
         "samples/s": metrics["train_samples_per_second"],
         "wall s": metrics.get("wall_time_s"),
         "peak MB": metrics.get("peak_memory_mb"),
     }
-
-
-def score_of(metrics: dict[str, Any], split: str, name: str) -> Any:
-    results = metrics.get(split)
-    return results.get(name) if isinstance(results, dict) else None
 
 
 def _minority_f1(metrics: dict[str, Any]) -> str | None:
