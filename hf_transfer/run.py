@@ -20,6 +20,7 @@ from hf_transfer.errors import Interrupted, UserError
 log = logging.getLogger("hf_transfer")
 
 STARTED_IN = ".started_in"  # the working directory the run's relative paths are relative to
+SCRATCH = ".scratch"  # what a run needs only while it runs (a feature cache on disk)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     # Heavy imports only once the config is known to be good.
     from transformers import set_seed
 
-    from hf_transfer import distributed, models, outputs, run_folder
+    from hf_transfer import distributed, feature_cache, models, outputs, run_folder
     from hf_transfer.assets import one_time_seconds
     from hf_transfer.checkpoints import ResumableCheckpoints, StopOnInterrupt
     from hf_transfer.measure import PeakMemory, Stopwatch
@@ -170,6 +171,9 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         for callback in strategy.callbacks():
             getattr(callback, "restore_from", lambda checkpoint: None)(checkpoint)
     trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, data, encoded, folder, callbacks)
+    cache = feature_cache.prepare(
+        run_cfg.strategy, strategy, trainer, encoded, tokenizer.padding_side, folder / SCRATCH
+    )
     untrained, samples_before = _before_training(trainer, task, data, encoded, tokenizer, folder, resume)
     if trainer.is_world_process_zero():
         # From now on the run can be resumed, from any folder: relative paths in the config are
@@ -194,6 +198,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         trained_modules=trained_modules,
         max_length=max_length,
         **strategy.record(),
+        feature_cache=cache,
     )
     evaluation, predictions = _evaluate(trainer, task, data, encoded)
     metrics.update(evaluation)
@@ -217,6 +222,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
         metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)
         _write_results(run_cfg, task, folder, metrics, predictions)
+        feature_cache.remove_scratch(folder / SCRATCH)
         outputs.use_usual_modes(folder)
         run_folder.mark_complete(folder)  # last: everything above is in place
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())

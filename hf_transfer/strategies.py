@@ -29,10 +29,28 @@ class StrategyConfig:
     name: str
     # The peak learning rate of this strategy; trainer.learning_rate, when set, wins.
     learning_rate: float
+    # Frozen blocks computed once (feature_cache.py): their outputs for every example, reused
+    # by every epoch. auto: where it pays and is exact; true: refuse a run where it cannot; false.
+    cache: Literal["auto"] | bool = "auto"
+    # A cache larger than this share of the available memory is kept on disk, memory-mapped.
+    cache_memory_share: float = 0.25
+    # Head-first fine-tuning: train the new head alone on cached features for this many epochs
+    # first (a linear probe), then go on with the strategy from that head. 0: no probe.
+    head_epochs: float = 0
+    # The probe's peak learning rate; null: head_only's.
+    head_learning_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0:
             raise ValueError(f"strategy.learning_rate must be more than 0, got {self.learning_rate}")
+        if not 0 <= self.cache_memory_share <= 1:
+            raise ValueError(
+                f"strategy.cache_memory_share must be between 0 (always on disk) and 1, got {self.cache_memory_share}"
+            )
+        if self.head_epochs < 0:
+            raise ValueError(f"strategy.head_epochs must be 0 (no probe) or more, got {self.head_epochs}")
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ValueError(f"strategy.head_learning_rate must be more than 0, got {self.head_learning_rate}")
 
 
 class Strategy:
@@ -87,6 +105,11 @@ class Strategy:
         """What the strategy did, for metrics.json."""
         return {}
 
+    def frozen_blocks(self, model: Any) -> tuple[int, str]:
+        """How many of the lowest blocks stay frozen for the whole run (with the embeddings
+        below them), and why: the part of the model that feature_cache can compute once."""
+        return 0, f"strategy {self.config.name} trains every block"
+
     def head(self, model: Any) -> list[str]:
         """The modules that are the task head: new ones, or a pretrained output layer that can
         train on its own (not when it is the input embedding matrix, tied)."""
@@ -133,6 +156,15 @@ class HeadOnly(Strategy):
         name: Literal["head_only"] = "head_only"
         # Only a linear layer or two learns, on fixed features: a far higher rate than fine-tuning.
         learning_rate: float = 1e-2
+        # Train what sits over the blocks with the head (BERT's pooler, a decoder's final norm).
+        train_top: bool = True
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.head_epochs:
+                raise ValueError(
+                    "strategy.head_epochs is for full, partial_unfreeze and lora: head_only trains the head alone already"
+                )
 
     def apply(self, model: Any) -> Any:
         head = self.head(model)
@@ -144,10 +176,17 @@ class HeadOnly(Strategy):
             )
         freeze_all(model)
         unfreeze_modules(model, head)
+        if self.config.train_top:
+            unfreeze_parameters(model, anatomy(model).above)
         return model
 
     def trainable_modules(self, model: Any) -> list[str]:
-        return self.head(model)
+        above = sorted({name.rsplit(".", 1)[0] for name in anatomy(model).above}) if self.config.train_top else []
+        return self.head(model) + above
+
+    def frozen_blocks(self, model: Any) -> tuple[int, str]:
+        blocks = len(anatomy(model).blocks)
+        return blocks, f"head_only freezes all {blocks} blocks"
 
 
 def _check_decay(value: float | None) -> None:
@@ -315,6 +354,19 @@ class PartialUnfreeze(Strategy):
 
     def record(self) -> dict[str, Any]:
         return {"unfreezing": self.schedule.record()} if self.schedule is not None else {}
+
+    def frozen_blocks(self, model: Any) -> tuple[int, str]:
+        # With gradual unfreezing, the lowest boundary the schedule reaches: blocks between it
+        # and the current one run each step until they thaw, and the cache stays exact.
+        blocks = len(anatomy(model).blocks)
+        trained = [layer for layer in self._layers if layer.name not in ("head", "embeddings")]
+        frozen = blocks - len(trained)
+        if any(layer.name == "embeddings" for layer in self._layers):
+            return 0, "the embeddings train (strategy.unfreeze_embeddings)"
+        if frozen == 0:
+            return 0, f"all {blocks} blocks train" + (" by the end of the schedule" if self.schedule else "")
+        scheduled = " (the lowest that ever trains, with gradual unfreezing)" if self.schedule else ""
+        return frozen, f"partial_unfreeze keeps the lowest {frozen} of {blocks} blocks frozen{scheduled}"
 
 
 # Default LoRA targets where peft has none (peft's table covers BERT, RoBERTa, GPT-2, Llama...).

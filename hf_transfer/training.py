@@ -198,6 +198,8 @@ class TransferTrainer(Trainer):
     def __init__(self, *args: Any, parameter_groups: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.parameter_groups = parameter_groups
+        # A feature_cache.FeatureCache: the frozen blocks stood in for while training and evaluating.
+        self.feature_cache: Any = None
         self._checked_wrapping = False
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
@@ -207,7 +209,21 @@ class TransferTrainer(Trainer):
         # (check_wrapped stops that). The mark goes, so that training prepares the model itself.
         if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
             self.model._is_accelerate_prepared = False
-        return super().train(*args, **kwargs)
+        with self._cached_features():
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        with self._cached_features():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        with self._cached_features():
+            return super().predict(*args, **kwargs)
+
+    def _cached_features(self) -> Any:
+        import contextlib
+
+        return self.feature_cache.attached(self.model) if self.feature_cache else contextlib.nullcontext()
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
         if not self._checked_wrapping:
