@@ -176,7 +176,7 @@ def parse_args(argv: list[str]) -> Any:
     parse.add_argument("--out", help="the comparison folder (default: runs/NAME/compare)")
     parse.add_argument("--config-dir", help="a folder of your own recipes and groups, as for training")
     parse.add_argument("--dry-run", action="store_true", help="validate every cell and print the grid; run nothing")
-    return parse.parse_args(argv)
+    return parse.parse_intermixed_args(argv)  # overrides before or after the options
 
 
 def main(argv: list[str]) -> int:
