@@ -50,7 +50,7 @@ def _colours(task: Task) -> dict[str, Any]:
 def _figure() -> tuple[Any, Any]:
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7.2, 4.4), dpi=110)
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     axes.grid(True, which="both", alpha=0.3)
     return figure, axes
 

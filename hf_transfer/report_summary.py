@@ -185,9 +185,10 @@ def findings(task: Task) -> list[str]:
         if matched:
             fewest = min(matched, key=lambda c: (c.examples, -c.mean if task.greater_is_better else c.mean))
             ratio = target.examples / max(fewest.examples, 1)
+            saving = f"{ratio:.1f}x fewer" if ratio > 1 else "no fewer than the random start had"
             lines.append(
                 f"{head}; the pretrained start matched it with {fewest.examples:,.0f} labelled examples "
-                f"({fewest.strategy}, budget {fewest.budget}: {fewest.mean:.4f}), {ratio:.1f}x fewer."
+                f"({fewest.strategy}, budget {fewest.budget}: {fewest.mean:.4f}), {saving}."
             )
         else:
             lines.append(f"{head}; no pretrained run matched it.")
