@@ -7,7 +7,9 @@ The first word picks a command; without one, the arguments are Hydra overrides f
     hf-transfer recipe=bert_sentiment --cfg job     (print the composed config)
     hf-transfer predict RUN_DIR "a text" ...        (JSON lines of predictions)
     hf-transfer push RUN_DIR --repo-id ORG/NAME      (publish a finished run)
-    hf-transfer report runs/NAME                    (compare the runs under a folder)
+    hf-transfer compare recipe=NAME [--strategies ...] [--budgets ...] [--starts ...] [--seeds N]
+                                                    (a grid of runs: strategies x label budgets x starts)
+    hf-transfer report runs/NAME                    (compare the runs under a folder: table, report.md/html)
     hf-transfer resume RUN_DIR                      (continue a run that was killed or interrupted)
     hf-transfer validate [overrides]                (check config, data and model before training)
     hf-transfer accelerate-config fsdp              (the path of a shipped accelerate config)
@@ -57,6 +59,7 @@ def _commands() -> dict[str, Callable[[list[str]], int | None]]:
         "validate": validate,
         "predict": predict,
         "push": push,
+        "compare": compare,
         "report": report,
         "accelerate-config": accelerate_config,
     }
@@ -121,6 +124,12 @@ def push(argv: list[str]) -> int:
     from hf_transfer.hub import main as push_main
 
     return push_main(argv)
+
+
+def compare(argv: list[str]) -> int:
+    from hf_transfer.compare import main as compare_main
+
+    return compare_main(argv)
 
 
 def report(argv: list[str]) -> int:

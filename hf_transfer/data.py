@@ -72,6 +72,10 @@ class DatasetConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_test_samples: int | None = None
+    # Label budgets (see `label_budget`): a seeded subset of train, drawn after the splits are
+    # made, so that validation and test stay the same whatever the budget.
+    train_per_class: int | None = None  # this many training examples of each class
+    train_size: int | None = None  # this many training examples in all, classes in proportion
 
     def __post_init__(self) -> None:
         from hf_transfer.assets import is_package_source, parse_package_source
@@ -84,7 +88,7 @@ class DatasetConfig:
             check_encoding(self.encoding, "task.data.encoding")
         if not 0 < self.validation_fraction < 1:
             raise ValueError("task.data.validation_fraction must be between 0 and 1")
-        for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples", "train_per_class", "train_size"):
             cap = getattr(self, key)
             if cap is not None and cap < 1:
                 raise ValueError(f"key 'task.data.{key}' must be at least 1 (or null: all of the split), got {cap}")
@@ -93,6 +97,8 @@ class DatasetConfig:
                 "task.data.test_fraction must be at least 0 and leave room for training "
                 "(test_fraction + validation_fraction < 1)"
             )
+        if self.train_per_class is not None and self.train_size is not None:
+            raise ValueError("set task.data.train_per_class or task.data.train_size, not both")
 
 
 def load_raw(cfg: DatasetConfig) -> DatasetDict:
@@ -158,7 +164,52 @@ def make_splits(raw: DatasetDict, cfg: DatasetConfig, seed: int, stratify_by: st
     for name, cap in caps.items():
         if cap is not None and name in splits and len(splits[name]) > cap:
             splits[name] = splits[name].shuffle(seed=split_seed).select(range(cap))
+    splits["train"] = label_budget(splits["train"], cfg, seed, stratify_by)
     return DatasetDict({name: splits[name] for name in SPLITS if name in splits})
+
+
+def budget_name(cfg: DatasetConfig) -> str:
+    """How a run's label budget reads: '8/class', '1000' or 'all'."""
+    if cfg.train_per_class is not None:
+        return f"{cfg.train_per_class}/class"
+    return "all" if cfg.train_size is None else str(cfg.train_size)
+
+
+def label_budget(train: Any, cfg: DatasetConfig, seed: int, stratify_by: str = "label") -> Any:
+    """The training examples a label budget allows: `train_per_class` of each class, or
+    `train_size` in all with each class in its share (largest remainders), chosen in the order
+    of one shuffle by the run's seed. Another seed draws another subset; with one seed a
+    smaller budget's subset lies inside a larger one's, so a learning curve adds examples."""
+    import numpy as np
+
+    per_class, total = cfg.train_per_class, cfg.train_size
+    if per_class is None and (total is None or total >= len(train)):
+        return train
+    order = np.random.default_rng(seed).permutation(len(train))
+    if not _is_class_label(train, stratify_by):
+        if per_class is not None:
+            raise UserError(
+                f"task.data.train_per_class needs a single-label class column ('{stratify_by}'), which this "
+                "task's data has not; give a budget in all with task.data.train_size=N"
+            )
+        chosen = order[:total]
+    else:
+        labels = np.asarray(train[stratify_by])[order]
+        classes, counts = np.unique(labels, return_counts=True)
+        if per_class is not None:
+            quota = np.minimum(counts, per_class)
+            short = [train.features[stratify_by].int2str(int(c)) for c, n in zip(classes, counts) if n < per_class]
+            if short:
+                log.warning("label budget %d/class: classes %s have fewer examples; all of theirs are used",
+                            per_class, ", ".join(short))  # fmt: skip
+        else:
+            share = counts * total / len(train)
+            quota = np.floor(share).astype(int)
+            for index in np.argsort(-(share - quota), kind="stable")[: total - quota.sum()]:
+                quota[index] += 1
+        chosen = np.concatenate([order[labels == c][:q] for c, q in zip(classes, quota)])
+    log.info("label budget %s: %d of %d training examples (seed %d)", budget_name(cfg), len(chosen), len(train), seed)
+    return train.select(sorted(int(i) for i in chosen))
 
 
 def require_columns(dataset: Any, columns: dict[str, str | None], split: str) -> None:

@@ -31,6 +31,10 @@ def write_yaml(path: Path, data: Any) -> None:
     _atomic_write(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(path, text)
+
+
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 

@@ -7,17 +7,24 @@ Prints a markdown table (quality, time, throughput, trainable parameters, peak m
 with --csv, writes the same rows as CSV, numbers as numbers. The quality column is each run's
 own headline metric (the one that chose its best checkpoint, recorded in its metrics.json).
 A run that did not finish is listed with the step it got to.
+
+It also writes report.md and a self-contained report.html into the folder (or --out): a table
+per task of the runs grouped by setting (strategy, start, label budget; mean and spread over
+seeds), plots (report_plots.py, with matplotlib) and findings computed from the numbers
+(report_summary.py). `hf-transfer compare` makes folders of runs to report on this way.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import CommandParser, UserError
 from hf_transfer.outputs import headline, minority_class, never_predicted, split_value
+from hf_transfer.report_plots import INSTALL
 
 COLUMNS = ["run", "strategy", "pretrained", "trainable", "trainable %", "metric", "validation", "test",
            "test f1_macro", "minority F1", "train s", "samples/s", "wall s", "peak MB"]  # fmt: skip
@@ -125,17 +132,66 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parse = CommandParser(prog="hf-transfer report", description="Compare finished runs in one table.")
+    parse = CommandParser(
+        prog="hf-transfer report",
+        description="Compare finished runs: a table here, report.md and a self-contained report.html.",
+    )
     parse.add_argument("folders", nargs="+", help="run folders, or folders holding them (searched recursively)")
     parse.add_argument("--csv", help="also write the table as CSV to this file")
+    parse.add_argument("--out", help="where report.md and report.html go (default: the first folder)")
     args = parse.parse_args(argv)
     rows = collect([Path(f) for f in args.folders])
     print(markdown(rows))
-    for line in warnings({r["run"]: r.pop("_metrics") for r in rows if "_metrics" in r}):
+    metrics_of = {r["run"]: r.pop("_metrics") for r in rows if "_metrics" in r}
+    for line in warnings(metrics_of):
         print(line)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as stream:
             writer = csv.DictWriter(stream, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
+    out = Path(args.out or args.folders[0])
+    written = write_documents(rows, list(metrics_of.values()), out, where=", ".join(args.folders))
+    for line in written.findings:
+        print(line)
+    print(f"wrote {written.markdown} and {written.html}" + ("" if written.plots else f" (no plots: {INSTALL})"))
     return 0
+
+
+@dataclass
+class Written:
+    markdown: Path
+    html: Path
+    plots: bool
+    findings: list[str]
+
+
+def write_documents(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Path, where: str) -> Written:
+    """report.md (figures as files in report_files/) and report.html (figures inside) in `out`."""
+    from hf_transfer import report_plots, report_render
+    from hf_transfer.outputs import write_text
+    from hf_transfer.report_summary import findings, summarise
+
+    tasks = summarise(runs)
+    plots = report_plots.available()
+    images = {task.title: report_plots.figures(task) for task in tasks} if plots else None
+    unfinished = sum(1 for r in rows if str(r.get("metric", "")).startswith("incomplete"))
+    runs_table = (COLUMNS, [[_cell(c, r[c]) for c in COLUMNS] for r in rows])
+    doc = report_render.build(tasks, images, runs_table, where, unfinished)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = {
+        f"{report_render.slug(title)}-{stem}.png": png
+        for title, figures in (images or {}).items()
+        for stem, (_, png) in figures.items()
+    }
+    if pictures:
+        (out / IMAGES).mkdir(exist_ok=True)
+        for name, png in pictures.items():
+            (out / IMAGES / name).write_bytes(png)
+    write_text(out / "report.md", report_render.markdown(doc, IMAGES))
+    write_text(out / "report.html", report_render.html_page(doc, pictures))
+    lines = [line for task in tasks for line in [f"{task.title}:", *(f"  {s}" for s in findings(task))]]
+    return Written(out / "report.md", out / "report.html", plots, lines)
+
+
+IMAGES = "report_files"  # beside report.md

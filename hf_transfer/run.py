@@ -280,6 +280,7 @@ def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole:
 def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:
     """What the run was and what training cost."""
     from hf_transfer import distributed
+    from hf_transfer.data import budget_name
 
     # What chose the best checkpoint: the task's metric, or trainer.metric_for_best_model.
     metric = (trainer.args.metric_for_best_model or "loss").removeprefix("eval_")
@@ -293,6 +294,7 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
         "pretrained": run_cfg.model.pretrained,
         "strategy": run_cfg.strategy.name,
         "seed": run_cfg.seed,
+        "train_budget": budget_name(run_cfg.task.data),  # what `compare` varies; "all" for a plain run
         "examples": {name: len(split) for name, split in data.splits.items()},
         "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
         "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),

@@ -96,6 +96,9 @@ def test_the_cycle_finder_finds_a_cycle():
         ("hf_transfer.training", "hf_transfer.run"),
         ("hf_transfer.predict", "hf_transfer.cli"),
         ("hf_transfer.report", "hf_transfer.cli"),
+        ("hf_transfer.compare", "hf_transfer.cli"),
+        ("hf_transfer.report_summary", "hf_transfer.run"),  # reads run folders; never runs
+        ("hf_transfer.report_render", "hf_transfer.run"),
         ("hf_transfer.hub", "hf_transfer.cli"),
     ],
 )
@@ -113,7 +116,8 @@ def test_arrows_point_down(lower, upper):
 
 def test_predict_report_and_push_know_no_task_by_name():
     """What a task is lives in its module: the commands ask the task registry and the run folder."""
-    for command in ("predict.py", "report.py", "hub.py", "run.py", "training.py"):
+    for command in ("predict.py", "report.py", "report_summary.py", "report_plots.py", "report_render.py",
+                    "compare.py", "hub.py", "run.py", "training.py"):  # fmt: skip
         source = (PACKAGE / command).read_text(encoding="utf-8")
         for name in ("text_classification", "token_classification", "question_answering", "causal_lm",
                      "text-classification", "question-answering", "ForSequenceClassification"):  # fmt: skip

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import json
 import shutil
 
+import pytest
 from conftest import compose_tiny
 
 from hf_transfer import run_folder
@@ -66,3 +69,134 @@ def test_hydras_records_and_older_run_folders_read_as_they_should(checkpoints, d
     assert sorted(line.split("|")[1].strip() for line in table) == ["cli", "old"]  # no cli/.hydra row
     metric = {line.split("|")[1].strip(): line.split("|")[6].strip() for line in table}
     assert metric == {"cli": "f1_macro", "old": "accuracy"}  # recorded; else the usual headline it has
+
+
+# -- report.md and report.html -------------------------------------------------------------
+# (strategy, pretrained, budget, train examples, seed, test accuracy, train s, out-of-domain accuracy)
+CELLS = [
+    ("full", True, "4/class", 8, 42, 0.70, 1.0, None),
+    ("full", True, "4/class", 8, 43, 0.74, 1.2, None),
+    ("full", True, "all", 72, 42, 0.90, 10.0, 0.81),
+    ("full", True, "all", 72, 43, 0.92, 10.0, 0.83),
+    ("lora", True, "4/class", 8, 42, 0.80, 0.5, None),
+    ("lora", True, "all", 72, 42, 0.905, 3.0, 0.724),
+    ("full", False, "4/class", 8, 42, 0.55, 1.0, None),
+    ("full", False, "all", 72, 42, 0.75, 9.0, 0.60),
+]
+
+
+@pytest.fixture(scope="module")
+def comparison(checkpoints, data_dir, tmp_path_factory):
+    """A comparison folder: one real tiny run, copied into cells whose figures are set here."""
+    root = tmp_path_factory.mktemp("comparison")
+    template = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=1",
+                                "task.metric_for_best_model=accuracy"), output_dir=root / "template").folder  # fmt: skip
+    for strategy, pretrained, budget, examples, seed, test, seconds, outside in CELLS:
+        cell = (
+            root / "cmp" / strategy / ("pretrained" if pretrained else "random") / budget.replace("/", "") / str(seed)
+        )
+        shutil.copytree(template, cell, ignore=shutil.ignore_patterns("checkpoints"))
+        metrics = json.loads((cell / "metrics.json").read_text())
+        metrics.update(
+            strategy=strategy, pretrained=pretrained, train_budget=budget, seed=seed, train_runtime_s=seconds
+        )
+        metrics["examples"]["train"] = examples
+        metrics["test"]["accuracy"] = test
+        if outside is not None:  # as the out-of-domain sets are recorded: extra_test.NAME.METRIC
+            metrics["extra_test"] = {"shifted": {"accuracy": outside, "f1_macro": 0.5}}
+        (cell / "metrics.json").write_text(json.dumps(metrics))
+    return root / "cmp"
+
+
+def _task_rows(markdown_text: str) -> dict[tuple[str, str, str], list[str]]:
+    rows = {}
+    for line in markdown_text.split("## Every run")[0].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[1] in ("pretrained", "random"):
+            rows[tuple(cells[:3])] = cells
+    return rows
+
+
+def test_the_report_holds_the_runs_numbers_and_findings(comparison, tmp_path, capsys):
+    import statistics
+
+    out = tmp_path / "report"
+    assert main(["report", str(comparison), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    rows = _task_rows(text)
+    assert len(rows) == 6  # cells: the seeds of one setting are one row
+    full_all = rows[("full", "pretrained", "all")]
+    assert full_all[3:9] == ["72", "2", f"{statistics.fmean([0.90, 0.92]):.4f}", f"{statistics.stdev([0.90, 0.92]):.4f}",
+                             f"{statistics.fmean([0.81, 0.83]):.4f}", "10.0"]  # fmt: skip
+    assert rows[("lora", "pretrained", "4/class")][5:8] == ["0.8000", "-", "-"]  # one seed: no spread
+
+    # The findings, computed here from CELLS: best = full pretrained all (0.91); within one point
+    # (0.01) and fastest: lora all (0.905 in 3 s); the random start's best with all the data is
+    # 0.75, first matched with 8 examples (lora 4/class 0.80); out of domain full keeps 0.82 / 0.91.
+    best, best_sd = statistics.fmean([0.90, 0.92]), statistics.stdev([0.90, 0.92])
+    expected = [
+        f"The best test accuracy, {best:.4f} (mean of 2 seeds, ± {best_sd:.4f}), came from full from the "
+        "pretrained start with all 72 training examples.",
+        "The fastest to get within one point (0.01) of it was lora from the pretrained start with all 72 training "
+        f"examples: 0.9050 in 3.0 s of training, against 10.0 s for the best ({10 / 3:.1f}x the time).",
+        "From random weights the best test accuracy with all the data (72 examples) was 0.7500 (full); the "
+        f"pretrained start matched it with 8 labelled examples (lora, budget 4/class: 0.8000), {72 / 8:.1f}x fewer.",
+        "Out of domain on shifted (pretrained start, the most training data), of its in-domain test accuracy: "
+        f"full kept {0.82 / best:.0%} ({best:.4f} -> 0.8200); lora kept {0.724 / 0.905:.0%} (0.9050 -> 0.7240).",
+    ]
+    for sentence in expected:
+        assert f"- {sentence}" in text
+    html_text = (out / "report.html").read_text()
+    for sentence in expected:
+        assert html.escape(sentence) in html_text
+    assert expected[0] in capsys.readouterr().out  # and in the terminal
+
+    # The figures: valid PNG files, decodable, linked from report.md and inside report.html.
+    import matplotlib.image
+
+    pictures = sorted((out / "report_files").glob("*.png"))
+    assert {p.name.split("-", 1)[1] for p in pictures} == {"learning_curve.png", "metric_vs_time.png",
+                                                           "metric_vs_parameters.png", "out_of_domain.png"}  # fmt: skip
+    for picture in pictures:
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width, _ = matplotlib.image.imread(picture).shape
+        assert width > 300 and height > 200
+        assert f"](report_files/{picture.name})" in text
+    sources = _no_external_requests(html_text)
+    assert len(sources) == len(pictures)
+    embedded = {base64.b64decode(s.removeprefix("data:image/png;base64,")) for s in sources}
+    assert embedded == {p.read_bytes() for p in pictures}
+
+
+def _no_external_requests(page: str) -> list[str]:
+    """Every src/href of the page (all must be data: URIs or in-page anchors), checked; the srcs."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, str, str]] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend((tag, name, value or "") for name, value in attrs if name in ("src", "href", "srcset"))
+            assert tag not in ("script", "link", "iframe", "object", "embed"), tag
+
+    Links().feed(page)
+    for tag, name, value in found:
+        assert value.startswith(("data:", "#")), (tag, name, value[:80])
+    assert "@import" not in page and "url(" not in page and "http://" not in page and "https://" not in page
+    return [value for tag, name, value in found if tag == "img"]
+
+
+def test_without_matplotlib_the_report_has_its_tables_and_findings_and_says_how_to_get_plots(
+    comparison, tmp_path, monkeypatch, capsys
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    out = tmp_path / "plain"
+    assert main(["report", str(comparison), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "pip install 'hf-transfer-learning[report]'" in text and "![" not in text
+    assert len(_task_rows(text)) == 6 and "- The best test accuracy" in text
+    assert not (out / "report_files").exists()
+    assert _no_external_requests((out / "report.html").read_text()) == []
+    assert "no plots" in capsys.readouterr().out

@@ -1,0 +1,309 @@
+"""`hf-transfer compare`: one grid of runs over a recipe, to see what transfer learning buys.
+
+    hf-transfer compare recipe=bert_sentiment                         (the default grid: 32 runs)
+    hf-transfer compare recipe=bert_sentiment --strategies full,lora --budgets 8/class,all --seeds 3
+    hf-transfer report runs/bert_sentiment/compare                    (tables, plots, findings)
+
+The grid's axes: strategies, label budgets (a seeded, stratified subset of the same train
+split: task.data.train_per_class / train_size), the start (pretrained weights or random ones,
+model.pretrained) and seeds. Validation and test are the same for every cell: the splits are
+drawn with one split seed, whatever the cell's seed. Each cell is a normal run folder under one
+comparison folder, named after its settings (full/pretrained/n64pc/seed42). A finished cell is
+skipped, an unfinished one resumed: an interrupted comparison goes on with the same command.
+Under `accelerate launch` every process walks the same cells, as every process of one run does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import CommandParser, Interrupted, UserError, unknown_choice
+
+DEFAULT_BUDGETS = "8/class,64/class,1000,all"
+STARTS = ("pretrained", "random")
+# The keys the grid sets: a user gives their values as the grid's axes, not as overrides.
+AXIS_KEYS = {
+    "strategy": "--strategies",
+    "model.pretrained": "--starts",
+    "seed": "--seeds (seeds are SEED, SEED+1, ... from the recipe's seed)",
+    "task.data.train_per_class": "--budgets",
+    "task.data.train_size": "--budgets",
+    "hydra.run.dir": "--out",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A label budget: so many training examples of each class, so many in all, or all."""
+
+    per_class: int | None = None
+    total: int | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.per_class}/class" if self.per_class else str(self.total) if self.total else "all"
+
+    @property
+    def folder(self) -> str:
+        return f"n{self.per_class}pc" if self.per_class else f"n{self.total}" if self.total else "all"
+
+    def overrides(self) -> list[str]:
+        return [f"task.data.train_per_class={_null(self.per_class)}", f"task.data.train_size={_null(self.total)}"]
+
+
+def _null(value: int | None) -> str:
+    return "null" if value is None else str(value)
+
+
+def parse_budget(text: str) -> Budget:
+    """'8/class' -> 8 of each class; '1000' -> 1,000 in all; 'all' -> the whole train split."""
+    word = text.strip().lower()
+    if word == "all":
+        return Budget()
+    match = re.fullmatch(r"(\d+)(/class)?", word)
+    if not match or int(match.group(1)) < 1:
+        raise UserError(
+            f"bad budget '{text}' in --budgets: write N/class (N training examples of each class), "
+            "N (N in all, classes in proportion) or all, with N at least 1; e.g. --budgets 8/class,64/class,1000,all"
+        )
+    number = int(match.group(1))
+    return Budget(per_class=number) if match.group(2) else Budget(total=number)
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str
+    start: str
+    budget: Budget
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy}/{self.start}/{self.budget.folder}/seed{self.seed}"
+
+    def overrides(self, split_seed: int) -> list[str]:
+        return [
+            f"strategy={self.strategy}",
+            f"model.pretrained={str(self.start == 'pretrained').lower()}",
+            *self.budget.overrides(),
+            f"seed={self.seed}",
+            # The same validation and test splits in every cell, whatever its seed.
+            f"task.data.split_seed={split_seed}",
+        ]
+
+
+@dataclass
+class Grid:
+    strategies: list[str]
+    budgets: list[Budget]
+    starts: list[str]
+    seeds: int
+
+    def cells(self, first_seed: int) -> list[Cell]:
+        """Seeds outermost (one seed's whole picture comes first), then budgets from the
+        smallest (the cheapest runs first), starts, strategies."""
+        return [
+            Cell(strategy, start, budget, first_seed + number)
+            for number in range(self.seeds)
+            for budget in self.budgets
+            for start in self.starts
+            for strategy in self.strategies
+        ]
+
+    def describe(self, first_seed: int) -> list[str]:
+        seeds = [str(first_seed + n) for n in range(self.seeds)]
+        count = len(self.strategies) * len(self.budgets) * len(self.starts) * self.seeds
+        return [
+            f"  strategies  {', '.join(self.strategies)}",
+            f"  budgets     {', '.join(b.text for b in self.budgets)}",
+            f"  starts      {', '.join(self.starts)}",
+            f"  seeds       {', '.join(seeds)}",
+            f"  {count} runs = {len(self.strategies)} strategies x {len(self.budgets)} budgets x "
+            f"{len(self.starts)} starts x {self.seeds} seeds",
+        ]
+
+
+def _items(text: str, what: str) -> list[str]:
+    items = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not items:
+        raise UserError(f"--{what} needs at least one value")
+    return items
+
+
+def parse_grid(strategies: str | None, budgets: str, starts: str, seeds: int) -> Grid:
+    """The grid the options ask for; any unknown value is refused before anything loads."""
+    from hf_transfer.strategies import STRATEGIES
+
+    names = _items(strategies, "strategies") if strategies else list(STRATEGIES)
+    for name in names:
+        if name not in STRATEGIES:
+            raise unknown_choice("strategy", name, STRATEGIES, key="--strategies")
+    chosen_starts = _items(starts, "starts")
+    for start in chosen_starts:
+        if start not in STARTS:
+            raise unknown_choice("start", start, STARTS, key="--starts")
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    parsed = list(dict.fromkeys(parse_budget(b) for b in _items(budgets, "budgets")))
+    return Grid(names, parsed, chosen_starts, seeds)
+
+
+def _refuse_axis_overrides(overrides: list[str]) -> None:
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in AXIS_KEYS:
+            raise UserError(f"'{override}': compare sets {key} in each cell; give its values with {AXIS_KEYS[key]}")
+
+
+def parse_args(argv: list[str]) -> Any:
+    parse = CommandParser(
+        prog="hf-transfer compare",
+        description="Run a grid of runs over a recipe (strategies x label budgets x starts x seeds), each cell a "
+        "run folder under one comparison folder; finished cells are skipped, so the same command resumes.",
+    )
+    parse.add_argument("overrides", nargs="*", help="the training command's overrides (recipe=..., trainer.*=...)")
+    parse.add_argument("--strategies", help="comma-separated strategies (default: all of them)")
+    parse.add_argument("--budgets", default=DEFAULT_BUDGETS, help=f"label budgets: N/class, N or all "
+                       f"(default: {DEFAULT_BUDGETS})")  # fmt: skip
+    parse.add_argument("--starts", default=",".join(STARTS), help="pretrained, random (model.pretrained=false)")
+    parse.add_argument("--seeds", type=int, default=1, help="seeds per cell: SEED, SEED+1, ... (default: 1)")
+    parse.add_argument("--out", help="the comparison folder (default: runs/NAME/compare)")
+    parse.add_argument("--config-dir", help="a folder of your own recipes and groups, as for training")
+    parse.add_argument("--dry-run", action="store_true", help="validate every cell and print the grid; run nothing")
+    return parse.parse_intermixed_args(argv)  # overrides before or after the options
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    grid = parse_grid(args.strategies, args.budgets, args.starts, args.seeds)
+    _refuse_axis_overrides(args.overrides)
+
+    from hf_transfer import run_folder
+    from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
+    from hf_transfer.distributed import is_secondary_process
+
+    secondary = is_secondary_process()
+    say = (lambda line: None) if secondary else (lambda line: print(line, flush=True))
+    # The other processes of a launch write nothing of their own (as for one run): their
+    # Hydra records go to a scratch folder.
+    scratch = tempfile.TemporaryDirectory(prefix="hf-transfer-rank-", ignore_cleanup_errors=True) if secondary else None
+    with hydra_session(args.config_dir) as hydra, scratch or contextlib.nullcontext():
+        (base,) = compose_jobs(hydra, prepare_overrides(hydra, args.overrides))
+        out = Path(args.out or f"runs/{base.run.name}/compare")
+        first_seed = base.run.seed
+        split_seed = base.run.task.data.split_seed if base.run.task.data.split_seed is not None else first_seed
+        cells = grid.cells(first_seed)
+        jobs = []
+        for cell in cells:  # every cell validated before any runs
+            where = Path(scratch.name) / cell.name if scratch else out / cell.name
+            extra = [f'hydra.run.dir="{where}"']
+            if scratch:
+                extra += ["hydra.output_subdir=null", "hydra.job_logging.root.level=WARNING"]
+            overrides = prepare_overrides(hydra, [*args.overrides, *cell.overrides(split_seed), *extra])
+            (job,) = compose_jobs(hydra, overrides, for_run=True)
+            jobs.append(job)
+        states = [run_folder.state(out / cell.name) for cell in cells]
+        for cell, job, found in zip(cells, jobs, states):
+            if found != "empty":
+                _check_same_config(out, cell, job.run)
+        say(f"compare: {len(cells)} runs into {out}")
+        for line in grid.describe(first_seed):
+            say(line)
+        done = states.count("complete")
+        if done:
+            say(f"  {done} already complete (skipped), {states.count('incomplete')} to resume")
+        if args.dry_run:
+            return 0
+        if not secondary:
+            run_folder.take(out)  # one comparison at a time in this folder
+        try:
+            _run_cells(hydra, cells, jobs, states, out, secondary, say)
+        finally:
+            if not secondary:
+                run_folder.release(out)
+    say(f"compare: see the results with: hf-transfer report {out}")
+    return 0
+
+
+def _run_cells(hydra: Any, cells: list[Cell], jobs: list[Any], states: list[str], out: Path,
+               secondary: bool, say: Any) -> None:  # fmt: skip
+    from hf_transfer import run_folder
+
+    start = time.perf_counter()
+    for number, (cell, job, found) in enumerate(zip(cells, jobs, states), 1):
+        folder = out / cell.name
+        found = run_folder.state(folder)  # again: another process may have finished it meanwhile
+        elapsed = _clock(time.perf_counter() - start)
+        what = {"complete": "skipped (complete)", "incomplete": "resuming", "empty": "running"}[found]
+        say(f"compare [{number}/{len(cells)}] {cell.name}: {what} ({elapsed} so far)")
+        if found == "complete":
+            continue
+        try:
+            _run_cell(hydra, job, folder, resume=found == "incomplete", secondary=secondary)
+        except Interrupted as err:
+            raise Interrupted(f"{err}; or rerun the same compare command: finished cells are skipped") from None
+        except UserError as err:
+            raise UserError(f"cell {cell.name}: {err}") from None
+    say(f"compare: {len(cells)} cells done in {_clock(time.perf_counter() - start)}")
+
+
+def _run_cell(hydra: Any, job: Any, folder: Path, resume: bool, secondary: bool) -> None:
+    """One cell, as `hf-transfer` runs one job (Hydra's records and train.log in its folder)."""
+    from hf_transfer import run_folder
+    from hf_transfer.compose import run_job
+    from hf_transfer.run import resume as resume_run
+    from hf_transfer.run import run
+
+    if resume:
+        task = lambda cfg: resume_run(folder)  # noqa: E731 - with its own config.yaml, from its checkpoint
+    else:
+        task = lambda cfg: run(job.run, output_dir=folder)  # noqa: E731
+    if secondary:
+        run_job(hydra, job, task)
+        return
+    run_folder.take(folder)  # before Hydra writes into it; a folder another run holds is refused
+    try:
+        run_job(hydra, job, task)
+    finally:
+        run_folder.release(folder)
+
+
+def _check_same_config(out: Path, cell: Cell, run_cfg: Any) -> None:
+    """A cell folder that holds a run of another config (other overrides, another recipe) is
+    refused: skipping it would mix two comparisons in one report."""
+    import yaml
+
+    from hf_transfer.config import as_dict, validate
+
+    saved_file = out / cell.name / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = _flat(as_dict(validate(yaml.safe_load(saved_file.read_text(encoding="utf-8")))))
+    wanted = _flat(yaml.safe_load(yaml.safe_dump(as_dict(run_cfg))))
+    differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} now" for k in differ[:3])
+        raise UserError(
+            f"cell {cell.name} in '{out}' holds a run of another config ({shown}"
+            f"{', ...' if len(differ) > 3 else ''}); give the same overrides as before, or another --out"
+        )
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,215 @@
+"""What a set of finished runs says: runs grouped into cells (the seeds of one setting), their
+means and spreads, and the findings, as plain sentences computed from those numbers.
+
+A cell is one task, strategy, start (pretrained or random weights) and label budget; its runs
+differ by seed only. Every figure is read from the runs' metrics.json: the headline metric is
+each run's own `best_metric`, out-of-domain scores are under `extra_test`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from hf_transfer.outputs import headline, split_value
+
+
+@dataclass
+class Cell:
+    task: str  # what the table is titled by: the run's name and task type
+    strategy: str
+    start: str  # "pretrained" or "random"
+    budget: str  # "8/class", "1000" or "all" (metrics.json's train_budget)
+    metric: str
+    greater_is_better: bool
+    seeds: list[int] = field(default_factory=list)
+    train_examples: list[int] = field(default_factory=list)
+    test: list[float] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)  # out-of-domain set -> scores
+    train_s: list[float] = field(default_factory=list)
+    samples_per_s: list[float] = field(default_factory=list)
+    trainable: list[int] = field(default_factory=list)
+    peak_mb: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.test)
+
+    @property
+    def spread(self) -> float | None:
+        """The standard deviation over seeds (None with one seed)."""
+        return statistics.stdev(self.test) if len(self.test) > 1 else None
+
+    @property
+    def examples(self) -> float:
+        return statistics.fmean(self.train_examples)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.fmean(self.train_s)
+
+    def extra_mean(self, name: str) -> float | None:
+        scores = self.extra.get(name)
+        return statistics.fmean(scores) if scores else None
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score `a` is at least as good as `b`."""
+        return a >= b if self.greater_is_better else a <= b
+
+
+@dataclass
+class Task:
+    title: str
+    metric: str
+    greater_is_better: bool
+    cells: list[Cell]
+    extra_sets: list[str]
+
+
+def strategy_order() -> list[str]:
+    from hf_transfer.strategies import STRATEGIES
+
+    return list(STRATEGIES)
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[Task]:
+    """Finished runs' metrics -> one Task per task, its cells in a stable order (strategy,
+    start, training-set size). Runs without a test score are left out (nothing to compare)."""
+    cells: dict[tuple[str, str, str, str, str], Cell] = {}
+    for metrics in runs:
+        metric = headline(metrics)
+        test = split_value(metrics, "test", metric)
+        if not isinstance(test, (int, float)):
+            continue
+        best = metrics.get("best_metric") or {}
+        task = f"{metrics.get('name', '?')} ({metrics.get('task', '?')})"
+        start = "pretrained" if metrics.get("pretrained", True) else "random"
+        budget = metrics.get("train_budget", "all")
+        key = (task, metrics.get("strategy", "?"), start, budget, metric)
+        cell = cells.setdefault(key, Cell(*key, greater_is_better=best.get("greater_is_better", metric != "loss")))
+        cell.seeds.append(metrics.get("seed"))
+        cell.train_examples.append((metrics.get("examples") or {}).get("train", 0))
+        cell.test.append(float(test))
+        for name, scores in (metrics.get("extra_test") or {}).items():
+            value = scores.get(metric) if isinstance(scores, dict) else None
+            if isinstance(value, (int, float)):
+                cell.extra.setdefault(name, []).append(float(value))
+        cell.train_s.append(metrics["train_runtime_s"])
+        cell.samples_per_s.append(metrics["train_samples_per_second"])
+        cell.trainable.append(metrics["trainable_parameters"])
+        if metrics.get("peak_memory_mb") is not None:
+            cell.peak_mb.append(metrics["peak_memory_mb"])
+    order = {name: i for i, name in enumerate(strategy_order())}
+    tasks: dict[str, Task] = {}
+    for cell in sorted(cells.values(), key=lambda c: (c.task, order.get(c.strategy, 99), c.strategy,
+                                                      c.start != "pretrained", c.examples)):  # fmt: skip
+        if cell.task not in tasks:
+            tasks[cell.task] = Task(cell.task, cell.metric, cell.greater_is_better, [], [])
+        tasks[cell.task].cells.append(cell)
+        for name in cell.extra:
+            if name not in tasks[cell.task].extra_sets:
+                tasks[cell.task].extra_sets.append(name)
+    return list(tasks.values())
+
+
+def one_point(task: Task) -> float:
+    """'One point' of the headline metric: 0.01 on a metric that lives in [0, 1] (accuracy, F1),
+    else 1% of the best score."""
+    scores = [s for c in task.cells for s in c.test]
+    if all(0 <= s <= 1 for s in scores):
+        return 0.01
+    return abs(best_cell(task).mean) / 100
+
+
+def best_cell(task: Task, cells: list[Cell] | None = None) -> Cell:
+    pool = task.cells if cells is None else cells
+    return max(pool, key=lambda c: c.mean) if task.greater_is_better else min(pool, key=lambda c: c.mean)
+
+
+def describe_budget(cell: Cell) -> str:
+    examples = f"{cell.examples:,.0f}"
+    if cell.budget == "all":
+        return f"all {examples} training examples"
+    if cell.budget.endswith("/class"):
+        return f"{cell.budget.split('/')[0]} examples per class ({examples} in all)"
+    return f"{examples} training examples"
+
+
+def _score(cell: Cell) -> str:
+    seeds = len(cell.test)
+    if seeds == 1:
+        return f"{cell.mean:.4f}"
+    return f"{cell.mean:.4f} (mean of {seeds} seeds, ± {cell.spread:.4f})"
+
+
+def _setting(cell: Cell) -> str:
+    return f"{cell.strategy} from the {cell.start} start with {describe_budget(cell)}"
+
+
+def findings(task: Task) -> list[str]:
+    """The plain sentences of the report, each computed from the cells."""
+    metric = task.metric
+    best = best_cell(task)
+    lines = [f"The best test {metric}, {_score(best)}, came from {_setting(best)}."]
+
+    point = one_point(task)
+    near = [c for c in task.cells if abs(c.mean - best.mean) <= point + 1e-12]  # (a float's last bit aside)
+    fastest = min(near, key=lambda c: c.seconds)
+    if fastest is best:
+        lines.append(
+            f"No other setting got within one point ({point:g}) of it in less training time: it took "
+            f"{best.seconds:.1f} s of training."
+        )
+    else:
+        lines.append(
+            f"The fastest to get within one point ({point:g}) of it was {_setting(fastest)}: {fastest.mean:.4f} in "
+            f"{fastest.seconds:.1f} s of training, against {best.seconds:.1f} s for the best "
+            f"({best.seconds / max(fastest.seconds, 1e-9):.1f}x the time)."
+        )
+
+    random_all = [c for c in task.cells if c.start == "random" and c.budget == "all"]
+    pretrained = [c for c in task.cells if c.start == "pretrained"]
+    if not random_all:
+        lines.append(
+            "No run started from random weights with all the data, so what pretraining saves in labels is not "
+            "measured (compare --starts pretrained,random, or model.pretrained=false)."
+        )
+    elif pretrained:
+        target = best_cell(task, random_all)
+        matched = [c for c in pretrained if c.better(c.mean, target.mean)]
+        head = (
+            f"From random weights the best test {metric} with all the data ({target.examples:,.0f} examples) "
+            f"was {target.mean:.4f} ({target.strategy})"
+        )
+        if matched:
+            fewest = min(matched, key=lambda c: (c.examples, -c.mean if task.greater_is_better else c.mean))
+            ratio = target.examples / max(fewest.examples, 1)
+            saving = f"{ratio:.1f}x fewer" if ratio > 1 else "no fewer than the random start had"
+            lines.append(
+                f"{head}; the pretrained start matched it with {fewest.examples:,.0f} labelled examples "
+                f"({fewest.strategy}, budget {fewest.budget}: {fewest.mean:.4f}), {saving}."
+            )
+        else:
+            lines.append(f"{head}; no pretrained run matched it.")
+
+    if not task.extra_sets:
+        lines.append("No out-of-domain test sets were scored (task.extra_test).")
+    for name in task.extra_sets:
+        parts = []
+        for strategy in dict.fromkeys(c.strategy for c in pretrained):
+            cells = [c for c in pretrained if c.strategy == strategy and c.extra_mean(name) is not None]
+            if not cells:
+                continue
+            cell = max(cells, key=lambda c: c.examples)  # the most data it had
+            outside = cell.extra_mean(name)
+            if task.greater_is_better and cell.mean > 0:
+                parts.append(f"{strategy} kept {outside / cell.mean:.0%} ({cell.mean:.4f} -> {outside:.4f})")
+            else:
+                parts.append(f"{strategy} went from {cell.mean:.4f} to {outside:.4f}")
+        if parts:
+            lines.append(
+                f"Out of domain on {name} (pretrained start, the most training data), of its in-domain test "
+                f"{metric}: " + "; ".join(parts) + "."
+            )
+    return lines
