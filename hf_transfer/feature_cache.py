@@ -444,7 +444,9 @@ def prepare(config: Any, strategy: Any, trainer: Any, encoded: Any, padding_side
     model = trainer.model
     frozen, why = strategy.frozen_blocks(model)
     args = trainer.args
-    decision = decide(config.cache, frozen, why, args, len(encoded.inputs["train"]), padding_side)
+    # cache=true asks for the probe's cache where the strategy itself has nothing frozen.
+    setting = "auto" if config.cache is True and frozen == 0 and config.head_epochs else config.cache
+    decision = decide(setting, frozen, why, args, len(encoded.inputs["train"]), padding_side)
     if decision.used:
         parts = anatomy(model)
         cache = build(

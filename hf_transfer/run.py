@@ -119,7 +119,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     from hf_transfer.measure import PeakMemory, Stopwatch
     from hf_transfer.strategies import make_strategy
     from hf_transfer.tasks import task_class
-    from hf_transfer.training import build_trainer, set_best_metric, training_arguments
+    from hf_transfer.training import apply_min_steps, build_trainer, set_best_metric, training_arguments
 
     wall = Stopwatch()
     one_time_before = one_time_seconds()
@@ -138,6 +138,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     data = task.load()
     set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
+    apply_min_steps(args, run_cfg.strategy.min_steps, len(data.splits["train"]))
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
 
     memory = PeakMemory()
@@ -148,6 +149,15 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     _check_data(data, tokenizer, run_cfg.task.max_length)
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
     model = _load_model(run_cfg, task, data, tokenizer)
+    max_length = run_cfg.task.max_length
+    if max_length is None:
+        max_length = models.default_max_length(tokenizer, model.config)
+    encoded = task.tokenize(data, tokenizer, max_length)
+    probe = None
+    if run_cfg.strategy.head_epochs:  # the head alone first, then the strategy from that head
+        from hf_transfer.head_first import train_head_first
+
+        probe = train_head_first(run_cfg, strategy, task, model, tokenizer, data, encoded, folder / SCRATCH)
 
     model = strategy.apply(model)
     trainable, total = models.count_parameters(model)
@@ -160,11 +170,6 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         100 * trainable / total,
         ", ".join(trained_modules),
     )
-
-    max_length = run_cfg.task.max_length
-    if max_length is None:
-        max_length = models.default_max_length(tokenizer, model.config)
-    encoded = task.tokenize(data, tokenizer, max_length)
     interrupt = StopOnInterrupt()
     callbacks = [ResumableCheckpoints(resume_from=checkpoint), interrupt, *callbacks]
     if checkpoint is not None:  # the strategy's own schedule goes on from where it was
@@ -199,6 +204,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         max_length=max_length,
         **strategy.record(),
         feature_cache=cache,
+        **({"head_probe": probe} if probe else {}),
     )
     evaluation, predictions = _evaluate(trainer, task, data, encoded)
     metrics.update(evaluation)

@@ -78,6 +78,26 @@ def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task, data: T
             args.greater_is_better = greater_is_better
 
 
+def apply_min_steps(args: TrainingArguments, min_steps: int, train_examples: int) -> None:
+    """strategy.min_steps: add epochs to a run whose data makes fewer optimizer steps (a run
+    with trainer.max_steps trains exactly that many)."""
+    import math
+
+    if not min_steps or args.max_steps > 0:
+        return
+    per_step = args.per_device_train_batch_size * max(args.world_size, 1) * args.gradient_accumulation_steps
+    steps_per_epoch = max(math.ceil(train_examples / per_step), 1)
+    if args.num_train_epochs * steps_per_epoch >= min_steps:
+        return
+    epochs = math.ceil(min_steps / steps_per_epoch)
+    log.info(
+        "strategy.min_steps=%d: %d epochs of %d steps, not trainer.num_train_epochs=%g "
+        "(strategy.min_steps=0 trains the epochs asked for)",
+        min_steps, epochs, steps_per_epoch, args.num_train_epochs,
+    )  # fmt: skip
+    args.num_train_epochs = epochs
+
+
 def _has_accelerator() -> bool:
     import torch
 
