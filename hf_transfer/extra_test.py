@@ -152,6 +152,7 @@ def load_extra_sets(task: Any, data: Any) -> Any:
     sets: dict[str, ExtraTestConfig] = getattr(task.config, "extra_test", None) or {}
     split_seed = task.config.data.split_seed if task.config.data.split_seed is not None else task.seed
     for name, cfg in sets.items():
+        log.info("loading extra test set %s: %s", name, cfg.source or cfg.data_files)
         prepared = task.prepare_extra(read_set(name, cfg), name, cfg, data)
         if len(prepared) == 0:
             raise UserError(
@@ -202,14 +203,21 @@ def _one_split(raw: DatasetDict, name: str, cfg: ExtraTestConfig) -> Dataset:
 
 
 def label_names_of(
-    values: list[Any], name: str, cfg: ExtraTestConfig, task_labels: list[str], task_label_map: dict | None
+    values: list[Any],
+    name: str,
+    cfg: ExtraTestConfig,
+    task_labels: list[str],
+    task_label_map: dict | None,
+    unit: str = "rows",
 ) -> tuple[list[int], list[str]]:
     """The rows to keep and the task's label name for each: the set's raw values mapped by
-    name, through the set's label_map, or through the task's; refused when any does not map."""
+    name, through the set's label_map, or through the task's; refused when any does not map.
+    `unit`: what a value is, for the message (rows; tags, where each word has one)."""
     from collections import Counter
 
     key = f"task.extra_test.{name}"
     dropped = {str(v) for v in cfg.drop_labels or []}
+    missing = sum(v is None for v in values)
     if cfg.numeric_labels is not None:
         values = _by_number(values, name, cfg.numeric_labels)
     rows, names, unmapped = [], [], Counter()
@@ -222,12 +230,15 @@ def label_names_of(
             names.append(mapped)
         else:
             unmapped[str(value) if mapped is None else f"{value} -> {mapped}"] += 1
+    left_out = sum(v is not None and str(v) in dropped for v in values)
+    if missing or left_out:
+        log.info("%s: left out %d rows with no label, %d in drop_labels", split_name(name), missing, left_out)
     if unmapped:
         found = sorted({str(v) for v in values if v is not None and str(v) not in dropped}, key=_label_order)
         how = f" through {key}.label_map" if cfg.label_map is not None else " by name"
         raise UserError(
             f"labels of the {split_name(name)} set do not map to the task's labels{how}: "
-            f"{', '.join(f'{v} ({n:,} rows)' for v, n in sorted(unmapped.items()))}; the set's labels: "
+            f"{', '.join(f'{v} ({n:,} {unit})' for v, n in sorted(unmapped.items()))}; the set's labels: "
             f"{', '.join(found)}; the task's labels: {', '.join(task_labels)}. Map them with {key}.label_map "
             f"(e.g. {{{found[0]}: {task_labels[0]}}}), or leave their rows out with {key}.drop_labels"
         )

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import yaml
-from conftest import NEGATIVE, POSITIVE, compose_tiny, sentence, tiny_overrides
+from conftest import NEGATIVE, PEOPLE, PLACES, POSITIVE, WORDS, compose_tiny, sentence, tiny_overrides
 
 from hf_transfer.cli import main
 from hf_transfer.config import validate
@@ -98,7 +98,7 @@ def test_a_run_scores_each_extra_set_like_the_test_split(checkpoints, data_dir, 
     front = yaml.safe_load(card.split("---\n")[1])
     (entry,) = front["model-index"]
     by_set = {r["dataset"]["name"]: r for r in entry["results"]}
-    test_set = f"{metrics['name']} (test split)"
+    test_set = "tiny_sentiment (test split)"  # named after the task's data
     assert set(by_set) == {test_set, "tweets", "reviews"}
     for name, results in ((test_set, metrics["test"]), ("tweets", metrics["extra_test"]["tweets"])):
         found = {m["name"]: m for m in by_set[name]["metrics"]}
@@ -240,3 +240,59 @@ def test_an_unquoted_tsv_keeps_a_text_that_starts_with_a_quote(tmp_path):
     plain = load_source(DatasetConfig(source=str(path), format="tsv", quoted=False))["train"]
     assert len(quoted) < 3  # the quote swallows the lines after it
     assert plain["text"] == ['"no picture', 'well worth it, "really"', "ok"] and plain["sentiment"] == [-0.9, 2.1, 0.4]
+
+
+def tagged(rng, person="B-person", place="B-place"):
+    tokens, tags = [], []
+    for _ in range(rng.randint(3, 6)):
+        roll = rng.random()
+        word, tag = (
+            (rng.choice(PEOPLE), person)
+            if roll < 0.3
+            else (rng.choice(PLACES), place)
+            if roll < 0.5
+            else (rng.choice(WORDS), "O")
+        )
+        tokens.append(word)
+        tags.append(tag)
+    return tokens, tags
+
+
+def write_conll(path, sentences):
+    path.write_text("".join("".join(f"{t}\t{g}\n" for t, g in zip(*s)) + "\n" for s in sentences), encoding="utf-8")
+    return path
+
+
+def test_a_tagged_extra_set_is_mapped_by_tag_name_and_scored_like_the_test_split(checkpoints, tmp_path):
+    from hf_transfer.run import run
+
+    rng = random.Random(5)
+    folder = tmp_path / "ner"
+    folder.mkdir()
+    write_conll(folder / "train.conll", [tagged(rng) for _ in range(60)])
+    write_conll(folder / "test.conll", [tagged(rng) for _ in range(12)])
+    # Another corpus's tag names for the same entities.
+    other = [tagged(rng, "B-PER", "B-LOC") for _ in range(10)]
+    source = write_conll(tmp_path / "other.conll", other)
+    mapping = "task.extra_test.other.label_map={B-PER: B-person, B-LOC: B-place, O: O}"
+    cfg = compose_tiny(checkpoints["bert"], folder, "task=tiny_ner", f"task.extra_test.other.source={source}", mapping)
+    metrics = run(cfg, output_dir=tmp_path / "run").metrics
+    scores = metrics["extra_test"]["other"]
+    assert set(scores) == set(metrics["test"]) and scores["num_examples"] == 10
+    records = read_jsonl(tmp_path / "run" / "predictions_other.jsonl")
+    renamed = {"B-PER": "B-person", "B-LOC": "B-place", "O": "O"}
+    assert [r["tags"] for r in records] == [[renamed[t] for t in tags] for _, tags in other]
+    words = [(p, t) for r in records for p, t in zip(r["predicted"], r["tags"])]
+    assert scores["accuracy"] == pytest.approx(sum(p == t for p, t in words) / len(words))
+
+    unmapped = compose_tiny(checkpoints["bert"], folder, "task=tiny_ner", f"task.extra_test.other.source={source}")
+    with pytest.raises(UserError, match=r"B-LOC \(\d+ tags\), B-PER \(\d+ tags\); the set's labels: B-LOC, B-PER, O; "
+                                        r"the task's labels: O, B-person, B-place"):  # fmt: skip
+        validate_and_load(unmapped)
+
+
+def validate_and_load(cfg):
+    from hf_transfer.tasks import task_class
+
+    run_cfg = validate(cfg)
+    return task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed).load()

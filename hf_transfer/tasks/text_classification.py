@@ -189,8 +189,6 @@ class TextClassification(Task):
         )
         dataset = dataset.select(rows).add_column("label", labels)
         dataset = reader._drop_empty_texts(dataset.cast_column("label", self._label_feature(data.labels)), split)
-        if len(rows) < len(values):
-            log.info("%s: dropped %s (no label, or one left out)", split, _count(len(values) - len(rows), "row"))
         warn_overlap(_texts(data.splits["train"]), _texts(dataset), name)
         return dataset
 
