@@ -90,10 +90,12 @@ def model_card(
     usage: str,
     recipe: dict[str, Any],
     extra_sets: dict[str, Any] | None = None,
+    dataset_name: str | None = None,
 ) -> str:
     """The README.md of the run folder, with the metadata block the hub reads: the base model
     and datasets by hub id where they have one, and the scores (`model-index`). `extra_sets`:
-    the task's extra test sets by name (their configs: source, data_files, split)."""
+    the task's extra test sets by name (their configs: source, data_files, split);
+    `dataset_name`: what the card calls the training data (default: the run's name)."""
     from hf_transfer.assets import hub_id, is_package_source
 
     extra_sets = extra_sets or {}
@@ -107,7 +109,9 @@ def model_card(
         datasets=datasets,
         pipeline_task=pipeline_task,
         tags=["hf_transfer", strategy],
-        results=eval_results(name, pipeline_task, metrics, dataset if dataset_on_hub else None, extra_sets, extra_ids),
+        results=eval_results(
+            name, pipeline_task, metrics, dataset if dataset_on_hub else None, extra_sets, extra_ids, dataset_name
+        ),
         # Where this run took the base model from, beside the hub id it is a copy of.
         extra={"base_model_source": base_model} if base_id is not None and is_package_source(base_model) else {},
     )
@@ -218,12 +222,14 @@ def eval_results(
     dataset_id: str | None,
     extra_sets: dict[str, Any],
     extra_ids: dict[str, str | None],
+    dataset_name: str | None = None,
 ) -> list[Any]:
     """EvalResults of the test split and of each extra test set: one per score. A dataset
-    with no hub id is named by the run (the test split) or by the set's name."""
+    with no hub id is named by `dataset_name` (else the run: the test split) or by the set's name."""
     from huggingface_hub import EvalResult
 
-    sets = [("test", metrics.get("test"), dataset_id or name, f"{name} (test split)", "test")]
+    own = dataset_name or name
+    sets = [("test", metrics.get("test"), dataset_id or own, f"{own} (test split)", "test")]
     for set_name, results in (metrics.get("extra_test") or {}).items():
         cfg = extra_sets.get(set_name)
         split = getattr(cfg, "split", None) or "test"

@@ -377,6 +377,7 @@ def _write_results(
         usage=task.usage_snippet("PATH_OR_REPO_ID"),
         recipe=as_dict(run_cfg),
         extra_sets=getattr(run_cfg.task, "extra_test", None),
+        dataset_name=run_cfg.task.name,
     )
     (folder / "README.md").write_text(card, encoding="utf-8")
     log.info("done%s", outputs.summary(metrics, folder))

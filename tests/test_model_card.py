@@ -51,6 +51,12 @@ def test_model_index_holds_the_test_split_and_each_extra_set():
     assert "| accuracy | 0.9000 | 0.8125 | 0.6250 |" in text
 
 
+def test_the_test_split_is_named_after_the_data_where_the_task_names_it():
+    front, _ = card(dataset_name="rotten_tomatoes")
+    names = [r["dataset"]["name"] for r in front["model-index"][0]["results"]]
+    assert names == ["rotten_tomatoes (test split)", "tweets"]
+
+
 def test_a_hub_checkpoint_and_hub_data_are_named_as_they_are():
     front, _ = card(base_model="org/bert", base_on_hub=True, dataset="org/reviews", dataset_on_hub=True, extra_sets={})
     assert front["base_model"] == "org/bert" and "base_model_source" not in front
