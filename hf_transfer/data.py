@@ -7,6 +7,7 @@ the splits are made is the same for every task; what the columns mean is the tas
 from __future__ import annotations
 
 import codecs
+import csv
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -61,6 +62,10 @@ class DatasetConfig:
     format: Literal["csv", "tsv", "json", "parquet", "text", "conll"] | None = None
     # The text encoding of local csv, tsv, json, txt and CoNLL files; null: utf-8.
     encoding: str | None = None
+    # csv/tsv: a field in double quotes may hold delimiters, line breaks and quotes ("").
+    # false: quotes are plain characters, as in the many corpora whose TSV never quotes (a text
+    # that starts with a quote would otherwise swallow the lines up to the next one).
+    quoted: bool = True
     splits: SplitNames = field(default_factory=SplitNames)
     # Carved from train when the data has no such split, as fractions of all of train.
     validation_fraction: float = 0.1
@@ -103,19 +108,25 @@ class DatasetConfig:
 
 def load_raw(cfg: DatasetConfig) -> DatasetDict:
     """Load the data as it is, with our split names (train/validation/test) where present."""
+    return _rename_splits(load_source(cfg), cfg.splits)
+
+
+def load_source(cfg: DatasetConfig, key: str = "task.data") -> DatasetDict:
+    """The data as it is, with the source's own split names (a single file is "train"). `key`
+    is where the config names it, for the messages (extra test sets have their own)."""
     from hf_transfer.assets import resolve_source
 
     source = resolve_source(cfg.source, kind="dataset") if cfg.source else None
     if cfg.data_files is not None:
         base = source if source is not None and source.is_dir() else Path.cwd()
-        raw = _load_files(files_by_split(cfg.data_files, base), cfg.format, cfg.encoding)
-    elif source is not None and source.is_file():
-        raw = _load_files({"train": [source]}, cfg.format, cfg.encoding, key="task.data.source")
-    elif source is not None and source.is_dir():
-        raw = _load_folder(source, cfg.format, cfg.encoding)
-    else:
-        raw = _load_hub(cfg)
-    return _rename_splits(raw, cfg.splits)
+        files = files_by_split(cfg.data_files, base)
+        keys = None if key == "task.data" else f"{key}.data_files"
+        return _load_files(files, cfg.format, cfg.encoding, key=keys, quoted=cfg.quoted)
+    if source is not None and source.is_file():
+        return _load_files({"train": [source]}, cfg.format, cfg.encoding, key=f"{key}.source", quoted=cfg.quoted)
+    if source is not None and source.is_dir():
+        return _load_folder(source, cfg.format, cfg.encoding, key=f"{key}.source", quoted=cfg.quoted)
+    return _load_hub(cfg, key=f"{key}.source")
 
 
 def make_splits(raw: DatasetDict, cfg: DatasetConfig, seed: int, stratify_by: str = "label") -> DatasetDict:
@@ -278,10 +289,14 @@ def files_by_split(data_files: Any, base: Path) -> dict[str, list[Path]]:
 
 
 def _load_files(
-    files: dict[str, list[Path]], fmt: str | None, encoding: str | None = None, key: str | None = None
+    files: dict[str, list[Path]],
+    fmt: str | None,
+    encoding: str | None = None,
+    key: str | None = None,
+    quoted: bool = True,
 ) -> DatasetDict:
     """Local files by split. `key` is the config key that named them (default:
-    task.data.data_files.SPLIT), for the messages."""
+    task.data.data_files.SPLIT), for the messages; `quoted`: see DatasetConfig.quoted."""
     import datasets
 
     keys = {split: key or f"task.data.data_files.{split}" for split in files}
@@ -311,6 +326,8 @@ def _load_files(
         # pandas would take a first column without a header (a trailing delimiter on each row)
         # for an index and shift every column left by one: the texts would be the labels.
         kwargs["index_col"] = False
+        if not quoted:
+            kwargs["quoting"] = csv.QUOTE_NONE
     if builder == "text":
         kwargs["keep_linebreaks"] = True  # line breaks are part of a text's shape
     if textual and encoding is not None and builder != "json":
@@ -479,7 +496,9 @@ def _open_text(path: Path, encoding: str | None = None) -> Any:
         yield from stream
 
 
-def _load_folder(folder: Path, fmt: str | None, encoding: str | None = None) -> DatasetDict:
+def _load_folder(
+    folder: Path, fmt: str | None, encoding: str | None = None, key: str = "task.data.source", quoted: bool = True
+) -> DatasetDict:
     """A folder of files named after their splits (train.csv, test.jsonl, ...)."""
     files: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
@@ -488,22 +507,22 @@ def _load_folder(folder: Path, fmt: str | None, encoding: str | None = None) -> 
             files.setdefault(split, []).append(path)
     if not files:
         raise UserError(
-            f"folder '{folder}' holds no train/validation/test files; "
-            "name its files after their splits (train.csv, ...) or set task.data.data_files"
+            f"folder '{folder}' ({key}) holds no train/validation/test files; "
+            f"name its files after their splits (train.csv, ...) or set {key.rsplit('.', 1)[0]}.data_files"
         )
-    return _load_files(files, fmt, encoding, key="task.data.source")
+    return _load_files(files, fmt, encoding, key=key, quoted=quoted)
 
 
-def _load_hub(cfg: DatasetConfig) -> DatasetDict:
+def _load_hub(cfg: DatasetConfig, key: str = "task.data.source") -> DatasetDict:
     import datasets
 
     try:
         loaded = datasets.load_dataset(cfg.source, cfg.config_name, revision=cfg.revision)
     except Exception as err:  # the hub client raises many types; all mean "could not load"
         raise UserError(
-            f"could not load dataset '{cfg.source}' (task.data.source) from the hub: "
+            f"could not load dataset '{cfg.source}' ({key}) from the hub: "
             f"{first_line(err)}; check the name and "
-            "your connection, or point task.data.source at a local file or folder"
+            f"your connection, or point {key} at a local file or folder"
         ) from None
     return loaded
 

@@ -89,23 +89,42 @@ def model_card(
     settings: dict[str, Any],
     usage: str,
     recipe: dict[str, Any],
+    extra_sets: dict[str, Any] | None = None,
+    dataset_name: str | None = None,
 ) -> str:
-    """The README.md of the run folder, with the metadata block the hub reads."""
-    metadata: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipeline_task}
-    if base_on_hub:
-        metadata["base_model"] = base_model
-    if dataset_on_hub:
-        metadata["datasets"] = [dataset]
-    metadata["tags"] = ["hf_transfer", strategy]
+    """The README.md of the run folder, with the metadata block the hub reads: the base model
+    and datasets by hub id where they have one, and the scores (`model-index`). `extra_sets`:
+    the task's extra test sets by name (their configs: source, data_files, split);
+    `dataset_name`: what the card calls the training data (default: the run's name)."""
+    from hf_transfer.assets import hub_id, is_package_source
+
+    extra_sets = extra_sets or {}
+    base_id = base_model if base_on_hub else hub_id(base_model)
+    datasets = [dataset] if dataset_on_hub else []
+    extra_ids = {n: _set_hub_id(s) for n, s in extra_sets.items()}
+    datasets += [i for i in extra_ids.values() if i is not None and i not in datasets]
+    front = card_metadata(
+        name=name,
+        base_model=base_id,
+        datasets=datasets,
+        pipeline_task=pipeline_task,
+        tags=["hf_transfer", strategy],
+        results=eval_results(
+            name, pipeline_task, metrics, dataset if dataset_on_hub else None, extra_sets, extra_ids, dataset_name
+        ),
+        # Where this run took the base model from, beside the hub id it is a copy of.
+        extra={"base_model_source": base_model} if base_id is not None and is_package_source(base_model) else {},
+    )
     trainable, total = metrics["trainable_parameters"], metrics["total_parameters"]
+    copy_of = f" (a copy of the hub's `{base_id}`)" if base_id is not None and base_id != base_model else ""
     lines = [
         "---",
-        yaml.safe_dump(metadata, sort_keys=False).strip(),
+        front,
         "---",
         "",
         f"# {name}",
         "",
-        f"`{base_model}` fine-tuned on `{dataset}` with hf_transfer, using the **{strategy}** strategy.",
+        f"`{base_model}`{copy_of} fine-tuned on `{dataset}` with hf_transfer, using the **{strategy}** strategy.",
         "",
         f"- Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
         f"- What trained: {', '.join(trainable_modules) or '-'}",
@@ -114,6 +133,7 @@ def model_card(
         "",
         _results_table(metrics),
         "",
+        *_extra_sets_lines(extra_sets),
         "## Training",
         "",
         "| setting | value |",
@@ -139,19 +159,109 @@ def model_card(
 
 
 def _results_table(metrics: dict[str, Any]) -> str:
-    splits = [s for s in ("validation", "test") if isinstance(metrics.get(s), dict)]
+    columns = {s: metrics[s] for s in ("validation", "test") if isinstance(metrics.get(s), dict)}
+    columns.update({n: r for n, r in (metrics.get("extra_test") or {}).items() if isinstance(r, dict)})
     names: list[str] = []
-    for split in splits:
-        for key, value in metrics[split].items():
+    for results in columns.values():
+        for key, value in results.items():
             if isinstance(value, (int, float)) and key not in names and not key.endswith(("runtime", "per_second")):
                 names.append(key)
     if not names:
         return "No labelled evaluation data."
-    rows = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    rows = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for key in names:
-        cells = [split_score(metrics, s, key) for s in splits]
+        cells = [_fmt(results.get(key)) for results in columns.values()]
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _extra_sets_lines(extra_sets: dict[str, Any]) -> list[str]:
+    if not extra_sets:
+        return []
+    lines = ["Extra test sets (`task.extra_test`), scored after training as the test split is:", ""]
+    for set_name, cfg in extra_sets.items():
+        lines.append(f"- {set_name}: `{cfg.source or cfg.data_files}`")
+    return [*lines, ""]
+
+
+# Scores the model-index lists: what a split's results hold, less the cost figures and counts.
+_NOT_SCORES = ("loss", "runtime", "samples_per_second", "steps_per_second", "num_examples")
+
+
+def card_metadata(
+    *,
+    name: str,
+    base_model: str | None,
+    datasets: list[str],
+    pipeline_task: str,
+    tags: list[str],
+    results: list[Any],
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """The model card's YAML front matter, as huggingface_hub writes it (its ModelCardData
+    turns the EvalResults into the `model-index` layout the hub reads)."""
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(
+        base_model=base_model,
+        datasets=datasets or None,
+        library_name="transformers",
+        pipeline_tag=pipeline_task,
+        tags=tags,
+        model_name=name if results else None,
+        eval_results=results or None,
+        **(extra or {}),
+    )
+    return data.to_yaml()
+
+
+def eval_results(
+    name: str,
+    pipeline_task: str,
+    metrics: dict[str, Any],
+    dataset_id: str | None,
+    extra_sets: dict[str, Any],
+    extra_ids: dict[str, str | None],
+    dataset_name: str | None = None,
+) -> list[Any]:
+    """EvalResults of the test split and of each extra test set: one per score. A dataset
+    with no hub id is named by `dataset_name` (else the run: the test split) or by the set's name."""
+    from huggingface_hub import EvalResult
+
+    own = dataset_name or name
+    sets = [("test", metrics.get("test"), dataset_id or own, f"{own} (test split)", "test")]
+    for set_name, results in (metrics.get("extra_test") or {}).items():
+        cfg = extra_sets.get(set_name)
+        split = getattr(cfg, "split", None) or "test"
+        sets.append((set_name, results, extra_ids.get(set_name) or set_name, set_name, split))
+    found = []
+    for _, results, dataset_type, dataset_name, split in sets:
+        if not isinstance(results, dict):
+            continue
+        for key, value in results.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or key.endswith(_NOT_SCORES):
+                continue
+            metric, _, average = key.partition("_")
+            averaged = average in ("macro", "micro", "weighted")
+            found.append(
+                EvalResult(
+                    task_type=pipeline_task,
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=split,
+                    metric_type=metric if averaged else key,
+                    metric_value=value,
+                    metric_name=key,
+                    metric_args={"average": average} if averaged else None,
+                )
+            )
+    return found
+
+
+def _set_hub_id(cfg: Any) -> str | None:
+    from hf_transfer.assets import hub_id
+
+    return hub_id(cfg.source) if cfg.source is not None and cfg.data_files is None else None
 
 
 def _fmt(value: Any) -> str:
@@ -201,6 +311,10 @@ def summary(metrics: dict[str, Any], folder: Path) -> str:
             for name in scores
         ),
         *class_balance_lines(metrics),
+        *(
+            f"  {'out of domain' if i == 0 else '':<15} {set_name} {metric} {_fmt(_score(results, metric))}"
+            for i, (set_name, results) in enumerate((metrics.get("extra_test") or {}).items())
+        ),
         f"  train time      {metrics['train_runtime_s']:.1f} s   ({metrics['train_samples_per_second']:.1f} samples/s)",
         f"  wall time       {metrics['wall_time_s']:.1f} s"
         + (
@@ -212,6 +326,10 @@ def summary(metrics: dict[str, Any], folder: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _score(results: Any, name: str) -> Any:
+    return results.get(name) if isinstance(results, dict) else None
 
 
 def _any_split_has(metrics: dict[str, Any], name: str) -> bool:

@@ -301,7 +301,7 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
         "strategy": run_cfg.strategy.name,
         "seed": run_cfg.seed,
         "train_budget": budget_name(run_cfg.task.data),  # what `compare` varies; "all" for a plain run
-        "examples": {name: len(split) for name, split in data.splits.items()},
+        "examples": {name: len(split) for name, split in data.splits.items() if name not in data.extra_test},
         "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
         "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),
         "train_loss": round(train_output.training_loss, 6),
@@ -319,16 +319,21 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
 
 
 def _evaluate(trainer: Any, task: Any, data: Any, encoded: Any) -> tuple[dict[str, Any], dict[str, list]]:
-    """Metrics and prediction records of the validation and test splits, in dataset order."""
+    """Metrics and prediction records of the validation and test splits, in dataset order; the
+    extra test sets (task.extra_test) are scored as the test split is, under "extra_test"."""
     from hf_transfer.training import predict_in_order
 
     metrics, predictions = {}, {}
-    for split in ("validation", "test"):
+    for split in ("validation", "test", *data.extra_test):
         if split not in encoded.inputs:
             continue
         output = predict_in_order(trainer, encoded.inputs[split], split, sort=task.sort_eval_by_length)
         scores, records = task.evaluate(output, split, data, encoded)
-        metrics[split] = scores if scores is not None else "unlabeled: predicted, not scored"
+        scores = scores if scores is not None else "unlabeled: predicted, not scored"
+        if split in data.extra_test:
+            metrics.setdefault("extra_test", {})[split] = scores
+        else:
+            metrics[split] = scores
         if records:
             predictions[f"predictions_{split}"] = records
     return metrics, predictions
@@ -377,6 +382,8 @@ def _write_results(
         },
         usage=task.usage_snippet("PATH_OR_REPO_ID"),
         recipe=as_dict(run_cfg),
+        extra_sets=getattr(run_cfg.task, "extra_test", None),
+        dataset_name=run_cfg.task.name,
     )
     (folder / "README.md").write_text(card, encoding="utf-8")
     log.info("done%s", outputs.summary(metrics, folder))

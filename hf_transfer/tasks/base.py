@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hf_transfer.data import load_raw, make_splits
 from hf_transfer.errors import UserError, did_you_mean
+from hf_transfer.extra_test import load_extra_sets
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -39,6 +40,8 @@ class TaskData:
     label_weights: list[float] | None = None
     # How the label names read, where a task has schemes (token classification: iob2, none...).
     scheme: str | None = None
+    # The splits that are extra test sets (task.extra_test), in config order; held out like test.
+    extra_test: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,11 +82,16 @@ class Task:
         """Raw data -> checked, normalised columns -> train / validation / test."""
         data = self.prepare(load_raw(self.config.data))
         data.splits = make_splits(data.splits, self.config.data, self.seed)
-        return data
+        return load_extra_sets(self, data)
 
     def prepare(self, raw: DatasetDict) -> TaskData:
         """Check the configured columns exist and bring them to the task's canonical form."""
         raise NotImplementedError
+
+    def prepare_extra(self, raw: Any, name: str, extra: Any, data: TaskData) -> Any:
+        """One extra test set (task.extra_test.NAME) in the task's canonical columns, its labels
+        as the task's label ids: tasks that take extra sets say how."""
+        raise UserError(f"task.extra_test: this task type ({self.config.type}) takes no extra test sets")
 
     # -- model ---------------------------------------------------------------------------
     def model_config_kwargs(self, data: TaskData) -> dict[str, Any]:

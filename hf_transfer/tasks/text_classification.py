@@ -23,6 +23,8 @@ import numpy as np
 
 from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
+from hf_transfer.extra_test import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
+from hf_transfer.extra_test import warn_overlap
 from hf_transfer.metrics import (
     classification_scores,
     load_extra_metrics,
@@ -94,8 +96,13 @@ class TextClassificationConfig:
     metrics: list[str | dict[str, Any]] = field(default_factory=list)
     # Default: f1_macro (single label), f1_micro (multi-label), mse (regression).
     metric_for_best_model: str | None = None
+    # More labelled sets scored after training like the test split, by name (see extra_test.py).
+    extra_test: dict[str, ExtraTestConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_sets(self.extra_test, Columns)
+        if self.extra_test and self.problem_type == "multi_label":
+            raise ValueError("task.extra_test takes single_label or regression tasks, not problem_type=multi_label")
         if self.class_weights is not None and self.problem_type != "single_label":
             raise ValueError("task.class_weights applies to problem_type=single_label only")
         if not 0 < self.threshold < 1:
@@ -154,6 +161,36 @@ class TextClassification(Task):
             log.info("labels: %s", ", ".join(f"{i}={n}" for i, n in enumerate(label_names)))
         weights = self._class_weights(prepared["train"], label_names)
         return TaskData(DatasetDict(prepared), labels=label_names, label_weights=weights)
+
+    def prepare_extra(self, raw: Dataset, name: str, extra: ExtraTestConfig, data: TaskData) -> Dataset:
+        """An extra test set in the task's columns, its labels mapped to the task's by name."""
+        import copy
+        import dataclasses
+
+        columns = set_columns(extra, self.config.columns)
+        if columns.text_pair is None and self.uses_text_pairs():
+            raise UserError(f"the task classifies text pairs: set task.extra_test.{name}.columns.text_pair")
+        split = split_name(name)
+        for column in ("text", "text_pair", "label"):
+            require_columns(raw, {column_key(name, extra, column): getattr(columns, column)}, split)
+        # The task's own readers, on a copy of it that reads the set's columns.
+        reader = copy.copy(self)
+        reader.config = dataclasses.replace(self.config, columns=columns)
+        values = _set_labels(raw, columns.label) if self.kind != "regression" else reader._raw_labels(raw)
+        if self.kind == "regression":
+            rows, labels = reader._encode_labels(values, split, [])
+        else:
+            rows, names = label_names_of(values, name, extra, data.labels, self.config.label_map)
+            ids = {label: i for i, label in enumerate(data.labels)}
+            labels = [ids[label] for label in names]
+        keep = [c for c in (columns.text, columns.text_pair) if c]
+        dataset = raw.select_columns(keep).rename_columns(
+            {columns.text: "text", **({columns.text_pair: "text_pair"} if columns.text_pair else {})}
+        )
+        dataset = dataset.select(rows).add_column("label", labels)
+        dataset = reader._drop_empty_texts(dataset.cast_column("label", self._label_feature(data.labels)), split)
+        warn_overlap(_texts(data.splits["train"]), _texts(dataset), name)
+        return dataset
 
     def _raw_labels(self, dataset: Dataset) -> list[Any]:
         """Label values as written in the data; None for a missing one (null or a negative id)."""
@@ -476,6 +513,22 @@ class ClassificationLoss:
         else:  # one number per text, as the model's own MSELoss reads it
             loss = F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
         return mean_share_of_step(loss, labels.numel(), num_items_in_batch)
+
+
+def _set_labels(dataset: Dataset, column: str) -> list[Any]:
+    """An extra set's label values as written: names for a ClassLabel (-1: none, as datasets
+    says), else the values themselves (-1 is a label another corpus may well use)."""
+    from datasets import ClassLabel
+
+    feature, values = dataset.features[column], dataset[column]
+    if isinstance(feature, ClassLabel):
+        return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+    return list(values)
+
+
+def _texts(split: Dataset) -> list[Any]:
+    pairs = "text_pair" in split.column_names
+    return list(zip(split["text"], split["text_pair"])) if pairs else list(split["text"])
 
 
 def _count(number: int, noun: str) -> str:

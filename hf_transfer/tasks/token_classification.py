@@ -21,6 +21,7 @@ import numpy as np
 
 from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
+from hf_transfer.extra_test import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
 from hf_transfer.metrics import entity_scores, tag_scores
 from hf_transfer.tasks.base import (
     Encoded,
@@ -70,6 +71,15 @@ class TokenClassificationConfig:
     tag_scheme: TagScheme | None = None
     # null: f1 for entity schemes, accuracy for none.
     metric_for_best_model: str | None = None
+    # More tagged sets scored after training like the test split, by name (see extra_test.py).
+    extra_test: dict[str, ExtraTestConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_sets(self.extra_test, Columns)
+        for name, extra in self.extra_test.items():
+            for key in ("drop_labels", "numeric_labels"):
+                if getattr(extra, key) is not None:  # a sentence's tags are all scored or none is
+                    raise ValueError(f"key 'task.extra_test.{name}.{key}' applies to classification, not to tags")
 
 
 class TokenClassification(Task):
@@ -120,6 +130,33 @@ class TokenClassification(Task):
             ).filter(lambda row: len(row["tokens"]) > 0, desc=f"Checking {split} sentences")
         log.info("%d tags: %s", len(label_names), ", ".join(label_names))
         return TaskData(DatasetDict(prepared), labels=label_names, scheme=scheme)
+
+    def prepare_extra(self, raw: Dataset, name: str, extra: ExtraTestConfig, data: TaskData) -> Dataset:
+        """An extra tagged set in the task's columns, its tags mapped to the task's by name."""
+        import copy
+        import dataclasses
+
+        from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+        columns = set_columns(extra, self.config.columns)
+        split = split_name(name)
+        for column in ("tokens", "tags"):
+            require_columns(raw, {column_key(name, extra, column): getattr(columns, column)}, split)
+        reader = copy.copy(self)
+        reader.config = dataclasses.replace(self.config, columns=columns)
+        tags = reader._tag_names(raw)
+        every = [t for sentence in tags for t in sentence]
+        mapped = dict(zip(every, label_names_of(every, name, extra, data.labels, None, unit="tags")[1]))
+        tokens = raw[columns.tokens]
+        if not all(len(a) == len(b) for a, b in zip(tokens, tags)):
+            raise UserError(
+                f"the {split} split has sentences whose '{columns.tokens}' and '{columns.tags}' lists differ in length"
+            )
+        ids = {label: i for i, label in enumerate(data.labels)}
+        features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=data.labels))})
+        return Dataset.from_dict(
+            {"tokens": tokens, "tags": [[ids[mapped[t]] for t in sentence] for sentence in tags]}, features=features
+        ).filter(lambda row: len(row["tokens"]) > 0, desc=f"Checking {split} sentences")
 
     def _tag_names(self, dataset: Dataset) -> list[list[str]]:
         inner = list_class_label(dataset.features[self.config.columns.tags])
