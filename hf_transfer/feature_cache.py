@@ -234,13 +234,14 @@ def build(
     started = time.perf_counter()
     frozen = decision.frozen_blocks
     rows, index = _distinct_examples(datasets)
-    sample = rows[:_BUILD_BATCH]
-    if batch_rows(index, collator(sample)) != list(range(len(sample))):
+    lengths = np.fromiter((len(r["input_ids"]) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    batches = _batches(lengths, _pads(collator, rows, lengths))
+    sample = [int(i) for i in batches[0]]
+    if batch_rows(index, collator([rows[i] for i in sample])) != sample:
         # The collator adds or changes inputs: batches would never find their examples.
         log.warning("feature cache: off (the data collator changes the inputs it pads)")
         return None
-    lengths = np.fromiter((len(r["input_ids"]) for r in rows), dtype=np.int64, count=len(rows))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
     model_was_training = model.training
     model.eval()
     probe = _run_frozen(model, blocks[frozen - 1], collator([rows[0]]), device, autocast)
@@ -252,8 +253,6 @@ def build(
     if loaded is None:
         partial = _partial(folder, scratch)
         features = _allocate(partial, (int(offsets[-1]), hidden), dtype, on_disk, process_index, wait)
-        order = np.argsort(-lengths, kind="stable")  # long first: little padding per batch
-        batches = [order[i : i + _BUILD_BATCH] for i in range(0, len(order), _BUILD_BATCH)]
         from tqdm.auto import tqdm
 
         mine = batches[process_index::world_size]  # each process computes its share
@@ -297,6 +296,24 @@ def _distinct_examples(datasets: dict[str, Any]) -> tuple[list[dict[str, Any]], 
                 index[key] = len(rows)
                 rows.append(row)
     return rows, index
+
+
+def _pads(collator: Callable, rows: list[dict[str, Any]], lengths: np.ndarray) -> bool:
+    """Whether the collator pads rows of different lengths (packed blocks are not padded)."""
+    longest, shortest = int(np.argmax(lengths)), int(np.argmin(lengths))
+    try:
+        collator([rows[longest], rows[shortest]])
+    except (ValueError, RuntimeError):
+        return False
+    return True
+
+
+def _batches(lengths: np.ndarray, pads: bool) -> list[np.ndarray]:
+    """Rows in batches of similar lengths, longest first (little padding); of equal lengths
+    where the collator does not pad."""
+    order = np.argsort(-lengths, kind="stable")
+    groups = [order] if pads else np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
+    return [group[i : i + _BUILD_BATCH] for group in groups for i in range(0, len(group), _BUILD_BATCH)]
 
 
 def _is_sequence(value: Any, row: dict[str, Any]) -> bool:

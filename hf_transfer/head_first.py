@@ -76,7 +76,9 @@ def train_head_first(
     trainer = build_trainer(probe_run, args, task, probe, model, tokenizer, data, encoded, scratch / "head_probe")
     cache = feature_cache.prepare(probe_config, probe, trainer, encoded, tokenizer.padding_side, scratch)
     output = trainer.train()
-    scores = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    scores = {
+        k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if not k.endswith(("runtime", "per_second"))
+    }
     record = {
         "epochs": config.head_epochs,
         "learning_rate": probe_config.learning_rate,

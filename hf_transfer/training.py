@@ -78,6 +78,9 @@ def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task, data: T
             args.greater_is_better = greater_is_better
 
 
+MAX_EVALUATIONS = 10  # per run, where strategy.min_steps adds epochs
+
+
 def apply_min_steps(args: TrainingArguments, min_steps: int, train_examples: int) -> None:
     """strategy.min_steps: add epochs to a run whose data makes fewer optimizer steps (a run
     with trainer.max_steps trains exactly that many)."""
@@ -96,6 +99,16 @@ def apply_min_steps(args: TrainingArguments, min_steps: int, train_examples: int
         min_steps, epochs, steps_per_epoch, args.num_train_epochs,
     )  # fmt: skip
     args.num_train_epochs = epochs
+    if epochs > MAX_EVALUATIONS and "epoch" in (args.eval_strategy, args.save_strategy):
+        # Hundreds of tiny epochs would each be evaluated and saved: at most MAX_EVALUATIONS.
+        from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+        every = math.ceil(epochs / MAX_EVALUATIONS) * steps_per_epoch
+        if args.eval_strategy == "epoch":
+            args.eval_strategy, args.eval_steps = IntervalStrategy.STEPS, every
+        if args.save_strategy == "epoch":
+            args.save_strategy, args.save_steps = SaveStrategy.STEPS, every
+        log.info("evaluating and saving every %d steps (every %d epochs)", every, every // steps_per_epoch)
 
 
 def _has_accelerator() -> bool:

@@ -297,7 +297,13 @@ def test_gradual_unfreezing_under_the_shipped_fsdp_config_is_refused(checkpoints
 @pytest.mark.parametrize(
     "strategy, settings, per_process",
     [
-        ("head_only", [], ["trainer.per_device_train_batch_size=8"]),
+        # Each process computes half of the cached features, and both read all of them.
+        ("head_only", ["strategy.cache=true"], ["trainer.per_device_train_batch_size=8"]),
+        (
+            "partial_unfreeze",
+            ["strategy.num_layers=1", "strategy.cache=true"],
+            ["trainer.per_device_train_batch_size=8"],
+        ),
         # Adapters on a frozen base, through checkpointed blocks (non-reentrant) under DDP.
         (
             "lora",
@@ -318,6 +324,12 @@ def test_each_strategy_trains_under_ddp_as_in_one_process(
               f"strategy={strategy}", *SAME_BATCHES, *settings]  # fmt: skip
     two, single = train_twice(tmp_path, common, per_process, ["trainer.per_device_train_batch_size=16"])
     assert two["trainable_parameters"] == single.metrics["trainable_parameters"]
+    if "strategy.cache=true" in settings:
+        cache = two["feature_cache"]
+        assert cache["used"] and cache["storage"] == "disk" and cache["uncached_batches"] == 0, cache
+        assert cache["examples"] == single.metrics["feature_cache"]["examples"]
+        # Evaluation counted each test example once, not once per process.
+        assert two["test"]["num_examples"] == single.metrics["test"]["num_examples"] == 32
 
 
 def test_an_unwrapped_model_across_processes_is_stopped(checkpoints):

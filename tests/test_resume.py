@@ -68,8 +68,11 @@ def losses(folder):
         # Killed where an epoch ends (a checkpoint every 3 steps), resumed, killed again in the
         # next epoch, resumed.
         (["strategy=full", "trainer.save_steps=3", "trainer.eval_steps=3"], [9, 12]),
+        # On cached features; and a head-first probe, whose head the resumed run takes as it was.
+        (["strategy=head_only", "strategy.cache=true", "strategy.cache_memory_share=0"], [12]),
+        (["strategy=full", "strategy.head_epochs=1"], [12]),
     ],
-    ids=["full", "lora", "gradual", "twice"],
+    ids=["full", "lora", "gradual", "twice", "cached", "head_first"],
 )
 def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_dir, tmp_path, strategy, kills):
     overrides = [*STEPS, *strategy]
@@ -99,6 +102,9 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_
         }
     assert first["best_checkpoint"] == second["best_checkpoint"]
     assert first.get("unfreezing") == second.get("unfreezing")  # when each block thawed, as it happened
+    assert first["feature_cache"]["used"] == second["feature_cache"]["used"]
+    if "head_probe" in first:
+        assert first["head_probe"]["validation"] == second["head_probe"]["validation"]
 
 
 def test_a_checkpoint_written_halfway_is_not_resumed_from(checkpoints, data_dir, tmp_path):

@@ -23,6 +23,14 @@ HEAD = {
     "gpt2": r"^score\.",
     "llama": r"^score\.",
 }
+# What sits over the blocks: head_only trains it with the head (strategy.train_top).
+TOP = {
+    "bert": r"^bert\.pooler\.",
+    "distilbert": None,
+    "roberta": None,
+    "gpt2": r"^transformer\.ln_f\.",
+    "llama": r"^model\.norm\.",
+}
 TOP_BLOCK = {
     "bert": r"^bert\.(encoder\.layer\.1\.|pooler\.)",
     "distilbert": r"^distilbert\.transformer\.layer\.1\.",
@@ -80,9 +88,12 @@ def matching(names, pattern):
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_head_only_trains_the_head_and_nothing_else(checkpoints, data_dir, tmp_path, arch):
-    watch, result = train_with_watch(checkpoints, data_dir, tmp_path, arch, "strategy=head_only")
-    head = matching(watch.before, HEAD[arch])
+@pytest.mark.parametrize("top", [True, False], ids=["with_top", "head_alone"])
+def test_head_only_trains_the_head_and_nothing_else(checkpoints, data_dir, tmp_path, arch, top):
+    watch, result = train_with_watch(checkpoints, data_dir, tmp_path, arch, "strategy=head_only",
+                                     f"strategy.train_top={str(top).lower()}")  # fmt: skip
+    # By default what sits over the blocks (a pooler, a final norm) trains with the head.
+    head = matching(watch.before, HEAD[arch] + (f"|{TOP[arch]}" if top and TOP[arch] else ""))
     assert head and watch.changed == head
     assert watch.frozen_in_train_mode == []
     assert watch.trainable_in_train_mode
@@ -93,7 +104,14 @@ def test_head_only_trains_the_head_and_nothing_else(checkpoints, data_dir, tmp_p
     saved = AutoModelForSequenceClassification.from_pretrained(result.folder).base_model.state_dict()
     assert saved.keys() <= base.keys()  # RoBERTa's classifier drops the checkpoint's pooler
     for name, parameter in saved.items():
-        assert torch.equal(parameter, base[name]), name
+        if not (top and TOP[arch] and re.search(TOP[arch], f"{result_prefix(arch)}.{name}")):
+            assert torch.equal(parameter, base[name]), name
+
+
+def result_prefix(arch):
+    return {"bert": "bert", "distilbert": "distilbert", "roberta": "roberta", "gpt2": "transformer", "llama": "model"}[
+        arch
+    ]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -150,3 +168,23 @@ def test_lora_names_the_available_modules_for_a_bad_target(checkpoints, data_dir
     cfg = compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "strategy.target_modules=[q_proj]")
     with pytest.raises(UserError, match=r"\['q_proj'\].*query"):
         run(cfg, output_dir=tmp_path / "run")
+
+
+def test_min_steps_adds_epochs_and_keeps_evaluations_few(checkpoints, data_dir, tmp_path):
+    """head_only's default strategy.min_steps=1000 (the tiny recipe sets 0): 80 training
+    examples at batch 16 make 5 steps an epoch, so 200 epochs, evaluated every 20."""
+
+    class Evaluations(TrainerCallback):
+        steps = []
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "strategy=head_only", "strategy.min_steps=1000")
+    result = run(cfg, output_dir=tmp_path / "run", callbacks=[Evaluations()])
+    assert result.metrics["epochs"] == 200
+    assert Evaluations.steps == list(range(100, 1001, 100))
+    # A run with max_steps trains exactly those.
+    capped = run(compose_tiny(checkpoints["bert"], data_dir, "strategy=head_only", "strategy.min_steps=1000",
+                              "trainer.max_steps=7"), output_dir=tmp_path / "capped")  # fmt: skip
+    assert capped.metrics["epochs"] == pytest.approx(7 / 5)
