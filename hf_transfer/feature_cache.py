@@ -244,8 +244,8 @@ def build(
         return None
     model_was_training = model.training
     model.eval()
-    probe = _run_frozen(model, blocks[frozen - 1], collator([rows[0]]), device, autocast)
-    hidden, dtype, returns_tuple = probe.shape[-1], probe.dtype, probe.returns_tuple
+    probe, returns_tuple = _run_frozen(model, blocks[frozen - 1], collator([rows[0]]), device, autocast)
+    hidden, dtype = probe.shape[-1], probe.dtype
     size = int(offsets[-1]) * hidden * probe.element_size()
     on_disk = world_size > 1 or size > memory_share * _available_memory()
     folder = _cache_folder(scratch, _key(model, blocks, frozen, below, index, dtype))
@@ -257,9 +257,9 @@ def build(
 
         mine = batches[process_index::world_size]  # each process computes its share
         for batch in tqdm(mine, desc="Caching frozen features", disable=process_index != 0):
-            out = _run_frozen(model, blocks[frozen - 1], collator([rows[i] for i in batch]), device, autocast)
+            out, _ = _run_frozen(model, blocks[frozen - 1], collator([rows[i] for i in batch]), device, autocast)
             for j, row in enumerate(batch):
-                features[offsets[row] : offsets[row + 1]] = _to_numpy(out.tensor[j, : lengths[row]])
+                features[offsets[row] : offsets[row + 1]] = _to_numpy(out[j, : lengths[row]])
         if on_disk:
             features.flush()
             wait()  # every process has written its share
@@ -320,25 +320,11 @@ def _is_sequence(value: Any, row: dict[str, Any]) -> bool:
     return isinstance(value, list) and len(value) == len(row["input_ids"])
 
 
-@dataclass
-class _Output:
-    tensor: torch.Tensor
-    returns_tuple: bool
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.tensor.shape
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.tensor.dtype
-
-    def element_size(self) -> int:
-        return self.tensor.element_size()
-
-
-def _run_frozen(model: Any, last_frozen: Any, batch: dict[str, Any], device: Any, autocast: Callable) -> _Output:
-    """The output of `last_frozen` for a collated batch; the model's forward stops there."""
+def _run_frozen(
+    model: Any, last_frozen: Any, batch: dict[str, Any], device: Any, autocast: Callable
+) -> tuple[torch.Tensor, bool]:
+    """The output of `last_frozen` for a collated batch (the model's forward stops there), and
+    whether the block returns it in a tuple."""
     captured: dict[str, Any] = {}
 
     def capture(module: Any, args: tuple, output: Any) -> None:
@@ -356,7 +342,7 @@ def _run_frozen(model: Any, last_frozen: Any, batch: dict[str, Any], device: Any
         handle.remove()
     out = captured["out"]
     returns_tuple = isinstance(out, tuple)
-    return _Output((out[0] if returns_tuple else out).detach().cpu(), returns_tuple)
+    return (out[0] if returns_tuple else out).detach().cpu(), returns_tuple
 
 
 def _key(

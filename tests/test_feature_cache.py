@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import ARCHITECTURES, compose_tiny
 from safetensors.torch import load_file
+from test_token_classification import ner_data  # noqa: F401, F811 - the fixture, shared
 from transformers import TrainerCallback
 
 from hf_transfer.run import run
@@ -73,22 +74,9 @@ def test_cached_gradual_unfreezing_trains_as_uncached(checkpoints, data_dir, tmp
     assert thawed[-1].endswith(".1"), thawed  # block 1 did thaw, while block 0 stayed cached
 
 
-@pytest.fixture(scope="module")
-def ner_data(tmp_path_factory):
-    import random
-
-    from test_token_classification import sentence, write_conll
-
-    folder = tmp_path_factory.mktemp("ner")
-    rng = random.Random(0)
-    write_conll(folder / "train.conll", [sentence(rng) for _ in range(120)])
-    write_conll(folder / "test.conll", [sentence(rng) for _ in range(30)])
-    return folder
-
-
 @pytest.mark.parametrize("arch", ["bert", "roberta", "llama"])
 @pytest.mark.parametrize("strategy", ["head_only", "partial_unfreeze"])
-def test_cached_token_classification_trains_as_uncached(checkpoints, ner_data, tmp_path, arch, strategy):
+def test_cached_token_classification_trains_as_uncached(checkpoints, ner_data, tmp_path, arch, strategy):  # noqa: F811
     extra = ["strategy.num_layers=1"] if strategy == "partial_unfreeze" else []
     assert_same_training(tmp_path, checkpoints[arch], ner_data, f"strategy={strategy}", *extra, task="tiny_ner")
 
