@@ -46,7 +46,8 @@ def plain(out: Path) -> dict:
         return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
 
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), num_train_epochs=1, learning_rate=5e-5, per_device_train_batch_size=32,
+        output_dir=str(out / "checkpoints"), num_train_epochs=1, learning_rate=cfg.strategy.learning_rate,
+        per_device_train_batch_size=32,
         per_device_eval_batch_size=64, warmup_steps=0.1, weight_decay=0.01, eval_strategy="epoch",
         save_strategy="epoch", seed=cfg.seed, report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
     )  # fmt: skip

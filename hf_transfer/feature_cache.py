@@ -2,7 +2,7 @@
 
 When the lowest K transformer blocks (and the embeddings below them) stay frozen for a whole
 run, the output of block K-1 for an example never changes: frozen modules run in eval mode
-(training.keep_frozen_in_eval), so it is a pure function of the example's inputs. `build`
+(training.FrozenInEval), so it is a pure function of the example's inputs. `build`
 computes it once for every example of every split; while the Trainer trains and evaluates,
 `FeatureCache.attached` stands in for blocks 0..K-1: block 0 hands on the cached output of
 block K-1, the others up to K-1 hand on their input. Everything else (attention masks,
@@ -195,12 +195,19 @@ def batch_rows(index: dict[bytes, int], inputs: dict[str, Any]) -> list[int] | N
         return None
     if inputs.get("past_key_values") is not None or inputs.get("cache") is not None:
         return None
-    sequences = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.shape == ids.shape}
-    mask = sequences.get("attention_mask")
+    # To numpy once for the batch: per-example tensor slicing costs more than the step it serves.
+    sequences = {
+        k: v.detach().cpu().numpy().astype(np.int64, copy=False)
+        for k, v in inputs.items()
+        if k not in _NOT_KEYS and isinstance(v, torch.Tensor) and v.shape == ids.shape
+    }
+    mask = inputs.get("attention_mask")
+    real = (
+        mask.detach().cpu().numpy().astype(bool) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else None
+    )
     rows = []
     for i in range(ids.shape[0]):
-        real = mask[i].bool() if mask is not None else slice(None)
-        row = index.get(example_key({k: v[i][real].cpu() for k, v in sequences.items()}))
+        row = index.get(example_key({k: v[i] if real is None else v[i][real[i]] for k, v in sequences.items()}))
         if row is None:
             return None
         rows.append(row)

@@ -315,7 +315,8 @@ def summary(metrics: dict[str, Any], folder: Path) -> str:
             f"  {'out of domain' if i == 0 else '':<15} {set_name} {metric} {_fmt(_score(results, metric))}"
             for i, (set_name, results) in enumerate((metrics.get("extra_test") or {}).items())
         ),
-        f"  train time      {metrics['train_runtime_s']:.1f} s   ({metrics['train_samples_per_second']:.1f} samples/s)",
+        f"  train time      {metrics['train_runtime_s']:.1f} s   ({metrics['train_samples_per_second']:.1f} samples/s"
+        + (f"; evaluating {metrics['train_evaluation_s']:.1f} s of it)" if metrics.get("train_evaluation_s") else ")"),
         f"  wall time       {metrics['wall_time_s']:.1f} s"
         + (
             f"   (+ {metrics['one_time_setup_s']:.1f} s fetching assets, once)"

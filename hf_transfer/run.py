@@ -138,7 +138,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     data = task.load()
     set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
-    apply_min_steps(args, run_cfg.strategy.min_steps, len(data.splits["train"]))
+    evaluated = len(data.splits["validation"]) if "validation" in data.splits else None
+    apply_min_steps(args, run_cfg.strategy.min_steps, len(data.splits["train"]), evaluated)
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
 
     memory = PeakMemory()
@@ -303,7 +304,12 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
         "train_budget": budget_name(run_cfg.task.data),  # what `compare` varies; "all" for a plain run
         "examples": {name: len(split) for name, split in data.splits.items() if name not in data.extra_test},
         "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
+        # Of train_runtime_s, the evaluations during training (the validation split).
+        "train_evaluation_s": round(sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history), 2),
         "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),
+        # As trained: strategy.min_steps may shrink batches and add epochs on little data.
+        "train_batch_size": trainer.args.per_device_train_batch_size,
+        "steps": trainer.state.global_step,
         "train_loss": round(train_output.training_loss, 6),
         **_loss_ends(trainer.state.log_history),
         "epochs": round(trainer.state.epoch or 0, 3),

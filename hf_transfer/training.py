@@ -79,36 +79,62 @@ def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task, data: T
 
 
 MAX_EVALUATIONS = 10  # per run, where strategy.min_steps adds epochs
+# Where strategy.min_steps asks for more steps than the data makes, batches shrink first (more
+# updates from the same examples, as few-label fine-tuning needs) but to no fewer than this,
+SMALLEST_BATCH = 8
+# and only as far as this many steps an epoch.
+STEPS_PER_EPOCH = 8
 
 
-def apply_min_steps(args: TrainingArguments, min_steps: int, train_examples: int) -> None:
-    """strategy.min_steps: add epochs to a run whose data makes fewer optimizer steps (a run
-    with trainer.max_steps trains exactly that many)."""
+def apply_min_steps(
+    args: TrainingArguments, min_steps: int, train_examples: int, eval_examples: int | None = None
+) -> None:
+    """strategy.min_steps, a schedule for the data there is: where it makes fewer optimizer
+    steps, the batch shrinks (down to SMALLEST_BATCH, to STEPS_PER_EPOCH steps an epoch), then
+    epochs are added; evaluations stay few, and cost no more than the training between them
+    (`eval_examples`: the validation split's size). A run with trainer.max_steps trains exactly
+    that many steps, at its own batch size."""
     import math
 
     if not min_steps or args.max_steps > 0:
         return
-    per_step = args.per_device_train_batch_size * max(args.world_size, 1) * args.gradient_accumulation_steps
-    steps_per_epoch = max(math.ceil(train_examples / per_step), 1)
+    replicas = max(args.world_size, 1) * args.gradient_accumulation_steps
+    batch = args.per_device_train_batch_size
+    if math.ceil(train_examples / (batch * replicas)) * args.num_train_epochs >= min_steps:
+        return
+    smaller = max(SMALLEST_BATCH, min(batch, train_examples // (STEPS_PER_EPOCH * replicas)))
+    if smaller < batch:
+        log.info(
+            "strategy.min_steps=%d: batches of %d, not trainer.per_device_train_batch_size=%d "
+            "(%d training examples)", min_steps, smaller, batch, train_examples,
+        )  # fmt: skip
+        args.per_device_train_batch_size = smaller
+    steps_per_epoch = max(math.ceil(train_examples / (smaller * replicas)), 1)
     if args.num_train_epochs * steps_per_epoch >= min_steps:
         return
     epochs = math.ceil(min_steps / steps_per_epoch)
+    evaluations = MAX_EVALUATIONS
+    if eval_examples:  # an evaluation of more examples than the training saw since the last is waste
+        trained = epochs * steps_per_epoch * smaller * replicas
+        evaluations = min(MAX_EVALUATIONS, max(trained // eval_examples, 1))
+    every_epochs = math.ceil(epochs / evaluations)
+    epochs = every_epochs * math.ceil(epochs / every_epochs)  # the last evaluation at the end
     log.info(
         "strategy.min_steps=%d: %d epochs of %d steps, not trainer.num_train_epochs=%g "
         "(strategy.min_steps=0 trains the epochs asked for)",
         min_steps, epochs, steps_per_epoch, args.num_train_epochs,
     )  # fmt: skip
     args.num_train_epochs = epochs
-    if epochs > MAX_EVALUATIONS and "epoch" in (args.eval_strategy, args.save_strategy):
-        # Hundreds of tiny epochs would each be evaluated and saved: at most MAX_EVALUATIONS.
+    if every_epochs > 1 and "epoch" in (args.eval_strategy, args.save_strategy):
+        # Hundreds of tiny epochs would each be evaluated and saved.
         from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
-        every = math.ceil(epochs / MAX_EVALUATIONS) * steps_per_epoch
+        every = every_epochs * steps_per_epoch
         if args.eval_strategy == "epoch":
             args.eval_strategy, args.eval_steps = IntervalStrategy.STEPS, every
         if args.save_strategy == "epoch":
             args.save_strategy, args.save_steps = SaveStrategy.STEPS, every
-        log.info("evaluating and saving every %d steps (every %d epochs)", every, every // steps_per_epoch)
+        log.info("evaluating and saving every %d steps (every %d epochs)", every, every_epochs)
 
 
 def _has_accelerator() -> bool:
@@ -234,6 +260,8 @@ class TransferTrainer(Trainer):
         # A feature_cache.FeatureCache: the frozen blocks stood in for while training and evaluating.
         self.feature_cache: Any = None
         self._checked_wrapping = False
+        self._keep_frozen_in_eval = FrozenInEval()
+        self._flop_parameters: int | None = None
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         # Private to accelerate, no public way: an evaluation before training (a causal LM's
@@ -266,6 +294,17 @@ class TransferTrainer(Trainer):
             self._checked_wrapping = True
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        # The Trainer's own estimate (6 x tokens x non-embedding parameters), which it makes at
+        # every step by counting the parameters again: counted once here, as a step on cached
+        # features costs about as much as that count.
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        if self._flop_parameters is None:
+            self._flop_parameters = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main_input].numel() * self._flop_parameters
+
     def create_optimizer(self, model: Any = None) -> Any:
         opt_model = self.model if model is None else model
         groups = None
@@ -284,7 +323,7 @@ class TransferTrainer(Trainer):
         self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         if model.training:
-            keep_frozen_in_eval(model)
+            self._keep_frozen_in_eval(model)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
@@ -302,19 +341,44 @@ class TransferTrainer(Trainer):
         return None
 
 
-def keep_frozen_in_eval(module: Any) -> None:
-    """Put every frozen module into eval mode (dropout off): each one whose parameters are all
-    frozen, and each one without parameters (a dropout) that follows frozen siblings only, as
-    GPT-2's dropout over its frozen embeddings: nothing trainable acts before it there."""
+def frozen_modules(module: Any) -> list[Any]:
+    """The frozen modules that go into eval mode (dropout off), outermost only: each one whose
+    parameters are all frozen, and each one without parameters (a dropout) that follows frozen
+    siblings only, as GPT-2's dropout over its frozen embeddings: nothing trainable acts before
+    it there."""
+    found: list[Any] = []
     frozen_before = trainable_before = False
     for child in module.children():
         flags = [p.requires_grad for p in child.parameters()]
         if not flags:
             if frozen_before and not trainable_before:
-                child.eval()
+                found.append(child)
         elif not any(flags):
-            child.eval()
+            found.append(child)
             frozen_before = True
         else:
-            keep_frozen_in_eval(child)
+            found.extend(frozen_modules(child))
             trainable_before = True
+    return found
+
+
+class FrozenInEval:
+    """Frozen modules into eval mode at every training step (the Trainer puts the whole model
+    in train mode before each). The module walk is done again only when the trainable set
+    changes (gradual unfreezing): it costs milliseconds, and a step on cached features not
+    many more."""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._parameters: list[Any] = []
+        self._trainable: tuple[bool, ...] | None = None
+        self._frozen: list[Any] = []
+
+    def __call__(self, model: Any) -> None:
+        if model is not self._model:
+            self._model, self._parameters, self._trainable = model, list(model.parameters()), None
+        trainable = tuple(p.requires_grad for p in self._parameters)
+        if trainable != self._trainable:
+            self._trainable, self._frozen = trainable, frozen_modules(model)
+        for frozen in self._frozen:
+            frozen.eval()

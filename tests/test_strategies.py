@@ -170,9 +170,10 @@ def test_lora_names_the_available_modules_for_a_bad_target(checkpoints, data_dir
         run(cfg, output_dir=tmp_path / "run")
 
 
-def test_min_steps_adds_epochs_and_keeps_evaluations_few(checkpoints, data_dir, tmp_path):
-    """head_only's default strategy.min_steps=1000 (the tiny recipe sets 0): 80 training
-    examples at batch 16 make 5 steps an epoch, so 200 epochs, evaluated every 20."""
+def test_min_steps_shrinks_batches_adds_epochs_and_keeps_evaluations_few(checkpoints, data_dir, tmp_path):
+    """head_only's default strategy.min_steps=1000 (the tiny recipe sets 0): the 72 training
+    examples at batch 16 would make 5 steps an epoch; batches of 9 make 8, so 125 epochs,
+    rounded to 130 for 10 evaluations of 13 epochs each, the last at the end."""
 
     class Evaluations(TrainerCallback):
         steps = []
@@ -182,9 +183,43 @@ def test_min_steps_adds_epochs_and_keeps_evaluations_few(checkpoints, data_dir, 
 
     cfg = compose_tiny(checkpoints["bert"], data_dir, "strategy=head_only", "strategy.min_steps=1000")
     result = run(cfg, output_dir=tmp_path / "run", callbacks=[Evaluations()])
-    assert result.metrics["epochs"] == 200
-    assert Evaluations.steps == list(range(100, 1001, 100))
-    # A run with max_steps trains exactly those.
+    assert result.metrics["examples"]["train"] == 72
+    assert result.metrics["train_batch_size"] == 9
+    assert result.metrics["epochs"] == 130
+    assert result.metrics["steps"] == 1040
+    assert Evaluations.steps == list(range(104, 1041, 104))
+    assert 0 < result.metrics["train_evaluation_s"] < result.metrics["train_runtime_s"]
+    # A run with max_steps trains exactly those, at its own batch size.
     capped = run(compose_tiny(checkpoints["bert"], data_dir, "strategy=head_only", "strategy.min_steps=1000",
                               "trainer.max_steps=7"), output_dir=tmp_path / "capped")  # fmt: skip
     assert capped.metrics["epochs"] == pytest.approx(7 / 5)
+    assert capped.metrics["train_batch_size"] == 16
+
+
+@pytest.mark.parametrize(
+    ("examples", "validation", "batch", "epochs", "every"),
+    [
+        # 8 labelled examples a class: batches of 8, 20 epochs, one evaluation (at the end):
+        # 320 examples trained do not pay for evaluating 1,281.
+        (16, 1281, 8, 20, 40),
+        # 64 a class: batches of 16 (8 steps an epoch), 5 epochs, one evaluation.
+        (128, 1281, 16, 5, 40),
+        # Enough data: nothing changes.
+        (10_000, 1281, 32, 1, None),
+        # Evaluations of unknown cost: MAX_EVALUATIONS of them, every 2 epochs.
+        (16, None, 8, 20, 4),
+    ],
+)
+def test_min_steps_schedule_for_few_labels(examples, validation, batch, epochs, every, tmp_path):
+    from transformers import TrainingArguments
+
+    from hf_transfer.training import apply_min_steps
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=32, num_train_epochs=1,
+                             eval_strategy="epoch", save_strategy="epoch", use_cpu=True)  # fmt: skip
+    apply_min_steps(args, 40, examples, validation)
+    assert (args.per_device_train_batch_size, args.num_train_epochs) == (batch, epochs)
+    if every is None:
+        assert args.eval_strategy == "epoch"
+    else:
+        assert (args.eval_strategy, args.eval_steps, args.save_steps) == ("steps", every, every)

@@ -35,6 +35,7 @@ class StepWatch(TrainerCallback):
         self.layers = layers
         self.first_change: dict[str, int] = {}
         self.rates: dict[int, dict[str, float]] = {}
+        self.top_dropout_on: dict[int, bool] = {}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.model = model
@@ -52,6 +53,14 @@ class StepWatch(TrainerCallback):
             if changed:
                 self.first_change[layer] = state.global_step
         self.rates[state.global_step] = {g["name"]: g["lr"] for g in optimizer.param_groups if "name" in g}
+        # Dropout acts where parameters train: the top block's, once it has thawed.
+        dropouts = [
+            m
+            for n, m in self.model.named_modules()
+            if isinstance(m, torch.nn.Dropout) and (n + ".").startswith(self.layers["top"][0])
+        ]
+        if dropouts:  # Llama's blocks have none
+            self.top_dropout_on[state.global_step] = all(m.training for m in dropouts)
 
 
 def layers_of(arch):
@@ -71,6 +80,10 @@ def test_blocks_stay_bit_identical_until_their_step_then_change(checkpoints, dat
     # The head trains from the first step; the top block thaws after 3 steps, so its first
     # update is step 4; the bottom block and the embeddings are below max_layers: never.
     assert watch.first_change == {"head": 1, "top": 4}
+    # Frozen, the top block ran in eval mode; thawed, in train mode (the frozen set is found
+    # again when the trainable set changes).
+    if arch != "llama":
+        assert watch.top_dropout_on == {step: step >= 4 for step in range(1, 9)}
     events = json.loads((result.folder / "metrics.json").read_text())["unfreezing"]
     assert [e["step"] for e in events] == [0, 3]
     assert events[1]["unfrozen"] == [next(p for p in LAYERS[arch]["top"]).rstrip(".")]
