@@ -24,7 +24,7 @@ from typing import Any
 from hf_transfer import schema
 from hf_transfer.errors import UserError, did_you_mean, first_line, unknown_choice
 from hf_transfer.hub import HubConfig
-from hf_transfer.models import ModelConfig
+from hf_transfer.models import SEQUENCE_CLASSIFICATION, ModelConfig
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import TASKS, task_class
 
@@ -72,6 +72,7 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
     run = schema.build(RunConfig, data, "")
     run.task = build_task_config(task_data)
     _check_task_ranges(run.task)
+    _check_pooling(run)
     run.strategy = build_strategy_config(strategy_data)
     run.trainer = check_trainer_keys(run.trainer)
     return run
@@ -160,6 +161,14 @@ def _check_task_ranges(task: Any) -> None:
     """Limits every task's keys share; a task's own are in its Config."""
     if getattr(task, "max_length", None) is not None and task.max_length < 1:
         raise UserError(f"key 'task.max_length' must be at least 1 (or null: the model's limit), got {task.max_length}")
+
+
+def _check_pooling(run: RunConfig) -> None:
+    if run.model.pooling == "mean" and task_class(run.task.type).auto_model != SEQUENCE_CLASSIFICATION:
+        raise UserError(
+            f"model.pooling=mean is for text classification; task '{run.task.type}' uses its model's own "
+            "output: remove model.pooling (or set it to auto)"
+        )
 
 
 def _check_simple(value: Any, accepted: tuple[type, ...], key: str) -> Any:

@@ -39,6 +39,11 @@ class ModelConfig:
     gguf_file: str | None = None
     lora_target_modules: list[str] | None = None
     trust_remote_code: bool = False
+    # What a text classifier's head reads: "mean" (the average of the token states, what
+    # sentence-transformers checkpoints were trained for), "architecture" (the AutoModelFor*
+    # head: BERT's pooler over the first token, GPT's last token) or "auto" (mean where the
+    # checkpoint's sentence-transformers config says it was trained for it).
+    pooling: Literal["auto", "mean", "architecture"] = "auto"
     # Model config values to change on load, e.g. {hidden_dropout_prob: 0.0}.
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -80,6 +85,7 @@ DECODER_TYPES = {
 def detect_family(config: Any, override: str | None = None) -> str:
     if override:
         return override
+    config = inner_config(config)
     if config.model_type in DECODER_TYPES:
         return "decoder"
     architectures = getattr(config, "architectures", None) or []
@@ -150,6 +156,9 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
 def load_base_config(cfg: ModelConfig, **kwargs: Any) -> Any:
     from transformers import AutoConfig
 
+    from hf_transfer import mean_pooling
+
+    mean_pooling.register()  # a run folder of a mean-pooling classifier loads like any model
     location = checkpoint_location(cfg)
     try:
         return AutoConfig.from_pretrained(
@@ -188,14 +197,10 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
     import torch
     import transformers
 
-    auto_class = getattr(transformers, auto_model)
-    config = load_base_config(cfg, **config_kwargs)
-    for key, value in cfg.config_overrides.items():
-        if not hasattr(config, key):
-            raise UserError(f"model.config_overrides.{key}: {type(config).__name__} has no such setting")
-        setattr(config, key, value)
-    if tokenizer.pad_token_id is not None:
-        config.pad_token_id = tokenizer.pad_token_id
+    wrap = gets_mean_pooling_head(cfg, auto_model)
+    # Under mean pooling the labels belong to the classifier's config, not the base model's.
+    config = model_config(cfg, tokenizer.pad_token_id, **({} if wrap else config_kwargs))
+    auto_class = transformers.AutoModel if wrap else getattr(transformers, auto_model)
     if cfg.pretrained:
         try:
             model = auto_class.from_pretrained(
@@ -210,14 +215,121 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
                 f"could not load the weights of '{cfg.source}' (model.source): {first_line(err)}; "
                 "a damaged or half-downloaded file: fetch or save the model again"
             ) from None
-        if new_head:
+        if new_head and not wrap:
             reinit_head(model)
     else:
         log.info("model.pretrained=false: same architecture, random weights (the from-scratch baseline)")
         model = auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code, dtype=torch.float32)
+    if wrap:
+        why = (
+            "the checkpoint was trained for it (its sentence-transformers config)" if cfg.pooling == "auto" else "asked"
+        )
+        log.info("model.pooling=%s: the new head reads the mean of the token states; %s", cfg.pooling, why)
+        model = _on_mean_pooling(model, config_kwargs)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     return model
+
+
+def model_config(cfg: ModelConfig, pad_token_id: int | None, **config_kwargs: Any) -> Any:
+    """The checkpoint's config with `model.config_overrides`, the tokenizer's pad id and
+    `config_kwargs` applied."""
+    config = load_base_config(cfg, **config_kwargs)
+    for key, value in cfg.config_overrides.items():
+        if not hasattr(config, key):
+            raise UserError(f"model.config_overrides.{key}: {type(config).__name__} has no such setting")
+        setattr(config, key, value)
+    if pad_token_id is not None:
+        config.pad_token_id = pad_token_id
+    return config
+
+
+def skeleton(cfg: ModelConfig, auto_model: str, **config_kwargs: Any) -> Any:
+    """The model a run would build, on the meta device: its modules without weights or memory."""
+    import torch
+    import transformers
+
+    wrap = gets_mean_pooling_head(cfg, auto_model)
+    config = model_config(cfg, None, **({} if wrap else config_kwargs))
+    auto_class = transformers.AutoModel if wrap else getattr(transformers, auto_model)
+    with torch.device("meta"):
+        model = auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        return _on_mean_pooling(model, config_kwargs) if wrap else model
+
+
+def _on_mean_pooling(base: Any, config_kwargs: dict[str, Any]) -> Any:
+    from hf_transfer.mean_pooling import MeanPoolingForSequenceClassification
+
+    # Classes get a cosine head; a number (regression) a linear layer.
+    regression = config_kwargs.get("problem_type") == "regression"
+    return MeanPoolingForSequenceClassification.from_base(
+        base, **config_kwargs, **({"logit_scale": None} if regression else {})
+    )
+
+
+SEQUENCE_CLASSIFICATION = "AutoModelForSequenceClassification"
+
+
+def gets_mean_pooling_head(cfg: ModelConfig, auto_model: str) -> bool:
+    """Whether the run loads the base model alone and puts a new mean-pooling head on it (not
+    where the checkpoint already is a mean-pooling classifier: it loads as it is)."""
+    return resolve_pooling(cfg, auto_model) == "mean" and not is_mean_pooling(load_base_config(cfg))
+
+
+def resolve_pooling(cfg: ModelConfig, auto_model: str) -> str:
+    """ "mean" or "architecture": what `model.pooling` comes to for this checkpoint and task."""
+    if auto_model != SEQUENCE_CLASSIFICATION:
+        return "architecture"  # config.validate refuses model.pooling=mean for other tasks
+    if is_mean_pooling(load_base_config(cfg)):
+        return "mean"  # a classifier saved with mean pooling keeps it
+    if cfg.pooling != "auto":
+        return cfg.pooling
+    return "mean" if sentence_transformers_pooling(cfg) == "mean" else "architecture"
+
+
+def sentence_transformers_pooling(cfg: ModelConfig) -> str | None:
+    """How a sentence-transformers checkpoint pools ("mean", "cls", "lasttoken", ...), read from
+    its modules.json and pooling config; None for any other checkpoint."""
+    import json
+
+    from transformers.utils import cached_file
+
+    def read(name: str) -> Any:
+        path = cached_file(
+            checkpoint_location(cfg), name, revision=cfg.revision,
+            _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
+        )  # fmt: skip
+        return json.loads(Path(path).read_text(encoding="utf-8")) if path else None
+
+    modules = read("modules.json") or []
+    pooling = next((m for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+    if pooling is None:
+        return None
+    modes = [key for key, on in (read(f"{pooling['path']}/config.json") or {}).items()
+             if key.startswith("pooling_mode_") and on is True]  # fmt: skip
+    if "pooling_mode_mean_tokens" in modes:
+        return "mean"
+    return modes[0].removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token") if modes else None
+
+
+def is_mean_pooling(config: Any) -> bool:
+    from hf_transfer.mean_pooling import MeanPoolingConfig
+
+    return isinstance(config, MeanPoolingConfig)
+
+
+def pooling_of(model: Any) -> str:
+    return "mean" if is_mean_pooling(model.config) else "architecture"
+
+
+def inner_config(config: Any) -> Any:
+    """The base model's own config (inside a mean-pooling classifier's), else `config` itself."""
+    return config.base if is_mean_pooling(config) else config
+
+
+def base_config(model: Any) -> Any:
+    """The config of the base model inside `model` (its layer count, model type, limits)."""
+    return inner_config(model.config)
 
 
 def _safetensors_error() -> type[Exception]:
@@ -259,7 +371,7 @@ def anatomy(model: Any) -> Anatomy:
     head = [
         name for name, child in model.named_children() if name != base_name and any(True for _ in child.parameters())
     ]
-    blocks_name, blocks = _find_blocks(base, model.config)
+    blocks_name, blocks = _find_blocks(base, base_config(model))
     block_names = [f"{base_name}.{blocks_name}.{i}" for i in range(len(blocks))]
     below: list[str] = []
     above: list[str] = []
@@ -305,6 +417,7 @@ _POSITION_OFFSET_TWO = {"roberta", "xlm-roberta", "camembert", "longformer", "da
 
 def default_max_length(tokenizer: Any, model_config: Any) -> int:
     """The smaller of the tokenizer's and the model's limits (tokenizers may report 1e30)."""
+    model_config = inner_config(model_config)
     limits = [
         getattr(model_config, key, None) for key in ("max_position_embeddings", "n_positions", "max_sequence_length")
     ]

@@ -75,6 +75,13 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def ships_model_code(folder: Path) -> bool:
+    """Whether the saved model's class is in a file beside its weights (an `auto_map` in its
+    config.json): loading it without hf_transfer then takes trust_remote_code=True."""
+    config = folder / "config.json"
+    return config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+
+
 def model_card(
     *,
     name: str,

@@ -304,6 +304,9 @@ def _refuse_missing_folder(model: str) -> None:
 def _task_of_architecture(model: str, revision: str | None) -> str:
     from transformers import AutoConfig
 
+    from hf_transfer import mean_pooling
+
+    mean_pooling.register()
     try:
         config = AutoConfig.from_pretrained(model, revision=revision)
     except (OSError, ValueError) as err:

@@ -139,7 +139,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     data = task.load()
     set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
     evaluated = len(data.splits["validation"]) if "validation" in data.splits else None
-    apply_min_steps(args, run_cfg.strategy.min_steps, len(data.splits["train"]), evaluated)
+    apply_min_steps(args, run_cfg.strategy.min_steps, len(data.splits["train"]), evaluated,
+                    early_stopping=run_cfg.early_stopping.patience is not None)  # fmt: skip
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
 
     memory = PeakMemory()
@@ -154,6 +155,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     if max_length is None:
         max_length = models.default_max_length(tokenizer, model.config)
     encoded = task.tokenize(data, tokenizer, max_length)
+    imprinted = _imprint(task, model, tokenizer, encoded, args)
     probe = None
     if run_cfg.strategy.head_epochs:  # the head alone first, then the strategy from that head
         from hf_transfer.head_first import train_head_first
@@ -203,9 +205,12 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         trainable_fraction=round(trainable / total, 6),
         trained_modules=trained_modules,
         max_length=max_length,
+        # What the classifier's head reads (model.pooling): "mean" or the architecture's own.
+        **({"pooling": models.pooling_of(model)} if task.auto_model == models.SEQUENCE_CLASSIFICATION else {}),
         **strategy.record(),
         feature_cache=cache,
         **({"head_probe": probe} if probe else {}),
+        **({"head_init": imprinted} if imprinted else {}),
     )
     evaluation, predictions = _evaluate(trainer, task, data, encoded)
     metrics.update(evaluation)
@@ -233,6 +238,16 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         outputs.use_usual_modes(folder)
         run_folder.mark_complete(folder)  # last: everything above is in place
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
+
+
+def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any) -> dict[str, Any] | None:
+    """A new cosine head starts from the training examples' class centroids (imprint.py)."""
+    from hf_transfer.distributed import zero3_enabled
+    from hf_transfer.imprint import can_imprint, imprint_head
+
+    if not task.new_head or not can_imprint(model) or zero3_enabled():  # ZeRO-3 runs the model only once wrapped
+        return None
+    return imprint_head(model, encoded.inputs["train"], task.collator(tokenizer), args.device)
 
 
 def _check_data(data: Any, tokenizer: Any, max_length: int | None) -> None:
@@ -386,7 +401,7 @@ def _write_results(
             "samples/s": metrics["train_samples_per_second"],
             "peak memory (MB)": f"{metrics['peak_memory_mb']} ({metrics['peak_memory_kind']})",
         },
-        usage=task.usage_snippet("PATH_OR_REPO_ID"),
+        usage=task.usage_snippet("PATH_OR_REPO_ID", custom_code=outputs.ships_model_code(folder)),
         recipe=as_dict(run_cfg),
         extra_sets=getattr(run_cfg.task, "extra_test", None),
         dataset_name=run_cfg.task.name,

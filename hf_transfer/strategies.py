@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from hf_transfer.errors import UserError
-from hf_transfer.models import Anatomy, anatomy
+from hf_transfer.models import Anatomy, anatomy, base_config
 
 if TYPE_CHECKING:
     from hf_transfer.models import ModelConfig
@@ -470,7 +470,7 @@ class Lora(Strategy):
             return list(self.config.target_modules)
         if self.model_config.lora_target_modules:
             return list(self.model_config.lora_target_modules)
-        model_type = model.config.model_type
+        model_type = base_config(model).model_type
         if model_type in LORA_TARGETS:
             return LORA_TARGETS[model_type]
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS

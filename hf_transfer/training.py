@@ -87,13 +87,19 @@ STEPS_PER_EPOCH = 8
 
 
 def apply_min_steps(
-    args: TrainingArguments, min_steps: int, train_examples: int, eval_examples: int | None = None
+    args: TrainingArguments,
+    min_steps: int,
+    train_examples: int,
+    eval_examples: int | None = None,
+    early_stopping: bool = False,
 ) -> None:
     """strategy.min_steps, a schedule for the data there is: where it makes fewer optimizer
     steps, the batch shrinks (down to SMALLEST_BATCH, to STEPS_PER_EPOCH steps an epoch), then
     epochs are added; evaluations stay few, and cost no more than the training between them
-    (`eval_examples`: the validation split's size). A run with trainer.max_steps trains exactly
-    that many steps, at its own batch size."""
+    (`eval_examples`: the validation split's size). Where that leaves one evaluation, at the
+    end, there is none during training (the run scores the validation split after it anyway)
+    and no checkpoint (`early_stopping`: keep them for it). A run with trainer.max_steps trains
+    exactly that many steps, at its own batch size."""
     import math
 
     if not min_steps or args.max_steps > 0:
@@ -113,9 +119,9 @@ def apply_min_steps(
     if args.num_train_epochs * steps_per_epoch >= min_steps:
         return
     epochs = math.ceil(min_steps / steps_per_epoch)
+    trained = epochs * steps_per_epoch * smaller * replicas  # examples seen
     evaluations = MAX_EVALUATIONS
     if eval_examples:  # an evaluation of more examples than the training saw since the last is waste
-        trained = epochs * steps_per_epoch * smaller * replicas
         evaluations = min(MAX_EVALUATIONS, max(trained // eval_examples, 1))
     every_epochs = math.ceil(epochs / evaluations)
     epochs = every_epochs * math.ceil(epochs / every_epochs)  # the last evaluation at the end
@@ -125,6 +131,22 @@ def apply_min_steps(
         min_steps, epochs, steps_per_epoch, args.num_train_epochs,
     )  # fmt: skip
     args.num_train_epochs = epochs
+    if args.train_sampling_strategy == "group_by_length":
+        # Grouped by length, a few dozen examples would make the same batches every epoch.
+        log.info("random batches, not trainer.train_sampling_strategy=group_by_length (%d training examples)",
+                 train_examples)  # fmt: skip
+        args.train_sampling_strategy = "random"
+    if evaluations == 1 and not early_stopping:
+        log.info(
+            "evaluating after training only (%d training examples seen do not pay for evaluating %d during it); "
+            "no checkpoints: a run this short trains again sooner than it would resume",
+            trained, eval_examples,
+        )  # fmt: skip
+        from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+        args.eval_strategy, args.save_strategy = IntervalStrategy.NO, SaveStrategy.NO
+        args.load_best_model_at_end = False
+        return
     if every_epochs > 1 and "epoch" in (args.eval_strategy, args.save_strategy):
         # Hundreds of tiny epochs would each be evaluated and saved.
         from transformers.trainer_utils import IntervalStrategy, SaveStrategy

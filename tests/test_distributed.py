@@ -138,13 +138,14 @@ def test_gradient_accumulation_equals_a_bigger_batch(checkpoints, data_dir, tmp_
     assert logged_losses(halves.folder) == pytest.approx(logged_losses(whole.folder), abs=2e-5)
 
 
+@pytest.mark.parametrize("pooling", ["architecture", "mean"])
 @pytest.mark.parametrize("strategy", ["head_only", "partial_unfreeze", "lora", "full"])
-def test_gradient_checkpointing_with_frozen_layers_and_adapters(checkpoints, data_dir, tmp_path, strategy):
+def test_gradient_checkpointing_with_frozen_layers_and_adapters(checkpoints, data_dir, tmp_path, strategy, pooling):
     from test_strategies import ParameterWatch
 
     watch = ParameterWatch()
     cfg = compose_tiny(checkpoints["llama"], data_dir, f"strategy={strategy}", "trainer.gradient_checkpointing=true",
-                       "trainer.num_train_epochs=1")  # fmt: skip
+                       "trainer.num_train_epochs=1", f"model.pooling={pooling}")  # fmt: skip
     run(cfg, output_dir=tmp_path / "run", callbacks=[watch])
     # Every trainable tensor got gradients through the checkpointed blocks: the adapters and
     # unfrozen blocks too, not only the head above them.
@@ -312,7 +313,10 @@ def test_gradual_unfreezing_under_the_shipped_fsdp_config_is_refused(checkpoints
         ),
         # Gradient accumulation across processes: 2 processes x 2 steps x 4 examples.
         ("full", [], ["trainer.per_device_train_batch_size=4", "trainer.gradient_accumulation_steps=2"]),
+        # A mean-pooling head, imprinted on each process from the same examples.
+        ("full", ["model.pooling=mean"], ["trainer.per_device_train_batch_size=8"]),
     ],
+    ids=["head_only", "partial_unfreeze", "lora", "full", "full-mean_pooling"],
 )
 def test_each_strategy_trains_under_ddp_as_in_one_process(
     checkpoints, data_dir, tmp_path, strategy, settings, per_process

@@ -63,10 +63,13 @@ def test_regression_metrics_by_hand():
     assert scores["pearson"] == pytest.approx((1.25 - 0.25) / np.sqrt((1.5625 + 0.0625 + 0.0625 + 3.0625) * 2))
 
 
-def test_multi_label_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path):
+@pytest.mark.parametrize("pooling", ["architecture", "mean"])
+def test_multi_label_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path, pooling):
     cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=multi_label", "task.columns.label=kinds",
-                       "task.label_separator=';'", "task.threshold=0.3")  # fmt: skip
+                       "task.label_separator=';'", "task.threshold=0.3", f"model.pooling={pooling}")  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run")
+    # Under mean pooling each label's vector starts at its examples' mean direction.
+    assert ("head_init" in result.metrics) == (pooling == "mean")
     test = result.metrics["test"]
     assert result.metrics["train_loss_last_logged"] < 0.8 * result.metrics["train_loss_first_logged"]
     assert set(test["per_class"]) == {"complaint", "praise"} and test["f1_micro"] > 0.7
@@ -87,9 +90,12 @@ def test_multi_label_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path):
         assert line["scores"] == pytest.approx(record["scores"], abs=1e-5)
 
 
-def test_regression_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path):
-    cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=regression", "task.columns.label=score")
+@pytest.mark.parametrize("pooling", ["architecture", "mean"])
+def test_regression_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path, pooling):
+    cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=regression", "task.columns.label=score",
+                       f"model.pooling={pooling}")  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run")
+    assert result.metrics["pooling"] == pooling and "head_init" not in result.metrics  # a number has no classes
     test = result.metrics["test"]
     assert result.metrics["train_loss_last_logged"] < 0.8 * result.metrics["train_loss_first_logged"]
     assert test["pearson"] > 0.5 and {"mse", "mae", "spearman"} <= set(test)

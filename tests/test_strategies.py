@@ -199,27 +199,39 @@ def test_min_steps_shrinks_batches_adds_epochs_and_keeps_evaluations_few(checkpo
 @pytest.mark.parametrize(
     ("examples", "validation", "batch", "epochs", "every"),
     [
-        # 8 labelled examples a class: batches of 8, 20 epochs, one evaluation (at the end):
-        # 320 examples trained do not pay for evaluating 1,281.
-        (16, 1281, 8, 20, 40),
-        # 64 a class: batches of 16 (8 steps an epoch), 5 epochs, one evaluation.
-        (128, 1281, 16, 5, 40),
+        # 8 labelled examples a class: batches of 8, 20 epochs. 320 examples trained do not pay
+        # for evaluating 1,281 during training: the run scores them after it, and keeps no
+        # checkpoint of a run this short.
+        (16, 1281, 8, 20, "after"),
+        # 64 a class: batches of 16 (8 steps an epoch), 5 epochs, likewise.
+        (128, 1281, 16, 5, "after"),
+        # 320 examples trained pay for 3 evaluations of 100: every 7 epochs, the last at the end.
+        (16, 100, 8, 21, 14),
         # Enough data: nothing changes.
         (10_000, 1281, 32, 1, None),
         # Evaluations of unknown cost: MAX_EVALUATIONS of them, every 2 epochs.
         (16, None, 8, 20, 4),
     ],
 )
-def test_min_steps_schedule_for_few_labels(examples, validation, batch, epochs, every, tmp_path):
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_min_steps_schedule_for_few_labels(examples, validation, batch, epochs, every, early_stopping, tmp_path):
     from transformers import TrainingArguments
 
     from hf_transfer.training import apply_min_steps
 
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=32, num_train_epochs=1,
-                             eval_strategy="epoch", save_strategy="epoch", use_cpu=True)  # fmt: skip
-    apply_min_steps(args, 40, examples, validation)
+                             eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                             train_sampling_strategy="group_by_length", use_cpu=True)  # fmt: skip
+    apply_min_steps(args, 40, examples, validation, early_stopping=early_stopping)
     assert (args.per_device_train_batch_size, args.num_train_epochs) == (batch, epochs)
-    if every is None:
+    # Grouped by length, the few examples would make the same batches every epoch.
+    assert args.train_sampling_strategy == ("group_by_length" if every is None else "random")
+    if every == "after" and not early_stopping:
+        assert (args.eval_strategy, args.save_strategy, args.load_best_model_at_end) == ("no", "no", False)
+    elif every == "after":  # early stopping needs its evaluations and the best checkpoint
+        assert (args.eval_strategy, args.eval_steps, args.save_steps) == ("steps", 40, 40)
+        assert args.load_best_model_at_end
+    elif every is None:
         assert args.eval_strategy == "epoch"
     else:
         assert (args.eval_strategy, args.eval_steps, args.save_steps) == ("steps", every, every)

@@ -146,9 +146,13 @@ class Task:
         (generation tasks)."""
         return []
 
-    def usage_snippet(self, model_ref: str) -> str:
-        """Python that loads the saved model for the model card."""
-        return f'from transformers import pipeline\n\npipe = pipeline("{self.pipeline_task}", model="{model_ref}")\n'
+    def usage_snippet(self, model_ref: str, custom_code: bool = False) -> str:
+        """Python that loads the saved model for the model card; `custom_code`: the model's
+        class is in a file beside its weights (it loads with trust_remote_code)."""
+        return (
+            "from transformers import pipeline\n\n"
+            f'pipe = pipeline("{self.pipeline_task}", model="{model_ref}"{trust_remote_code(custom_code)})\n'
+        )
 
     # -- prediction with a trained model -------------------------------------------------
     @classmethod
@@ -197,9 +201,17 @@ class PipelinePredictor(Predictor):
         self.pipe = pipe
 
 
+def trust_remote_code(custom_code: bool) -> str:
+    """The pipeline argument a usage snippet needs for a model whose class ships beside it."""
+    return ", trust_remote_code=True" if custom_code else ""
+
+
 def load_pipeline(task: str, model: str, revision: str | None, device: str | None) -> Any:
     from transformers import pipeline
 
+    from hf_transfer import mean_pooling
+
+    mean_pooling.register()  # hf_transfer's own model classes load without trust_remote_code
     return pipeline(task, model=model, revision=revision, device=device, dtype="float32")
 
 

@@ -29,6 +29,7 @@ from hf_transfer.tasks.base import (
     TaskData,
     labelled_cross_entropy,
     load_pipeline,
+    trust_remote_code,
 )
 
 if TYPE_CHECKING:
@@ -221,10 +222,10 @@ class CausalLM(Task):
         model.train(was_training)
         return continuations
 
-    def usage_snippet(self, model_ref: str) -> str:
+    def usage_snippet(self, model_ref: str, custom_code: bool = False) -> str:
         return (
             "from transformers import pipeline\n\n"
-            f'generate = pipeline("text-generation", model="{model_ref}")\n'
+            f'generate = pipeline("text-generation", model="{model_ref}"{trust_remote_code(custom_code)})\n'
             'print(generate("To be, or not to be", max_new_tokens=40)[0]["generated_text"])\n'
         )
 

@@ -186,7 +186,7 @@ class QuestionAnswering(Task):
         ]
         return results, records
 
-    def usage_snippet(self, model_ref: str) -> str:
+    def usage_snippet(self, model_ref: str, custom_code: bool = False) -> str:
         # transformers 5 has no question-answering pipeline: hf_transfer's own reader does the
         # windowing and span search the run used.
         return (

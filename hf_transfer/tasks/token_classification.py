@@ -33,6 +33,7 @@ from hf_transfer.tasks.base import (
     label_config,
     labelled_cross_entropy,
     load_pipeline,
+    trust_remote_code,
 )
 
 if TYPE_CHECKING:
@@ -297,10 +298,11 @@ class TokenClassification(Task):
         ]
         return results, records
 
-    def usage_snippet(self, model_ref: str) -> str:
+    def usage_snippet(self, model_ref: str, custom_code: bool = False) -> str:
         return (
             "from transformers import pipeline\n\n"
-            f'ner = pipeline("token-classification", model="{model_ref}", aggregation_strategy="simple")\n'
+            f'ner = pipeline("token-classification", model="{model_ref}", aggregation_strategy="simple"'
+            f"{trust_remote_code(custom_code)})\n"
             'print(ner("Hugging Face is based in New York City"))\n'
         )
 
