@@ -71,8 +71,10 @@ def losses(folder):
         # On cached features; and a head-first probe, whose head the resumed run takes as it was.
         (["strategy=head_only", "strategy.cache=true", "strategy.cache_memory_share=0"], [12]),
         (["strategy=full", "strategy.head_epochs=1"], [12]),
+        # A mean-pooling head, imprinted again by the resumed run before the checkpoint loads.
+        (["strategy=full", "model.pooling=mean"], [12]),
     ],
-    ids=["full", "lora", "gradual", "twice", "cached", "head_first"],
+    ids=["full", "lora", "gradual", "twice", "cached", "head_first", "mean_pooling"],
 )
 def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_dir, tmp_path, strategy, kills):
     overrides = [*STEPS, *strategy]
