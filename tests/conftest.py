@@ -6,9 +6,11 @@ folder, so tests load them through the same `from_pretrained` path as a real che
 
 from __future__ import annotations
 
+import atexit
 import csv
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,11 +21,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-transfer-test-home-")
+
+
+def _session_folder(prefix: str) -> str:
+    """A temporary folder for this test session, removed when it ends (package assets and
+    caches run to gigabytes: a folder per session would fill a developer's disk)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+os.environ["HF_HOME"] = _session_folder("hf-transfer-test-home-")
 # Package assets are fetched into a temporary cache, unless a developer keeps one between runs.
-os.environ["HF_TRANSFER_CACHE"] = os.environ.get("HF_TRANSFER_TEST_CACHE") or tempfile.mkdtemp(
-    prefix="hf-transfer-test-cache-"
-)
+os.environ["HF_TRANSFER_CACHE"] = os.environ.get("HF_TRANSFER_TEST_CACHE") or _session_folder("hf-transfer-test-cache-")
 os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
 
 import torch  # noqa: E402
