@@ -11,6 +11,7 @@ labelled examples a class this alone scores 0.68-0.71 test accuracy (BENCHMARKS.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
@@ -29,12 +30,14 @@ def can_imprint(model: Any) -> bool:
 
 def imprint_head(model: Any, train: Any, collator: Any, device: Any) -> dict[str, Any]:
     """Imprint the head of `model` (see `can_imprint`) from the encoded training split `train`
-    (its first IMPRINT_EXAMPLES rows), batched by `collator` on `device`; returns the record for
+    (a seeded sample of at most IMPRINT_EXAMPLES rows), batched by `collator` on `device`; returns the record for
     metrics.json."""
     import torch
 
     started = time.perf_counter()
-    rows = [train[i] for i in range(min(len(train), IMPRINT_EXAMPLES))]
+    # A seeded sample, not the first rows: a user's file may be sorted by label.
+    chosen = sorted(random.Random(0).sample(range(len(train)), min(len(train), IMPRINT_EXAMPLES)))
+    rows = [train[i] for i in chosen]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # less padding
     was_training = model.training
     model.to(device).eval()
@@ -50,4 +53,5 @@ def imprint_head(model: Any, train: Any, collator: Any, device: Any) -> dict[str
         log.warning("head: no training example of %s; their vectors stay random", ", ".join(names[c] for c in missing))
     seconds = time.perf_counter() - started
     log.info("head: class vectors imprinted from %d training examples (%.1f s)", len(rows), seconds)
-    return {"imprinted_from": len(rows), "seconds": round(seconds, 2)}
+    record = {"imprinted_from": len(rows), "seconds": round(seconds, 2)}
+    return record | ({"without_examples": [names[c] for c in missing]} if missing else {})

@@ -219,3 +219,20 @@ def test_validate_says_what_the_head_reads(sentence_bert, checkpoints, data_dir,
         assert main(argv) == 0
         out = capsys.readouterr().out
         assert f"head: {head} (model.pooling=auto)" in out and "no problems found" in out
+
+
+def test_imprinting_samples_a_file_sorted_by_label(sentence_bert, tmp_path, monkeypatch):
+    """A user's file sorted by label: the first rows are all of one class, a sample is not."""
+    from conftest import sentiment_rows, write_csv
+
+    from hf_transfer import imprint
+
+    rows = sorted(sentiment_rows(96, seed=1), key=lambda row: row["sentiment"])
+    (tmp_path / "sorted").mkdir()
+    write_csv(tmp_path / "sorted" / "train.csv", rows)
+    write_csv(tmp_path / "sorted" / "test.csv", sentiment_rows(32, seed=2))
+    write_csv(tmp_path / "sorted" / "validation.csv", sentiment_rows(16, seed=3))  # train keeps the file's order
+    monkeypatch.setattr(imprint, "IMPRINT_EXAMPLES", 16)
+    result = run(compose_tiny(sentence_bert, tmp_path / "sorted", "trainer.max_steps=1"), output_dir=tmp_path / "run")
+    assert result.metrics["head_init"]["imprinted_from"] == 16
+    assert "without_examples" not in result.metrics["head_init"]  # both classes were in the sample
