@@ -60,13 +60,10 @@ def push(folder: Path, request: HubConfig) -> str:
             f"then retry with: {_retry(folder, request)}"
         )
     ignore = list(NOT_PUSHED)
-    local_base = _local_adapter_base(folder)
-    if local_base:
-        log.warning(
-            "adapter/ is not pushed: its base model (%s) is a local path or package file that cannot be "
-            "loaded elsewhere; the merged model at the root of the run folder is pushed instead",
-            local_base,
-        )
+    unshareable = _unshareable_adapter(folder)
+    if unshareable:
+        log.warning("adapter/ is not pushed: %s; the merged model at the root of the run folder is pushed instead",
+                    unshareable)  # fmt: skip
         ignore.append("adapter/**")
     api = HfApi(endpoint=request.endpoint, token=token)
     try:
@@ -84,7 +81,7 @@ def push(folder: Path, request: HubConfig) -> str:
             commit_message=message,
             ignore_patterns=ignore,
         )
-        if (folder / "adapter").is_dir() and not local_base:
+        if (folder / "adapter").is_dir() and not unshareable:
             # peft's Auto classes load an adapter from the root of a revision only (a subfolder
             # would be passed on to the base model's loading too): the adapter also gets a branch.
             branch = adapter_branch(request.revision)
@@ -117,13 +114,23 @@ def _check_finished(folder: Path) -> None:
         raise UserError(f"'{folder}' is not a finished run folder (missing: {', '.join(missing) or 'the folder'})")
 
 
-def _local_adapter_base(folder: Path) -> str | None:
-    """The adapter's base model when it is a local path (no one else can load it), else None."""
+def _unshareable_adapter(folder: Path) -> str | None:
+    """Why no one else could load the run's LoRA adapter with peft's Auto classes, else None."""
+    from hf_transfer.outputs import ships_model_code
+
     adapter_config = folder / "adapter" / "adapter_config.json"
     if not adapter_config.exists():
         return None
+    if ships_model_code(folder):
+        # AutoPeftModel* would rebuild the base as the architecture's own classifier.
+        return ("the model's class is code beside its weights (the mean-pooling head), "
+                "which peft's Auto classes do not rebuild under an adapter")  # fmt: skip
     base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or ""
-    return base if (base.startswith(("/", ".", "~")) or Path(base).exists() or "://" in base) else None
+    if not base:
+        return "it names no base model"
+    if base.startswith(("/", ".", "~")) or Path(base).exists() or "://" in base:
+        return f"its base model ({base}) is a local path or package file that cannot be loaded elsewhere"
+    return None
 
 
 def _reason(err: Exception) -> str:

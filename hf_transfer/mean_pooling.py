@@ -30,7 +30,7 @@ class MeanPoolingConfig(PreTrainedConfig):
     sub_configs_defaults = {"base": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
 
     base: PreTrainedConfig | dict | None = None
-    # None: the base model's hidden dropout, as BERT's own classifier does.
+    # None: the base model's classifier_dropout, else its hidden dropout, as BERT's classifier does.
     classifier_dropout: float | None = None
     # Logits are cos(class vector, normalised mean) times this; None: a linear layer on the mean.
     logit_scale: float | None = 20.0
@@ -57,11 +57,15 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
         if getattr(self.base, "pooler", None) is not None:
             self.base.pooler = None  # BERT's pooler reads the first token only: unused here
         dropout = config.classifier_dropout
+        if dropout is None:  # model.config_overrides reach the base model's config
+            dropout = getattr(config.base, "classifier_dropout", None)
         if dropout is None:
             dropout = getattr(config.base, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(dropout)
-        # A cosine score has no bias: a class is its direction.
-        self.classifier = nn.Linear(config.base.hidden_size, config.num_labels, bias=config.logit_scale is None)
+        # A cosine score needs no bias where a text has one class (a class is its direction); each
+        # label of a multi-label text is a yes or no of its own, with its own threshold.
+        bias = config.logit_scale is None or config.problem_type == "multi_label_classification"
+        self.classifier = nn.Linear(config.base.hidden_size, config.num_labels, bias=bias)
         self.post_init()
 
     @classmethod
@@ -102,18 +106,21 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
             return_dict=True,
             **{key: value for key, value in optional.items() if value is not None},
         )
-        pooled = self._pool(outputs.last_hidden_state, attention_mask)
-        if self.config.logit_scale is None:
-            logits = self.classifier(self.dropout(pooled))
-        else:
-            classes = nn.functional.normalize(self.classifier.weight, dim=-1)
-            logits = self.config.logit_scale * nn.functional.linear(self.dropout(pooled), classes)
+        logits = self.classify(self._pool(outputs.last_hidden_state, attention_mask))
         return SequenceClassifierOutput(
             loss=None if labels is None else self._loss(logits, labels),
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The logits for what `embed` returns (dropout first, in training mode)."""
+        if self.config.logit_scale is None:
+            return self.classifier(self.dropout(pooled))
+        classes = nn.functional.normalize(self.classifier.weight, dim=-1)
+        logits = self.config.logit_scale * nn.functional.linear(self.dropout(pooled), classes)
+        return logits if self.classifier.bias is None else logits + self.classifier.bias
 
     def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """The mean of the real tokens' states (normalised for the cosine head)."""
@@ -132,8 +139,9 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
     @torch.no_grad()
     def imprint(self, embeddings: torch.Tensor, labels: torch.Tensor) -> list[int]:
         """Set each class's vector to the mean direction of its examples' `embeddings` (from
-        `embed`); `labels`: class ids, or multi-hot rows. Returns the classes that had none
-        (their vectors are left as they were)."""
+        `embed`); `labels`: class ids, or multi-hot rows, whose labels' thresholds (the bias)
+        go halfway between the mean scores of the texts with and without them. Returns the
+        classes that had no example (their vectors are left as they were)."""
         if self.config.logit_scale is None:
             raise ValueError("imprint needs the cosine head (logit_scale set)")
         members = labels.float() if labels.dim() == 2 else nn.functional.one_hot(labels, self.config.num_labels).float()
@@ -143,6 +151,13 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
         seen = counts > 0
         weight = self.classifier.weight
         weight[seen] = nn.functional.normalize(centroids[seen], dim=-1).to(weight.dtype)
+        if self.classifier.bias is not None:
+            classes = nn.functional.normalize(weight, dim=-1).to(embeddings.dtype)
+            scores = self.config.logit_scale * embeddings @ classes.T  # the logits before the bias
+            with_label = (members * scores).sum(dim=0) / counts.clamp(min=1)
+            without = ((1 - members) * scores).sum(dim=0) / (len(members) - counts).clamp(min=1)
+            both = seen & (counts < len(members))
+            self.classifier.bias[both] = -((with_label + without) / 2)[both].to(weight.dtype)
         return [int(c) for c in torch.nonzero(~seen).flatten()]
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

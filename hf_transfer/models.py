@@ -220,14 +220,18 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
     else:
         log.info("model.pretrained=false: same architecture, random weights (the from-scratch baseline)")
         model = auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code, dtype=torch.float32)
+    # Before a head wraps it: the base model's own config then records the new vocabulary size.
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
     if wrap:
         why = (
             "the checkpoint was trained for it (its sentence-transformers config)" if cfg.pooling == "auto" else "asked"
         )
         log.info("model.pooling=%s: the new head reads the mean of the token states; %s", cfg.pooling, why)
         model = _on_mean_pooling(model, config_kwargs)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
+    elif auto_model == SEQUENCE_CLASSIFICATION and new_head and cfg.pooling == "auto" and not is_mean_pooling(config):
+        log.info("model.pooling=auto: the new head is the architecture's own (no sentence-transformers mean "
+                 "pooling config found for '%s'; model.pooling=mean puts it on the mean)", cfg.source)  # fmt: skip
     return model
 
 
@@ -281,6 +285,9 @@ def resolve_pooling(cfg: ModelConfig, auto_model: str) -> str:
     if auto_model != SEQUENCE_CLASSIFICATION:
         return "architecture"  # config.validate refuses model.pooling=mean for other tasks
     if is_mean_pooling(load_base_config(cfg)):
+        if cfg.pooling == "architecture":
+            log.warning("model.pooling=architecture: '%s' is a mean-pooling classifier and keeps its head; "
+                        "start from its base checkpoint for the architecture's own", cfg.source)  # fmt: skip
         return "mean"  # a classifier saved with mean pooling keeps it
     if cfg.pooling != "auto":
         return cfg.pooling

@@ -155,7 +155,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     if max_length is None:
         max_length = models.default_max_length(tokenizer, model.config)
     encoded = task.tokenize(data, tokenizer, max_length)
-    imprinted = _imprint(task, model, tokenizer, encoded, args)
+    imprinted = _imprint(task, model, tokenizer, encoded, args, run_cfg.model.pretrained)
     probe = None
     if run_cfg.strategy.head_epochs:  # the head alone first, then the strategy from that head
         from hf_transfer.head_first import train_head_first
@@ -240,12 +240,20 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
 
 
-def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any) -> dict[str, Any] | None:
+def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any, pretrained: bool) -> dict[str, Any] | None:
     """A new cosine head starts from the training examples' class centroids (imprint.py)."""
     from hf_transfer.distributed import zero3_enabled
     from hf_transfer.imprint import can_imprint, imprint_head
 
-    if not task.new_head or not can_imprint(model) or zero3_enabled():  # ZeRO-3 runs the model only once wrapped
+    if not task.new_head or not can_imprint(model):
+        return None
+    if not pretrained:
+        # A random encoder maps every text to about the same direction, and so the centroids:
+        # near-parallel classes give next to no gradient (bert_sentiment stayed at one class).
+        log.info("head: random class vectors, not imprinted (model.pretrained=false)")
+        return None
+    if zero3_enabled():  # ZeRO-3 runs the model only once wrapped
+        log.warning("head: not imprinted under DeepSpeed ZeRO-3; it starts from random class vectors")
         return None
     return imprint_head(model, encoded.inputs["train"], task.collator(tokenizer), args.device)
 

@@ -80,8 +80,9 @@ def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task, data: T
 
 MAX_EVALUATIONS = 10  # per run, where strategy.min_steps adds epochs
 # Where strategy.min_steps asks for more steps than the data makes, batches shrink first (more
-# updates from the same examples, as few-label fine-tuning needs) but to no fewer than this,
-SMALLEST_BATCH = 8
+# updates from the same examples, as few-label fine-tuning needs) but to no fewer than this:
+# 16 examples learn more at batch 4 than at 8, in half the time (BENCHMARKS.md, few labels),
+SMALLEST_BATCH = 4
 # and only as far as this many steps an epoch.
 STEPS_PER_EPOCH = 8
 

@@ -172,16 +172,27 @@ def test_train_push_and_reload_a_lora_adapter_on_a_hub_base(hub, checkpoints, da
     assert TOKEN not in done.stdout + done.stderr
 
 
-def test_a_lora_adapter_on_a_local_base_is_not_pushed(hub, checkpoints, data_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("pooling", "reason"),
+    [
+        ("architecture", "local path"),
+        # peft's Auto classes would rebuild the base as BertForSequenceClassification.
+        ("mean", "code beside its weights"),
+    ],
+)
+def test_a_lora_adapter_others_cannot_load_is_not_pushed(pooling, reason, hub, checkpoints, data_dir, tmp_path):
     folder = run(
-        compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "trainer.num_train_epochs=1"),
+        compose_tiny(checkpoints["bert"], data_dir, "strategy=lora", "trainer.num_train_epochs=1",
+                     f"model.pooling={pooling}"),
         output_dir=tmp_path / "run",
-    ).folder
-    done = cli(hub_env(tmp_path, hub), "push", str(folder), "--repo-id", "tester/local-lora")
+    ).folder  # fmt: skip
+    repo = f"tester/unshared-lora-{pooling}"
+    done = cli(hub_env(tmp_path, hub), "push", str(folder), "--repo-id", repo)
     assert done.returncode == 0, done.stderr
-    assert "adapter/ is not pushed" in done.stderr and "local path" in done.stderr
-    pushed = hub.repos["tester/local-lora"]["branches"]["main"]
-    assert "model.safetensors" in pushed and not any(p.startswith("adapter/") for p in pushed)
+    assert "adapter/ is not pushed" in done.stderr and reason in done.stderr
+    branches = hub.repos[repo]["branches"]
+    assert "adapter" not in branches
+    assert "model.safetensors" in branches["main"] and not any(p.startswith("adapter/") for p in branches["main"])
 
 
 def test_push_needs_a_finished_run(hub, tmp_path):

@@ -170,6 +170,17 @@ def test_save_reload_predict_the_same_with_hf_transfer_and_without(checkpoints, 
     assert [o["score"] for o in outside] == pytest.approx([e["score"] for e in expected], abs=1e-5)
 
 
+def test_a_tokenizer_larger_than_the_embeddings_saves_a_model_that_reloads(checkpoints, data_dir, tmp_path):
+    source = shutil.copytree(checkpoints["bert"], tmp_path / "grown")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.add_tokens(["brandnewword", "anotherone"])
+    tokenizer.save_pretrained(source)
+    folder = run(compose_tiny(source, data_dir, "model.pooling=mean", "trainer.max_steps=1"), tmp_path / "run").folder
+    reloaded = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
+    assert reloaded.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert reloaded.config.base.vocab_size == len(tokenizer)
+
+
 def test_training_goes_on_from_a_mean_pooling_run_folder(trained, data_dir, tmp_path):
     cfg = compose_tiny(trained.folder, data_dir, "trainer.num_train_epochs=1", "strategy=head_only")
     again = run(cfg, output_dir=tmp_path / "again")
@@ -205,9 +216,51 @@ def test_imprinting_starts_the_head_as_the_nearest_class_centroid(checkpoints):
     torch.testing.assert_close(model.classifier.weight[2], torch.nn.functional.normalize(embeddings[:2].mean(0), dim=0))
 
 
+def test_multi_label_imprinting_sets_each_labels_threshold():
+    """A sentence encoder's embeddings sit in a narrow cone: every cosine is positive, and a
+    multi-label head without a bias would give every text every label."""
+    from transformers import BertConfig
+
+    config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    model = MeanPoolingForSequenceClassification.from_base(
+        AutoModel.from_config(config), num_labels=2, problem_type="multi_label_classification"
+    ).eval()
+    axis = torch.eye(8)
+    # Along axis 0, leaning towards axis 1 (label 0), axis 2 (label 1), both or neither.
+    embeddings = torch.nn.functional.normalize(
+        torch.stack([axis[0] * 4 + axis[1], axis[0] * 4 + axis[2], axis[0] * 4 + axis[1] + axis[2], axis[0] * 4]),
+        dim=-1,
+    )
+    labels = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0]])
+    assert model.imprint(embeddings, labels) == []
+    scores = model.config.logit_scale * embeddings @ model.classifier.weight.T
+    assert (scores > 0).all()  # what no bias would predict
+    predicted = (torch.sigmoid(model.classify(embeddings)) > 0.5).long()
+    assert torch.equal(predicted, labels)
+
+
+def test_a_classifier_dropout_override_reaches_the_head(checkpoints):
+    base = AutoModel.from_pretrained(checkpoints["bert"])
+    base.config.classifier_dropout = 0.0  # as model.config_overrides={classifier_dropout: 0.0} leaves it
+    assert MeanPoolingForSequenceClassification.from_base(base, num_labels=2).dropout.p == 0.0
+
+
 def test_a_run_imprints_its_new_head_from_the_training_examples(trained):
     assert trained.metrics["head_init"]["imprinted_from"] == trained.metrics["examples"]["train"]
     assert trained.metrics["head_init"]["seconds"] >= 0
+
+
+def test_a_random_start_is_not_imprinted(sentence_bert, data_dir, tmp_path):
+    """A random encoder gives every text about the same direction: imprinted class vectors would
+    be near parallel, and the head and encoder would get next to no gradient."""
+    result = run(
+        compose_tiny(sentence_bert, data_dir, "model.pretrained=false", "trainer.max_steps=1"), tmp_path / "run"
+    )
+    assert result.metrics["pooling"] == "mean" and "head_init" not in result.metrics
+    classes = torch.nn.functional.normalize(
+        AutoModelForSequenceClassification.from_pretrained(result.folder).classifier.weight, dim=-1
+    )
+    assert abs(float(classes[0] @ classes[1])) < 0.9
 
 
 def test_validate_says_what_the_head_reads(sentence_bert, checkpoints, data_dir, tmp_path, capsys):

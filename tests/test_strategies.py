@@ -199,18 +199,20 @@ def test_min_steps_shrinks_batches_adds_epochs_and_keeps_evaluations_few(checkpo
 @pytest.mark.parametrize(
     ("examples", "validation", "batch", "epochs", "every"),
     [
-        # 8 labelled examples a class: batches of 8, 20 epochs. 320 examples trained do not pay
+        # 8 labelled examples a class: batches of 4, 10 epochs. 160 examples trained do not pay
         # for evaluating 1,281 during training: the run scores them after it, and keeps no
         # checkpoint of a run this short.
-        (16, 1281, 8, 20, "after"),
+        (16, 1281, 4, 10, "after"),
         # 64 a class: batches of 16 (8 steps an epoch), 5 epochs, likewise.
         (128, 1281, 16, 5, "after"),
-        # 320 examples trained pay for 3 evaluations of 100: every 7 epochs, the last at the end.
-        (16, 100, 8, 21, 14),
+        # 160 examples trained pay for 3 evaluations of 50: every 4 epochs, the last at the end.
+        (16, 50, 4, 12, 16),
         # Enough data: nothing changes.
         (10_000, 1281, 32, 1, None),
-        # Evaluations of unknown cost: MAX_EVALUATIONS of them, every 2 epochs.
-        (16, None, 8, 20, 4),
+        # Evaluations of unknown cost: MAX_EVALUATIONS of them, after each of the 10 epochs,
+        (16, None, 4, 10, "epoch"),
+        # or every 2 epochs where there are 20.
+        (8, None, 4, 20, 4),
     ],
 )
 @pytest.mark.parametrize("early_stopping", [False, True])
@@ -231,7 +233,7 @@ def test_min_steps_schedule_for_few_labels(examples, validation, batch, epochs, 
     elif every == "after":  # early stopping needs its evaluations and the best checkpoint
         assert (args.eval_strategy, args.eval_steps, args.save_steps) == ("steps", 40, 40)
         assert args.load_best_model_at_end
-    elif every is None:
-        assert args.eval_strategy == "epoch"
+    elif every in (None, "epoch"):
+        assert (args.eval_strategy, args.save_strategy) == ("epoch", "epoch")
     else:
         assert (args.eval_strategy, args.eval_steps, args.save_steps) == ("steps", every, every)
