@@ -30,8 +30,8 @@ def can_imprint(model: Any) -> bool:
 
 def imprint_head(model: Any, train: Any, collator: Any, device: Any) -> dict[str, Any]:
     """Imprint the head of `model` (see `can_imprint`) from the encoded training split `train`
-    (a seeded sample of at most IMPRINT_EXAMPLES rows), batched by `collator` on `device`; returns the record for
-    metrics.json."""
+    (a seeded sample of at most IMPRINT_EXAMPLES rows), batched by `collator` on `device`;
+    returns the record for metrics.json."""
     import torch
 
     started = time.perf_counter()

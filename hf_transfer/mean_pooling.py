@@ -161,20 +161,12 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
         return [int(c) for c in torch.nonzero(~seen).flatten()]
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """As `BertForSequenceClassification` does: the problem type from the labels if unset."""
-        num_labels = self.config.num_labels
-        if self.config.problem_type is None:
-            if num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        if self.config.problem_type == "regression":
-            return nn.functional.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits, labels.to(logits.dtype))
-        if self.config.problem_type == "single_label_classification":
-            return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        """transformers' own sequence-classification loss (the problem type from the labels if
+        unset), with number and multi-hot labels in the logits' dtype."""
+        from transformers.loss.loss_utils import ForSequenceClassificationLoss
+
+        numbers = labels.is_floating_point() or self.config.problem_type in ("regression", "multi_label_classification")
+        return ForSequenceClassificationLoss(labels.to(logits.dtype) if numbers else labels, logits, self.config)
 
 
 def register() -> None:

@@ -195,12 +195,8 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
     """`auto_model` (an AutoModelFor* class name) on the checkpoint, with a fresh head when
     `new_head`; `config_kwargs` are model config values such as the labels."""
     import torch
-    import transformers
 
-    wrap = gets_mean_pooling_head(cfg, auto_model)
-    # Under mean pooling the labels belong to the classifier's config, not the base model's.
-    config = model_config(cfg, tokenizer.pad_token_id, **({} if wrap else config_kwargs))
-    auto_class = transformers.AutoModel if wrap else getattr(transformers, auto_model)
+    wrap, config, auto_class = _build_plan(cfg, auto_model, tokenizer.pad_token_id, config_kwargs)
     if cfg.pretrained:
         try:
             model = auto_class.from_pretrained(
@@ -248,14 +244,24 @@ def model_config(cfg: ModelConfig, pad_token_id: int | None, **config_kwargs: An
     return config
 
 
-def skeleton(cfg: ModelConfig, auto_model: str, **config_kwargs: Any) -> Any:
-    """The model a run would build, on the meta device: its modules without weights or memory."""
-    import torch
+def _build_plan(
+    cfg: ModelConfig, auto_model: str, pad_token_id: int | None, config_kwargs: dict[str, Any]
+) -> tuple[bool, Any, Any]:
+    """Whether a new mean-pooling head wraps the base model, the config to build from, and the
+    Auto class that builds it."""
     import transformers
 
     wrap = gets_mean_pooling_head(cfg, auto_model)
-    config = model_config(cfg, None, **({} if wrap else config_kwargs))
-    auto_class = transformers.AutoModel if wrap else getattr(transformers, auto_model)
+    # Under mean pooling the labels belong to the classifier's config, not the base model's.
+    config = model_config(cfg, pad_token_id, **({} if wrap else config_kwargs))
+    return wrap, config, transformers.AutoModel if wrap else getattr(transformers, auto_model)
+
+
+def skeleton(cfg: ModelConfig, auto_model: str, **config_kwargs: Any) -> Any:
+    """The model a run would build, on the meta device: its modules without weights or memory."""
+    import torch
+
+    wrap, config, auto_class = _build_plan(cfg, auto_model, None, config_kwargs)
     with torch.device("meta"):
         model = auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code)
         return _on_mean_pooling(model, config_kwargs) if wrap else model
@@ -277,14 +283,16 @@ SEQUENCE_CLASSIFICATION = "AutoModelForSequenceClassification"
 def gets_mean_pooling_head(cfg: ModelConfig, auto_model: str) -> bool:
     """Whether the run loads the base model alone and puts a new mean-pooling head on it (not
     where the checkpoint already is a mean-pooling classifier: it loads as it is)."""
-    return resolve_pooling(cfg, auto_model) == "mean" and not is_mean_pooling(load_base_config(cfg))
+    config = load_base_config(cfg)
+    return resolve_pooling(cfg, auto_model, config) == "mean" and not is_mean_pooling(config)
 
 
-def resolve_pooling(cfg: ModelConfig, auto_model: str) -> str:
-    """ "mean" or "architecture": what `model.pooling` comes to for this checkpoint and task."""
+def resolve_pooling(cfg: ModelConfig, auto_model: str, config: Any = None) -> str:
+    """ "mean" or "architecture": what `model.pooling` comes to for this checkpoint and task
+    (`config`: the checkpoint's, where already loaded)."""
     if auto_model != SEQUENCE_CLASSIFICATION:
         return "architecture"  # config.validate refuses model.pooling=mean for other tasks
-    if is_mean_pooling(load_base_config(cfg)):
+    if is_mean_pooling(config if config is not None else load_base_config(cfg)):
         if cfg.pooling == "architecture":
             log.warning("model.pooling=architecture: '%s' is a mean-pooling classifier and keeps its head; "
                         "start from its base checkpoint for the architecture's own", cfg.source)  # fmt: skip
