@@ -20,46 +20,72 @@ import time
 from pathlib import Path
 
 
-def plain(out: Path) -> dict:
-    """The plain Trainer script (timed from after the imports, as hf_transfer's wall time is)."""
-    import numpy as np
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)  # fmt: skip
-
+def recipe_data(model_source: str | None = None) -> tuple:
+    """The default recipe's splits (as hf_transfer reads them), its checkpoint's folder (or
+    `model_source`'s) and its strategy's learning rate."""
     from hf_transfer.assets import model_location
     from hf_transfer.compose import compose
     from hf_transfer.config import validate
     from hf_transfer.tasks import task_class
 
-    started = time.perf_counter()
     cfg = validate(compose(["recipe=bert_sentiment", "~task.extra_test"]))
     data = task_class(cfg.task.type)(cfg.task, cfg.seed).load()
-    location = model_location(cfg.model.source)
+    return data, model_location(model_source or cfg.model.source), cfg.strategy.learning_rate
+
+
+def plain(
+    out: Path,
+    model_source: str | None = None,
+    callbacks: list | None = None,
+    batch: int = 32,
+    bf16: bool = False,
+    max_steps: int = -1,
+    evaluate: bool = True,
+) -> dict:
+    """The plain Trainer script (timed from after the imports, as hf_transfer's wall time is);
+    `bf16`, `batch`, `max_steps` and `evaluate` as a user would change them (benchmarks/gpu.py)."""
+    import numpy as np
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)  # fmt: skip
+
+    started = time.perf_counter()
+    data, location, learning_rate = recipe_data(model_source)
     tokenizer = AutoTokenizer.from_pretrained(location)
     splits = {
         name: split.map(lambda b: tokenizer(b["text"], truncation=True, max_length=128), batched=True)
         for name, split in data.splits.items()
     }
-    model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=len(data.labels))
+    # float32 as the published checkpoint is (a float16 copy would otherwise load as float16).
+    model = AutoModelForSequenceClassification.from_pretrained(
+        location, num_labels=len(data.labels), dtype=torch.float32
+    )
 
     def accuracy(prediction):
         return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
 
+    when = "epoch" if evaluate else "no"
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), num_train_epochs=1, learning_rate=cfg.strategy.learning_rate,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=64, warmup_steps=0.1, weight_decay=0.01, eval_strategy="epoch",
-        save_strategy="epoch", seed=cfg.seed, report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
+        output_dir=str(out / "checkpoints"), num_train_epochs=1, max_steps=max_steps, learning_rate=learning_rate,
+        per_device_train_batch_size=batch, bf16=bf16,
+        per_device_eval_batch_size=64, warmup_steps=0.1, weight_decay=0.01, eval_strategy=when,
+        save_strategy=when, seed=42, report_to="none", disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy)  # fmt: skip
+                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
+                      callbacks=callbacks)  # fmt: skip
     train = trainer.train()
-    test = trainer.evaluate(splits["test"], metric_key_prefix="test")
+    test = trainer.evaluate(splits["test"], metric_key_prefix="test") if evaluate else {}
     trainer.save_model(str(out / "model"))
     return {
         "wall_time_s": round(time.perf_counter() - started, 1),
         "train_samples_per_second": train.metrics["train_samples_per_second"],
-        "test_accuracy": test["test_accuracy"],
+        "train_runtime_s": train.metrics["train_runtime"],
+        "total_flos": trainer.state.total_flos,
+        "batch": batch,
+        "steps": trainer.state.global_step,
+        "test_accuracy": test.get("test_accuracy"),
     }
 
 

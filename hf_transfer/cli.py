@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hf_transfer import versions
 from hf_transfer.errors import CommandParser, Interrupted, UserError, first_line, unknown_choice
 
 PROG = "hf-transfer"
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = "; without a command, arguments are training overrides (key=value)"
         exit_with_error(unknown_choice("command", argv[0], commands, hint=hint))
     try:
+        if command != "accelerate-config":  # a path only: it needs no library
+            versions.check()
         return commands[command](argv) or 0
     except UserError as err:
         exit_with_error(err)

@@ -46,6 +46,9 @@ class ModelConfig:
     pooling: Literal["auto", "mean", "architecture"] = "auto"
     # Model config values to change on load, e.g. {hidden_dropout_prob: 0.0}.
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    # Layers swapped for kernels from the hub on a GPU (transformers' use_kernels): "auto" where
+    # the hub can be reached or a kernel is cached, never offline without one (device.py).
+    kernels: Literal["auto", True, False] = "auto"
 
     def __post_init__(self) -> None:
         if is_package_source(self.source):
@@ -196,6 +199,8 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
     `new_head`; `config_kwargs` are model config values such as the labels."""
     import torch
 
+    from hf_transfer.device import hub_kernels
+
     wrap, config, auto_class = _build_plan(cfg, auto_model, tokenizer.pad_token_id, config_kwargs)
     if cfg.pretrained:
         try:
@@ -205,6 +210,7 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
                 revision=cfg.revision,
                 trust_remote_code=cfg.trust_remote_code,
                 dtype=torch.float32,  # master weights in fp32; bf16/fp16 training autocasts
+                use_kernels=hub_kernels(cfg.kernels),
             )
         except (OSError, ValueError, RuntimeError, _safetensors_error()) as err:
             raise UserError(

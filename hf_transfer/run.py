@@ -44,8 +44,9 @@ def run(
     folder behind that this call created, and nothing of a run that never trained. Ctrl-C
     ends in `Interrupted`, with the checkpoint kept.
     """
-    from hf_transfer import run_folder
+    from hf_transfer import run_folder, versions
 
+    versions.check()  # the CLI checks first; a run started from Python is checked here
     run_cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
     folder = Path(output_dir)
     created = not folder.exists()
@@ -309,7 +310,7 @@ def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole:
 
 def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:
     """What the run was and what training cost."""
-    from hf_transfer import distributed
+    from hf_transfer import device, distributed
     from hf_transfer.data import budget_name
 
     # What chose the best checkpoint: the task's metric, or trainer.metric_for_best_model.
@@ -334,10 +335,13 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
         "train_batch_size": trainer.args.per_device_train_batch_size,
         "steps": trainer.state.global_step,
         "train_loss": round(train_output.training_loss, 6),
+        # The Trainer's estimate of the training's floating-point operations (6 x tokens x parameters).
+        "total_flos": trainer.state.total_flos,
         **_loss_ends(trainer.state.log_history),
         "epochs": round(trainer.state.epoch or 0, 3),
         "best_checkpoint": _relative(trainer.state.best_model_checkpoint, folder),
         "distributed": distributed.describe(trainer),
+        "device": device.describe(trainer.args, trainer.model),
     }
     if trainer.optimizer is not None and any("name" in g for g in trainer.optimizer.param_groups):
         metrics["optimizer_groups"] = [

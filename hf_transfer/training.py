@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
+from hf_transfer.device import accelerator, pad_multiple, trainer_defaults
 from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     # Stated explicitly: for a peft-wrapped model the Trainer cannot infer them, and without
     # them evaluation silently returns no labels and no metrics.
     kwargs.setdefault("label_names", ["labels"])
-    if not _has_accelerator():
-        kwargs.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
+    for key, value in trainer_defaults(kwargs, accelerator()).items():
+        kwargs.setdefault(key, value)
     # Set deliberately: DDP tracks only parameters that require grad, so frozen ones need no
     # search for unused parameters (which costs a graph walk every step); a trainable parameter
     # the forward pass leaves unused fails loudly at the second step, and this key fixes it.
@@ -160,12 +161,6 @@ def apply_min_steps(
         log.info("evaluating and saving every %d steps (every %d epochs)", every, every_epochs)
 
 
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
 def wants_tensorboard(run: RunConfig) -> bool:
     report_to = run.trainer.get("report_to", "none")
     return "tensorboard" in ([report_to] if isinstance(report_to, str) else report_to)
@@ -199,7 +194,7 @@ def build_trainer(
     return TransferTrainer(
         model=model,
         args=args,
-        data_collator=task.collator(tokenizer),
+        data_collator=task.collator(tokenizer, pad_multiple(args.device.type)),
         train_dataset=encoded.inputs["train"],
         eval_dataset=by_length(validation)[0] if task.sort_eval_by_length else validation,
         processing_class=tokenizer,

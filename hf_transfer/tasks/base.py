@@ -105,10 +105,13 @@ class Task:
     def tokenize(self, data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
         raise NotImplementedError
 
-    def collator(self, tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    def collator(
+        self, tokenizer: Any, pad_to_multiple_of: int | None = None
+    ) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        """Batches padded to their longest row (rounded up to `pad_to_multiple_of`: fewer shapes)."""
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(tokenizer)
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     # -- training and evaluation ---------------------------------------------------------
     @property
@@ -210,9 +213,13 @@ def load_pipeline(task: str, model: str, revision: str | None, device: str | Non
     from transformers import pipeline
 
     from hf_transfer import mean_pooling
+    from hf_transfer.device import hub_kernels
 
     mean_pooling.register()  # hf_transfer's own model classes load without trust_remote_code
-    return pipeline(task, model=model, revision=revision, device=device, dtype="float32")
+    return pipeline(
+        task, model=model, revision=revision, device=device, dtype="float32",
+        model_kwargs={"use_kernels": hub_kernels()},
+    )  # fmt: skip
 
 
 def check_metric(name: str, known: list[str]) -> None:

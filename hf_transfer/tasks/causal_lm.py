@@ -161,12 +161,12 @@ class CausalLM(Task):
 
         return split.map(encode, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
 
-    def collator(self, tokenizer: Any) -> Any:
-        if self.config.packing:
+    def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
+        if self.config.packing:  # packed blocks all have one length already
             from transformers import default_data_collator
 
             return default_data_collator
-        return PaddedCausalCollator(tokenizer)
+        return PaddedCausalCollator(tokenizer, pad_to_multiple_of)
 
     # -- training and evaluation ---------------------------------------------------------
     @property
@@ -314,13 +314,15 @@ class PaddedCausalCollator:
     target where it doubles as the pad token (DataCollatorForLanguageModeling would drop it).
     """
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None):
         self.tokenizer = tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.tokenizer.pad(
             [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in features],
             padding=True,
+            pad_to_multiple_of=self.pad_to_multiple_of,
             return_tensors="pt",
         )
         labels = batch["input_ids"].clone()

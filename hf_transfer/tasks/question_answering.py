@@ -211,7 +211,9 @@ class QuestionAnswering(Task):
     def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Predictor:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-        qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision)
+        from hf_transfer.device import hub_kernels
+
+        qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision, use_kernels=hub_kernels())
         if device:
             qa_model = qa_model.to(device)
         return Reader(settings, qa_model, AutoTokenizer.from_pretrained(model, revision=revision))

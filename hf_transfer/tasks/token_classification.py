@@ -251,10 +251,10 @@ class TokenClassification(Task):
     def loss_function(self, data: TaskData, label_smoothing: float = 0.0) -> Any:
         return TokenCrossEntropy(label_smoothing)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         from transformers import DataCollatorForTokenClassification
 
-        return DataCollatorForTokenClassification(tokenizer)
+        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     # -- training and evaluation ---------------------------------------------------------
     @property
