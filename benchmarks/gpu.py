@@ -107,7 +107,8 @@ def probe_callback(steps: int, profile: bool = False, syncs: bool = False) -> An
                 out |= {"profile_host_ms_per_step": self.host_ms, "profile_device_ms_per_step": self.device_ms,
                         "profile": self.profile_text}  # fmt: skip
             if syncs and self.sync_steps:
-                out |= {"syncs_per_step": round(sum(self.syncs.values()) / self.sync_steps, 2), "sync_sites": self.syncs}
+                per_step = round(sum(self.syncs.values()) / self.sync_steps, 2)
+                out |= {"syncs_per_step": per_step, "sync_sites": self.syncs}
             return out
 
     return Probe()
@@ -197,7 +198,7 @@ def worker_ours(spec: dict[str, Any]) -> list[dict[str, Any]]:
             torch.backends.cuda.enable_cudnn_sdp(False)
         reset_peak()
         probe = probe_callback(case.get("steps", 100), case.get("profile", False), case.get("syncs", False))
-        folder = Path(spec["out"]) / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", case["name"])  # Hydra parses the path
+        folder = run_folder(Path(spec["out"]), case["name"])
         started = time.perf_counter()
         try:
             result = run(compose([*spec["base"], *case["overrides"], f"hydra.run.dir={folder}"]), folder, [probe])
@@ -214,6 +215,11 @@ def worker_ours(spec: dict[str, Any]) -> list[dict[str, Any]]:
         })  # fmt: skip
         print(json.dumps({k: v for k, v in results[-1].items() if k != "profile"}), flush=True)
     return results
+
+
+def run_folder(out: Path, name: str) -> Path:
+    """A case's run folder: its name in characters a Hydra override takes as they are."""
+    return out / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def worker_plain(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -352,8 +358,8 @@ def gpu_plan(quick: bool, diagnose: bool = False) -> list[tuple[str, dict[str, A
             extra = {k: v for k, v in variant.items() if k != "overrides"}
             plan.append(("ours", {"cases": [ours(f"variant: {name}", ["trainer.per_device_train_batch_size=32",
                                                                       *variant["overrides"]], 200, **extra)]}))
-    plan.append(("ours", {"cases": [ours("hf_transfer profile", ["trainer.per_device_train_batch_size=32",
-                                                                 "trainer.max_steps=60"], 20, profile=True, syncs=True)]}))
+    profiled = ["trainer.per_device_train_batch_size=32", "trainer.max_steps=60"]
+    plan.append(("ours", {"cases": [ours("hf_transfer profile", profiled, 20, profile=True, syncs=True)]}))
     plan.append(("plain", {"cases": [{"name": "plain profile", "kwargs": {"batch": 32, "bf16": True, "max_steps": 60},
                                       "steps": 20, "profile": True, "syncs": True}]}))  # fmt: skip
     if not quick:  # one process for the three: the later two start warm
@@ -437,7 +443,8 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
     for batch in (32, 256):
         ours, plain, loop = (by.get(f"{k}, batch {batch}") for k in ("hf_transfer", "plain", "loop"))
         if ours and plain:
-            lines.append(f"batch {batch}: hf_transfer {ours['train_samples_per_second'] / plain['train_samples_per_second']:.2f}x "
+            ratio = ours["train_samples_per_second"] / plain["train_samples_per_second"]
+            lines.append(f"batch {batch}: hf_transfer {ratio:.2f}x "
                          f"the plain script's train samples/s; steady step {plain['step_ms']} ms (plain) "
                          f"against {ours['step_ms']} ms (hf_transfer)")  # fmt: skip
         if ours and loop and ours.get("step_ms"):

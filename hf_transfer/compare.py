@@ -219,6 +219,7 @@ def main(argv: list[str]) -> int:
         if done:
             say(f"  {done} already complete (skipped), {states.count('incomplete')} to resume")
         if args.dry_run:
+            _check_cells(cells, jobs, say)
             return 0
         if not secondary:
             run_folder.take(out)  # one comparison at a time in this folder
@@ -229,6 +230,24 @@ def main(argv: list[str]) -> int:
                 run_folder.release(out)
     say(f"compare: see the results with: hf-transfer report {out}")
     return 0
+
+
+def _check_cells(cells: list[Cell], jobs: list[Any], say: Any) -> None:
+    """What `hf-transfer validate` checks (data, labels, budget, model), for one cell of each
+    strategy, start and budget (seeds change no check): a grid whose cell would fail is refused
+    now, not after the cells before it trained."""
+    from hf_transfer.validation import check
+
+    checked = set()
+    for cell, job in zip(cells, jobs):
+        kind = (cell.strategy, cell.start, cell.budget)
+        if kind in checked:
+            continue
+        checked.add(kind)
+        problems = check(job.run).problems
+        if problems:
+            raise UserError(f"cell {cell.name}: {'; '.join(problems)}")
+    say(f"  checked as the runs would be: {len(checked)} settings (data, labels, budgets, model); no problems")
 
 
 def _run_cells(hydra: Any, cells: list[Cell], jobs: list[Any], states: list[str], out: Path,

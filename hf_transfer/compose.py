@@ -102,11 +102,24 @@ def _name_after_data(parsed: list[Any]) -> list[str]:
     if "name" in keys:
         return []
     for override in parsed:
-        if override.key_or_group.lstrip("+") == "task.data.source" and not override.is_sweep_override():
-            value = override.value()
-            if isinstance(value, str) and value:
-                return [f"++name={data_name(value)}"]
+        key = override.key_or_group.lstrip("+")
+        if key.startswith("task.data.") and not override.is_sweep_override():
+            file = _data_file(key.removeprefix("task.data."), override.value())
+            if file:
+                return [f"++name={data_name(file)}"]
     return []
+
+
+def _data_file(key: str, value: Any) -> str | None:
+    """The file or dataset a task.data override names: `source`, or `data_files` (the train
+    file where there are several: `data_files.train=...`, `data_files={train: ...}`, a list)."""
+    if key not in ("source", "data_files", "data_files.train"):
+        return None
+    if isinstance(value, dict):
+        value = value.get("train", next(iter(value.values()), None))
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
 
 
 def data_name(source: str) -> str:

@@ -36,8 +36,8 @@ _FORMATS = {
 }
 # What a file's name says wins over task.data.format when it names another kind of data (a
 # recipe's `format: conll` is for the recipe's own file, not the .jsonl a user gives instead);
-# .txt says little (plain text, CoNLL, ...) and csv/tsv differ only by delimiter, so there the
-# configured format stands.
+# .txt says little (plain text, CoNLL, ...); csv/tsv differ only by delimiter, which the
+# file's header shows (format_for).
 _KINDS = {"csv": "table", "tsv": "table"}
 
 
@@ -328,6 +328,9 @@ def _load_files(
         kwargs["index_col"] = False
         if not quoted:
             kwargs["quoting"] = csv.QUOTE_NONE
+        for split, paths in files.items():
+            for path in paths:
+                _refuse_duplicate_columns(path, kwargs.get("delimiter", ","), encoding, keys[split])
     if builder == "text":
         kwargs["keep_linebreaks"] = True  # line breaks are part of a text's shape
     if textual and encoding is not None and builder != "json":
@@ -419,9 +422,24 @@ def format_for(path: Path, configured: str | None) -> str | None:
     names another kind of data (see _KINDS); with no format set, what the name says (None:
     it says nothing)."""
     named = format_from_name(path.name)
+    if _KINDS.get(named) == "table" and (configured is None or _KINDS.get(configured) == "table"):
+        # csv or tsv: the header's delimiter decides (a recipe's `format: tsv` is for its own
+        # file, not a user's .csv; a tab-separated file named .csv is still read right).
+        return _delimiter_of(path) or configured or named
     if configured is None or named is None or named == "text":
         return configured or named
     return configured if _KINDS.get(named, named) == _KINDS.get(configured, configured) else named
+
+
+def _delimiter_of(path: Path) -> str | None:
+    """"csv" or "tsv" by the first line's delimiter, where it has one and not the other."""
+    try:
+        with open_binary(path) as stream:
+            header = stream.readline(1 << 16).decode("utf-8", errors="replace")
+    except (OSError, EOFError, ValueError):
+        return None
+    tabs, commas = "\t" in header, "," in header
+    return "tsv" if tabs and not commas else "csv" if commas and not tabs else None
 
 
 def _check_data_file(path: Path, key: str) -> None:
@@ -456,36 +474,67 @@ def _no_rows(paths: list[Path], key: str) -> UserError:
 
 
 def read_conll(paths: list[Path], encoding: str | None = None, key: str = "task.data.source") -> Any:
-    """CoNLL-style files: `token [...] tag` per line (first and last fields, tab or space
-    separated), sentences separated by blank or whitespace-only lines; -DOCSTART- lines skipped.
-    """
+    """CoNLL-style files: `token [...] tag` per line (tab or space separated), sentences
+    separated by blank or whitespace-only lines; -DOCSTART- lines skipped. Columns: `tokens`
+    (the first field), `tags` (the last) and `column_K` for each field K from the second
+    (1-based: `task.columns.tags=3` picks a 4-column file's chunk tags). Every line of a file
+    has as many fields as its first: one that has not (a lost tab) is named with its number."""
     import datasets
 
-    sentences: list[list[str]] = []
-    tags: list[list[str]] = []
+    rows: list[list[list[str]]] = []  # sentences of lines of fields
+    width = None
     for path in paths:
-        tokens_now: list[str] = []
-        tags_now: list[str] = []
+        now: list[list[str]] = []
+        width, first_at = None, 0
         try:
             for number, line in enumerate(_open_text(path, encoding), 1):
                 fields = line.split()
                 if not fields or fields[0] == "-DOCSTART-":
-                    if tokens_now:
-                        sentences.append(tokens_now)
-                        tags.append(tags_now)
-                        tokens_now, tags_now = [], []
+                    if now:
+                        rows.append(now)
+                        now = []
                     continue
                 if len(fields) < 2:
                     raise UserError(f"{path}, line {number}: expected `token tag`, got {line.strip()!r}")
-                tokens_now.append(fields[0])
-                tags_now.append(fields[-1])
+                if width is None:
+                    width, first_at = len(fields), number
+                elif len(fields) != width:
+                    raise UserError(
+                        f"{path}, line {number}: {len(fields)} fields, but line {first_at} has {width} "
+                        f"({line.strip()!r}: a lost or extra tab?); fix the line"
+                    )
+                now.append(fields)
         except UnicodeDecodeError:
             refuse_undecodable(path, encoding, key)
             raise  # pragma: no cover - the scan finds what the reader found
-        if tokens_now:
-            sentences.append(tokens_now)
-            tags.append(tags_now)
-    return datasets.Dataset.from_dict({"tokens": sentences, "tags": tags})
+        if now:
+            rows.append(now)
+    columns: dict[str, list[list[str]]] = {
+        "tokens": [[fields[0] for fields in sentence] for sentence in rows],
+        "tags": [[fields[-1] for fields in sentence] for sentence in rows],
+    }
+    for k in range(2, (width or 2) + 1):
+        columns[f"column_{k}"] = [[fields[k - 1] for fields in sentence] for sentence in rows]
+    return datasets.Dataset.from_dict(columns)
+
+
+def _refuse_duplicate_columns(path: Path, delimiter: str, encoding: str | None, key: str) -> None:
+    """A table whose header names a column twice: pandas would read the second as 'NAME.1' and
+    task.columns would silently take the first."""
+    try:
+        header = next(csv.reader(_open_text(path, encoding), delimiter=delimiter), [])
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError):
+        return  # the reader's own checks say what is wrong with the file
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, 1):
+        positions.setdefault(name.strip(), []).append(number)
+    twice = {name: where for name, where in positions.items() if name and len(where) > 1}
+    if twice:
+        name, where = next(iter(twice.items()))
+        raise UserError(
+            f"data file '{path}' ({key}) names the column '{name}' {len(where)} times (columns "
+            f"{', '.join(map(str, where))}): rename them in its header, so that task.columns can tell them apart"
+        )
 
 
 def _open_text(path: Path, encoding: str | None = None) -> Any:
@@ -502,15 +551,25 @@ def _load_folder(
     """A folder of files named after their splits (train.csv, test.jsonl, ...)."""
     files: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
-        split = path.name.split(".")[0]
-        if path.is_file() and split in SPLITS:
+        split = FOLDER_SPLIT_NAMES.get(path.name.split(".")[0].lower())
+        if path.is_file() and split is not None:
             files.setdefault(split, []).append(path)
     if not files:
         raise UserError(
             f"folder '{folder}' ({key}) holds no train/validation/test files; "
             f"name its files after their splits (train.csv, ...) or set {key.rsplit('.', 1)[0]}.data_files"
         )
+    read_as = "; ".join(f"{split} <- {', '.join(p.name for p in paths)}" for split, paths in files.items())
+    log.info("data files: %s", read_as)
     return _load_files(files, fmt, encoding, key=key, quoted=quoted)
+
+
+# A folder's files by the usual names of their splits (train.txt, valid.txt, dev.csv, ...).
+FOLDER_SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation", "eval": "validation",
+    "test": "test", "testing": "test",
+}  # fmt: skip
 
 
 def _load_hub(cfg: DatasetConfig, key: str = "task.data.source") -> DatasetDict:

@@ -38,7 +38,9 @@ def check_encoding(name: str, key: str) -> None:
 def decode_text(data: bytes, encoding: str | None, what: str, fix: str) -> str:
     """`data` decoded (utf-8 by default, a byte-order mark dropped), or a UserError naming
     `what` (e.g. "input file 'x.csv' (--file)"), the first byte that cannot be decoded (offset,
-    line), a guess at the encoding and `fix` with it: fix.format(encoding=GUESS)."""
+    line), a guess at the encoding and `fix` with it: fix.format(encoding=GUESS). Binary data
+    is refused as such, whatever the encoding (latin-1 decodes any byte)."""
+    refuse_binary(data[:BINARY_SAMPLE], encoding, what)
     try:
         return data.decode(encoding or "utf-8-sig")
     except UnicodeDecodeError as err:
@@ -49,6 +51,11 @@ def decode_text(data: bytes, encoding: str | None, what: str, fix: str) -> str:
 
 def refuse_undecodable(path: Path, encoding: str | None, key: str) -> None:
     """Raise the decoding message for a data file that is not text in `encoding`, if it is not."""
+    try:
+        with open_binary(path) as stream:
+            refuse_binary(stream.read(BINARY_SAMPLE), encoding, f"data file '{path}' ({key})")
+    except (OSError, EOFError, ValueError):  # unreadable or a broken archive: reported where it is read
+        pass
     problem = _first_undecodable(path, encoding)
     if problem is not None:
         compressed = path.suffix.lower() in {".gz", ".bz2", ".xz"}
@@ -108,6 +115,37 @@ def _undecodable(
         else f"{fix.format(encoding='ENCODING')} with the file's encoding ({_ENCODING_EXAMPLES})"
     )
     return UserError(f"{what} is not valid {name} text: byte 0x{byte:02x} at offset {offset}{where}; {advice}")
+
+
+BINARY_SAMPLE = 1 << 16  # the bytes looked at to tell a binary file from text
+# Bytes no text file holds (control characters other than tab, newlines, form feed, escape).
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13, 27))
+_WIDE = ("utf-16", "utf-32")
+
+
+def refuse_binary(sample: bytes, encoding: str | None, what: str) -> None:
+    """A UserError for data that is not text at all (an image, an archive, a model file), found
+    by its control bytes: a text file holds none but a stray one. Text in utf-16 or utf-32 (zero
+    bytes in every character) is left to the decoding check."""
+    if not sample or (encoding and codecs.lookup(encoding).name.startswith(_WIDE)):
+        return
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _wide_without_mark(sample):
+        return
+    controls = len(sample) - len(sample.translate(None, _CONTROL))
+    if controls == 0 or (controls < max(len(sample) // 1000, 2) and b"\0" not in sample):
+        return
+    offset = next(i for i, b in enumerate(sample) if b in _CONTROL)
+    raise UserError(
+        f"{what} looks like a binary file, not text: byte 0x{sample[offset]:02x} at offset {offset}, and "
+        f"{controls - 1} more control bytes in its first {len(sample):,} bytes; give a text file "
+        "(.txt, .csv, .tsv or .jsonl)"
+    )
+
+
+def _wide_without_mark(sample: bytes) -> bool:
+    """Mostly-ASCII utf-16 text: a zero byte in nearly every other position."""
+    half = len(sample) // 2
+    return half >= 2 and max(sample[0::2].count(0), sample[1::2].count(0)) > 0.8 * half
 
 
 _LATIN_ALPHABETS = {

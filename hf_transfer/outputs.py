@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from hf_transfer import baselines
+
 
 def write_json(path: Path, data: Any) -> None:
     _atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
@@ -140,6 +142,7 @@ def model_card(
         "",
         _results_table(metrics),
         "",
+        *_baseline_lines(metrics),
         *_extra_sets_lines(extra_sets),
         "## Training",
         "",
@@ -180,6 +183,18 @@ def _results_table(metrics: dict[str, Any]) -> str:
         cells = [_fmt(results.get(key)) for results in columns.values()]
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _baseline_lines(metrics: dict[str, Any]) -> list[str]:
+    """The trivial baseline beside the results: its headline score per split, and the verdict."""
+    verdict = metrics.get("baseline")
+    if not verdict or not verdict.get("scores"):
+        return []
+    name = verdict["metric"]
+    scores = ", ".join(f"{split} {_fmt(results.get(name))}" for split, results in verdict["scores"].items())
+    said = {True: "This model clearly beats it.", False: "**This model does not clearly beat it.**"}
+    return [f"Trivial baseline ({verdict['predictor']}), {name}: {scores}. {said.get(verdict['beaten'], '')}".rstrip(),
+            ""]  # fmt: skip
 
 
 def _extra_sets_lines(extra_sets: dict[str, Any]) -> list[str]:
@@ -317,6 +332,7 @@ def summary(metrics: dict[str, Any], folder: Path) -> str:
             f"test {split_score(metrics, 'test', name)}"
             for name in scores
         ),
+        *([line] if (line := baselines.summary_line(metrics)) else []),
         *class_balance_lines(metrics),
         *(
             f"  {'out of domain' if i == 0 else '':<15} {set_name} {metric} {_fmt(_score(results, metric))}"
@@ -377,7 +393,8 @@ def class_balance_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(f"  minority class  '{name}' ({share:.0%} of {split}): F1 {row['f1']:.4f}")
     missed = never_predicted(results)
     if missed:
-        lines.append(
-            f"  WARNING         never predicted on {split}: {', '.join(missed)} (try task.class_weights=balanced)"
-        )
+        # Below the baseline the cause is the training, not the classes' balance.
+        learned = (metrics.get("baseline") or {}).get("beaten") is not False
+        hint = "try task.class_weights=balanced" if learned else "the model did not learn: see baseline"
+        lines.append(f"  WARNING         never predicted on {split}: {', '.join(missed)} ({hint})")
     return lines

@@ -103,6 +103,10 @@ def main(argv: list[str]) -> int:
     finally:
         if output is not sys.stdout:
             output.close()
+    if predictor.cut:
+        how = predictor.long_texts.format(max_length=getattr(predictor, "max_length", "the model's"))
+        print(f"hf-transfer predict: {predictor.cut} of {len(records)} texts were longer than the model takes: {how}",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -144,8 +148,11 @@ def _is_empty(record: dict[str, Any]) -> bool:
 
 
 def _read_inputs(args: argparse.Namespace) -> Iterator[_Input]:
+    if args.texts and args.file is not None:
+        raise UserError(f"give the texts as arguments or with --file, not both (--file {args.file!r} and "
+                        f"{len(args.texts)} text argument{'s' if len(args.texts) > 1 else ''})")  # fmt: skip
     if args.texts:
-        yield from (_Input({"text": text}, f"argument {n}") for n, text in enumerate(args.texts, 1))
+        yield from _arguments(args)
         return
     if args.file in (None, "-"):
         if args.file is None and sys.stdin.isatty():
@@ -176,6 +183,24 @@ def _read_inputs(args: argparse.Namespace) -> Iterator[_Input]:
         yield from _json_lines(text, path, _Columns(args))
     else:
         yield from _lines(text)
+
+
+def _arguments(args: argparse.Namespace) -> Iterator[_Input]:
+    """One text an argument; for a model of text pairs (the run's task.columns.text_pair), two
+    arguments a pair."""
+    columns = task_config(args.model, args.revision).get("columns")
+    pair = isinstance(columns, dict) and columns.get("text_pair")
+    if not pair:
+        yield from (_Input({"text": text}, f"argument {n}") for n, text in enumerate(args.texts, 1))
+        return
+    if len(args.texts) % 2:
+        raise UserError(
+            f"this model reads pairs of texts (its task.columns.text_pair is '{pair}'): give each pair as two "
+            f"arguments, the text then its pair (got {len(args.texts)} arguments), or --file with both columns"
+        )
+    texts = args.texts
+    for n in range(0, len(texts), 2):
+        yield _Input({"text": texts[n], "text_pair": texts[n + 1]}, f"arguments {n + 1} and {n + 2}")
 
 
 def _lines(text: str) -> Iterator[_Input]:

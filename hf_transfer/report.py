@@ -46,12 +46,38 @@ def collect(folders: list[Path]) -> list[dict[str, Any]]:
             if run_folder.state(run) == "complete":
                 metrics = json.loads((run / "metrics.json").read_text())
                 rows.append(row(run, metrics, folder))
-                rows[-1]["_metrics"] = metrics
+                rows[-1]["_metrics"] = {**metrics, "_settings": settings_of(run)}
             else:
                 rows.append(incomplete_row(run, folder))
     if not rows:
         raise UserError(f"no runs (metrics.json or config.yaml) under {', '.join(map(str, folders))}")
     return rows
+
+
+# What makes two runs the same setting but for the seed: every key of their config.yaml but
+# these (the seed, and what changes how a run is shown or published, not what it learns).
+NOT_SETTINGS = ("seed", "name", "hub.", "expected_world_size", "trainer.disable_tqdm", "trainer.report_to",
+                "trainer.logging_steps", "trainer.logging_strategy", "trainer.save_total_limit",
+                "trainer.per_device_eval_batch_size", "trainer.dataloader_num_workers")  # fmt: skip
+
+
+def settings_of(run: Path) -> dict[str, str]:
+    """The run's config.yaml as flat `key: value` text, less NOT_SETTINGS ({} without one)."""
+    import yaml
+
+    config_file = run / "config.yaml"
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.exists() else None
+    flat: dict[str, str] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for name, inner in value.items():
+                walk(inner, f"{key}.{name}" if key else str(name))
+        elif not any(key == skip or (skip.endswith(".") and key.startswith(skip)) for skip in NOT_SETTINGS):
+            flat[key] = json.dumps(value, sort_keys=True, default=str)
+
+    walk(config if isinstance(config, dict) else {}, "")
+    return flat
 
 
 def incomplete_row(run: Path, root: Path) -> dict[str, Any]:

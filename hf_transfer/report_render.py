@@ -40,7 +40,8 @@ def task_table(task: Task) -> tuple[list[str], list[list[str]]]:
         extra = [cell.extra_mean(name) for name in task.extra_sets]
         peak = max(cell.peak_mb) if cell.peak_mb else None
         rows.append([
-            cell.strategy, cell.start, cell.budget, f"{cell.examples:,.0f}", str(len(cell.test)),
+            cell.strategy + (f" ({cell.variant})" if cell.variant else ""), cell.start, cell.budget,
+            f"{cell.examples:,.0f}", str(len(cell.test)),
             f"{cell.mean:.4f}", _spread(cell.spread), *("-" if e is None else f"{e:.4f}" for e in extra),
             f"{cell.seconds:.1f}", f"{sum(cell.samples_per_s) / len(cell.samples_per_s):.1f}",
             f"{cell.trainable[0]:,}", "-" if peak is None else f"{peak:.0f}",

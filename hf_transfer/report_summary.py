@@ -31,6 +31,13 @@ class Cell:
     samples_per_s: list[float] = field(default_factory=list)
     trainable: list[int] = field(default_factory=list)
     peak_mb: list[float] = field(default_factory=list)
+    # The trivial baseline's test score (metrics.json's baseline), and the runs that did not clearly beat it.
+    baseline: list[float] = field(default_factory=list)
+    baseline_predictor: str | None = None
+    not_beaten: int = 0
+    # What sets this cell apart from others of the same strategy, start and budget ("" if none):
+    # runs are one cell only when all their settings but the seed are the same.
+    variant: str = ""
 
     @property
     def mean(self) -> float:
@@ -76,18 +83,17 @@ def strategy_order() -> list[str]:
 def summarise(runs: list[dict[str, Any]]) -> list[Task]:
     """Finished runs' metrics -> one Task per task, its cells in a stable order (strategy,
     start, training-set size). Runs without a test score are left out (nothing to compare)."""
-    cells: dict[tuple[str, str, str, str, str], Cell] = {}
-    for metrics in runs:
+    cells: dict[tuple[str, str, str, str, str, str], Cell] = {}
+    scored = [m for m in runs if isinstance(split_value(m, "test", headline(m)), (int, float))]
+    variants = _variants(scored)
+    for metrics, variant in zip(scored, variants):
         metric = headline(metrics)
         test = split_value(metrics, "test", metric)
-        if not isinstance(test, (int, float)):
-            continue
         best = metrics.get("best_metric") or {}
-        task = f"{metrics.get('name', '?')} ({metrics.get('task', '?')})"
-        start = "pretrained" if metrics.get("pretrained", True) else "random"
-        budget = metrics.get("train_budget", "all")
-        key = (task, metrics.get("strategy", "?"), start, budget, metric)
-        cell = cells.setdefault(key, Cell(*key, greater_is_better=best.get("greater_is_better", metric != "loss")))
+        key = (*_group(metrics), variant)
+        cell = cells.setdefault(
+            key, Cell(*key[:5], greater_is_better=best.get("greater_is_better", metric != "loss"), variant=variant)
+        )
         cell.seeds.append(metrics.get("seed"))
         cell.train_examples.append((metrics.get("examples") or {}).get("train", 0))
         cell.test.append(float(test))
@@ -100,10 +106,15 @@ def summarise(runs: list[dict[str, Any]]) -> list[Task]:
         cell.trainable.append(metrics["trainable_parameters"])
         if metrics.get("peak_memory_mb") is not None:
             cell.peak_mb.append(metrics["peak_memory_mb"])
+        verdict = metrics.get("baseline") or {}
+        if verdict.get("split") == "test" and verdict.get("metric") == metric:
+            cell.baseline.append(verdict["baseline_score"])
+            cell.baseline_predictor = verdict["predictor"]
+            cell.not_beaten += verdict.get("beaten") is False
     order = {name: i for i, name in enumerate(strategy_order())}
     tasks: dict[str, Task] = {}
     for cell in sorted(cells.values(), key=lambda c: (c.task, order.get(c.strategy, 99), c.strategy,
-                                                      c.start != "pretrained", c.examples)):  # fmt: skip
+                                                      c.start != "pretrained", c.examples, c.variant)):  # fmt: skip
         if cell.task not in tasks:
             tasks[cell.task] = Task(cell.task, cell.metric, cell.greater_is_better, [], [])
         tasks[cell.task].cells.append(cell)
@@ -111,6 +122,29 @@ def summarise(runs: list[dict[str, Any]]) -> list[Task]:
             if name not in tasks[cell.task].extra_sets:
                 tasks[cell.task].extra_sets.append(name)
     return list(tasks.values())
+
+
+def _group(metrics: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """(task, strategy, start, budget, metric): what a cell is, but for its other settings."""
+    task = f"{metrics.get('name', '?')} ({metrics.get('task', '?')})"
+    start = "pretrained" if metrics.get("pretrained", True) else "random"
+    return task, metrics.get("strategy", "?"), start, metrics.get("train_budget", "all"), headline(metrics)
+
+
+def _variants(runs: list[dict[str, Any]]) -> list[str]:
+    """Each run's label among the runs of its group: the settings (report.settings_of, under
+    `_settings`) in which the group's runs differ, as `key=value`; "" where they agree."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, metrics in enumerate(runs):
+        groups.setdefault(_group(metrics), []).append(i)
+    labels = [""] * len(runs)
+    for members in groups.values():
+        settings = [runs[i].get("_settings") or {} for i in members]
+        keys = sorted({k for s in settings for k in s})
+        differing = [k for k in keys if len({s.get(k) for s in settings}) > 1]
+        for i, own in zip(members, settings):
+            labels[i] = ", ".join(f"{k}={own.get(k, 'unset')}" for k in differing)
+    return labels
 
 
 def one_point(task: Task) -> float:
@@ -144,7 +178,8 @@ def _score(cell: Cell) -> str:
 
 
 def _setting(cell: Cell) -> str:
-    return f"{cell.strategy} from the {cell.start} start with {describe_budget(cell)}"
+    variant = f" ({cell.variant})" if cell.variant else ""
+    return f"{cell.strategy}{variant} from the {cell.start} start with {describe_budget(cell)}"
 
 
 def findings(task: Task) -> list[str]:
@@ -193,6 +228,7 @@ def findings(task: Task) -> list[str]:
         else:
             lines.append(f"{head}; no pretrained run matched it.")
 
+    lines += _baseline_findings(task)
     if not task.extra_sets:
         lines.append("No out-of-domain test sets were scored (task.extra_test).")
     for name in task.extra_sets:
@@ -213,3 +249,18 @@ def findings(task: Task) -> list[str]:
                 f"{metric}: " + "; ".join(parts) + "."
             )
     return lines
+
+
+def _baseline_findings(task: Task) -> list[str]:
+    """Which settings did not clearly beat the trivial baseline (metrics.json's verdict)."""
+    measured = [c for c in task.cells if c.baseline]
+    if not measured:
+        return []
+    scores = sorted({round(score, 4) for c in measured for score in c.baseline})
+    shown = f"{scores[0]:.4f}" if len(scores) == 1 else f"{scores[0]:.4f} to {scores[-1]:.4f}"
+    head = f"The trivial baseline ({measured[0].baseline_predictor}) scores test {task.metric} {shown}"
+    below = [c for c in measured if c.not_beaten]
+    if not below:
+        return [f"{head}; every setting clearly beat it."]
+    parts = [f"{_setting(c)} ({c.not_beaten} of {len(c.test)} runs, mean {c.mean:.4f})" for c in below]
+    return [f"{head}; not clearly beaten by: " + "; ".join(parts) + ". Those runs learned next to nothing."]

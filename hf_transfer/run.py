@@ -114,7 +114,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     # Heavy imports only once the config is known to be good.
     from transformers import set_seed
 
-    from hf_transfer import distributed, feature_cache, models, outputs, run_folder
+    from hf_transfer import baselines, distributed, feature_cache, models, outputs, run_folder
     from hf_transfer.assets import one_time_seconds
     from hf_transfer.checkpoints import ResumableCheckpoints, StopOnInterrupt
     from hf_transfer.measure import PeakMemory, Stopwatch
@@ -215,6 +215,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     )
     evaluation, predictions = _evaluate(trainer, task, data, encoded)
     metrics.update(evaluation)
+    if (baseline := baselines.record(task.baseline(data), metrics)) is not None:
+        metrics["baseline"] = baseline
     metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
     if samples_before:
         after = task.generate(trainer.model, tokenizer)

@@ -145,3 +145,27 @@ def test_a_grid_runs_is_skipped_when_finished_and_resumes_what_is_not(checkpoint
         metric = m["best_metric"]["name"]
         row = f"| {strategy} | pretrained | {label} | {m['examples']['train']:,} | 1 | "
         assert row + f"{json.loads((out / name / 'metrics.json').read_text())['test'][metric]:.4f} |" in report
+
+
+def test_a_dry_run_checks_each_cell_as_the_run_would(checkpoints, tmp_path, capsys):
+    """Per-class budgets on a multi-label task fail in the data step: the dry run says so."""
+    from test_label_kinds import rows
+
+    from conftest import write_csv
+
+    folder = tmp_path / "kinds"
+    folder.mkdir()
+    write_csv(folder / "train.csv", rows(60, 1))
+    write_csv(folder / "test.csv", rows(20, 2))
+    common = tiny_overrides(checkpoints["bert"], folder, "task.columns.text=review", "task.columns.label=kinds",
+                            "task.problem_type=multi_label", "task.label_separator=';'")  # fmt: skip
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", *common, "--strategies", "full", "--budgets", "all,4/class", "--starts", "pretrained",
+              "--out", str(out), "--dry-run"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "cell full/pretrained/n4pc/seed42: " in err and "train_per_class" in err
+    assert not out.exists()
+    assert main(["compare", *common, "--strategies", "full", "--budgets", "all", "--starts", "pretrained",
+                 "--out", str(out), "--dry-run"]) == 0  # fmt: skip
+    assert "checked as the runs would be: 1 settings" in capsys.readouterr().out

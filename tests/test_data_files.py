@@ -367,7 +367,8 @@ def test_malformed_files_load_or_end_in_one_line(composed, tmp_path, case):
         assert message and "\n" not in message, message
         plain = gzip.decompress(data) if name.endswith(".gz") else data
         if _undecodable(plain, encoding) and plain:
-            assert "task.data.encoding" in message, message
+            # Control bytes among them: refused as binary, where no encoding would help.
+            assert "task.data.encoding" in message or "looks like a binary file" in message, message
     else:
         plain = gzip.decompress(data) if name.endswith(".gz") else data
         assert not _undecodable(plain, encoding), "undecodable bytes were read as text"
@@ -383,3 +384,18 @@ def _undecodable(data: bytes, encoding: str | None) -> bool:
     except UnicodeError:
         return True
     return False
+
+
+def test_a_tables_delimiter_decides_between_csv_and_tsv(tmp_path):
+    """A recipe's `format: tsv` is for its own file: a user's comma-separated .csv is read as
+    csv; a tab-separated file named .csv as tsv; a header with neither keeps the old rule."""
+    from hf_transfer.data import format_for
+
+    commas, tabs, single = tmp_path / "tweets.csv", tmp_path / "tabs.csv", tmp_path / "one.tsv"
+    commas.write_text("text,label\nhello,pos\n")
+    tabs.write_text("text\tlabel\nhello\tpos\n")
+    single.write_text("text\nhello\n")
+    assert format_for(commas, "tsv") == "csv" and format_for(commas, None) == "csv"
+    assert format_for(tabs, None) == "tsv" and format_for(tabs, "csv") == "tsv"
+    assert format_for(single, "csv") == "csv" and format_for(single, None) == "tsv"
+    assert format_for(tmp_path / "x.jsonl", "conll") == "json"  # another kind of data: the name wins

@@ -385,16 +385,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_the_gpu_benchmark_refuses_to_run_without_a_gpu(tmp_path):
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
-    )
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present: the benchmark would run")
-    assert done.returncode == 2 and "no CUDA GPU is visible here" in done.stderr
-
-
 def train_twice(tmp_path, settings, two_process, one_process):
     """The same run by two processes (torchrun) with `two_process` settings and by one process
     with `one_process` settings (the same examples per optimizer step): both must end with the

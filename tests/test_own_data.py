@@ -105,3 +105,20 @@ def test_each_blank_task_trains_on_a_file_of_ones_own(checkpoints, tmp_path, mon
         assert main([*model, *argv, "trainer.max_steps=2", "trainer.use_cpu=true"]) == 0, name
         (folder,) = (tmp_path / "runs" / name).iterdir()  # named after the data
         assert json.loads((folder / "metrics.json").read_text())["task"] == argv[0].split("=")[1]
+
+
+@pytest.mark.parametrize(
+    "override, name",
+    [
+        ("task.data.source=data/tickets.csv", "tickets"),
+        ("task.data.data_files=/data/reviews.tsv", "reviews"),
+        ("task.data.data_files.train=/data/emotions_train.jsonl", "emotions_train"),
+        ("task.data.data_files={train: /data/news.csv, test: /data/news_test.csv}", "news"),
+        ("task.data.data_files=[/data/a.csv,/data/b.csv]", "a"),
+    ],
+)
+def test_a_run_on_given_files_is_named_after_them(override, name):
+    from hf_transfer.compose import _name_after_data, _parse
+
+    assert _name_after_data(_parse([override])) == [f"++name={name}"]
+    assert _name_after_data(_parse([override, "name=mine"])) == []

@@ -295,6 +295,18 @@ def test_generation(capsys, checkpoints, tmp_path):
     for line in lines:
         alone = generate(line["text"], max_new_tokens=5, do_sample=False, return_full_text=False)
         assert line["generated_text"] == alone[0]["generated_text"]
+    # A prompt longer than the model's positions continues from its last tokens.
+    long_prompt = " ".join(["the movie was really good"] * 40)
+    code, lines, err = predict(capsys, str(folder), long_prompt, "--max-new-tokens", "5")
+    assert code == 0 and lines[0]["generated_text"] and "continued from their last" in err
+    import torch
+
+    positions = generate.model.config.n_positions
+    ids = generate.tokenizer(long_prompt)["input_ids"][-(positions - 5):]  # room for the 5 new tokens
+    with torch.no_grad():
+        out = generate.model.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False,
+                                      pad_token_id=generate.tokenizer.eos_token_id)  # fmt: skip
+    assert lines[0]["generated_text"] == generate.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
 def test_an_empty_prompt_is_refused_or_left_out(capsys, checkpoints, tmp_path):
@@ -306,3 +318,83 @@ def test_an_empty_prompt_is_refused_or_left_out(capsys, checkpoints, tmp_path):
     assert code == 2 and "input 2: an empty prompt" in err and "Traceback" not in err
     code, lines, _ = predict(capsys, str(folder), "--file", str(prompts), "--max-new-tokens", "2", "--skip-empty")
     assert code == 0 and [line["text"] for line in lines] == ["the movie", "it was"]
+
+
+# -- texts longer than the model takes, pairs, and inputs that are no texts -----------------------
+LONG = " ".join(["the movie was good and the plot was great"] * 40)  # ~400 tokens; the tiny models take 64
+
+
+def test_a_text_longer_than_the_model_is_scored_as_training_read_it(capsys, run_folder, tmp_path):
+    """At the run's max_length (metrics.json), the first tokens, as in training; in a file, the
+    texts after it are predicted too."""
+    recorded = json.loads((run_folder / "metrics.json").read_text())["max_length"]
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join([*TEXTS[:2], LONG, *TEXTS[2:]]) + "\n")
+    code, lines, err = predict(capsys, str(run_folder), "--file", str(source))
+    assert code == 0 and [line["text"] for line in lines] == [*TEXTS[:2], LONG, *TEXTS[2:]]
+    assert "1 of 5 texts were longer than the model takes" in err and f"first {recorded} tokens" in err
+    cut = pipeline("text-classification", model=str(run_folder))(LONG, truncation=True, max_length=recorded)[0]
+    assert lines[2]["label"] == cut["label"] and lines[2]["score"] == pytest.approx(cut["score"], abs=1e-5)
+
+
+def test_long_texts_keep_their_entities_and_tags_past_the_limit(capsys, checkpoints, tmp_path):
+    import random
+
+    from test_token_classification import pos_sentence, sentence, write_conll
+
+    rng = random.Random(0)
+    (tmp_path / "ner").mkdir()
+    write_conll(tmp_path / "ner" / "train.conll", [sentence(rng) for _ in range(40)])
+    folder = tiny_run(checkpoints["bert"], tmp_path / "ner", tmp_path / "a", "task=tiny_ner",
+                      "trainer.num_train_epochs=3", "strategy.learning_rate=1e-2")  # fmt: skip
+    text = " ".join(["alice went to paris"] * 60)  # 240 words, far past 64 positions
+    code, lines, err = predict(capsys, str(folder), text)
+    assert code == 0 and "read in overlapping windows" in err
+    entities = lines[0]["entities"]
+    assert entities and max(e["end"] for e in entities) > len(text) - 30  # found near the end too
+
+    (tmp_path / "pos").mkdir()
+    write_conll(tmp_path / "pos" / "train.conll", [pos_sentence(rng) for _ in range(60)])
+    folder = tiny_run(checkpoints["bert"], tmp_path / "pos", tmp_path / "b", "task=tiny_ner", "task.tag_scheme=none")
+    words = " ".join(["alice saw the dog"] * 50).split()
+    code, lines, err = predict(capsys, str(folder), " ".join(words), "bob ran")
+    assert code == 0 and "tagged in windows" in err
+    assert lines[0]["tokens"] == words and len(lines[0]["tags"]) == len(words) and None not in lines[0]["tags"]
+    assert len(lines[1]["tags"]) == 2
+
+
+@pytest.fixture(scope="module")
+def pair_folder(checkpoints, data_dir, tmp_path_factory):
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "task.data.source=null",
+                       f"task.data.data_files={data_dir / 'pairs.csv'}", "task.columns.text=premise",
+                       "task.columns.text_pair=hypothesis", "task.columns.label=label",
+                       "trainer.num_train_epochs=1")  # fmt: skip
+    return run(cfg, output_dir=tmp_path_factory.mktemp("pairs") / "run").folder
+
+
+def test_a_pair_model_reads_two_arguments_a_pair(capsys, pair_folder):
+    code, lines, _ = predict(capsys, str(pair_folder), "good film", "great film", "good film", "awful film")
+    assert code == 0 and [(line["text"], line["text_pair"]) for line in lines] == [
+        ("good film", "great film"), ("good film", "awful film")]  # fmt: skip
+    alone = pipeline("text-classification", model=str(pair_folder))({"text": "good film", "text_pair": "awful film"})
+    assert lines[1]["score"] == pytest.approx(alone[0]["score"] if isinstance(alone, list) else alone["score"],
+                                              abs=1e-5)  # fmt: skip
+    code, lines, err = predict(capsys, str(pair_folder), "good film", "great film", "one more")
+    assert code == 2 and not lines and "pairs of texts" in err and "got 3 arguments" in err
+
+
+def test_a_file_and_text_arguments_together_are_refused(capsys, run_folder, tmp_path):
+    code, lines, err = predict(capsys, str(run_folder), "--file", str(tmp_path / "missing.txt"), "a text")
+    assert code == 2 and not lines and "not both" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("encoding", [None, "latin-1"])
+def test_a_binary_file_is_refused_whatever_the_encoding(capsys, run_folder, tmp_path, encoding):
+    import random
+
+    data = bytes(random.Random(0).randrange(256) for _ in range(3000))
+    source = tmp_path / "model.bin.txt"
+    source.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + data)
+    options = ["--encoding", encoding] if encoding else []
+    code, lines, err = predict(capsys, str(run_folder), "--file", str(source), *options)
+    assert code == 2 and not lines and "looks like a binary file" in err and "latin-1" not in err

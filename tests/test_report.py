@@ -200,3 +200,31 @@ def test_without_matplotlib_the_report_has_its_tables_and_findings_and_says_how_
     assert not (out / "report_files").exists()
     assert _no_external_requests((out / "report.html").read_text()) == []
     assert "no plots" in capsys.readouterr().out
+
+
+def test_runs_are_one_cell_only_when_all_but_the_seed_is_the_same(tmp_path):
+    """Runs of 2 and 10 epochs are two rows, labelled by what differs; seeds of one setting are one."""
+    import yaml
+
+    from hf_transfer.report import settings_of
+    from hf_transfer.report_summary import findings, summarise
+
+    def run_folder(name, epochs, seed, accuracy):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"seed": seed, "name": "tiny", "trainer": {"num_train_epochs": epochs, "disable_tqdm": seed > 1},
+                  "strategy": {"name": "full"}}  # fmt: skip
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        metrics = {"name": "tiny", "task": "text_classification", "strategy": "full", "seed": seed,
+                   "best_metric": {"name": "accuracy", "greater_is_better": True}, "test": {"accuracy": accuracy},
+                   "examples": {"train": 100}, "train_runtime_s": float(epochs), "train_samples_per_second": 1.0,
+                   "trainable_parameters": 1}  # fmt: skip
+        return {**metrics, "_settings": settings_of(folder)}
+
+    runs = [run_folder("a", 2, 1, 0.6), run_folder("b", 2, 2, 0.62), run_folder("c", 10, 1, 0.9)]
+    (task,) = summarise(runs)
+    assert [(c.variant, c.test) for c in task.cells] == [
+        ("trainer.num_train_epochs=10", [0.9]), ("trainer.num_train_epochs=2", [0.6, 0.62])]  # fmt: skip
+    assert findings(task)[0].startswith("The best test accuracy, 0.9000, came from full (trainer.num_train_epochs=10)")
+    (task,) = summarise(runs[:2])  # the same setting, two seeds (disable_tqdm is no setting)
+    assert [(c.variant, len(c.test)) for c in task.cells] == [("", 2)]

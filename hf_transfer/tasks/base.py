@@ -157,6 +157,11 @@ class Task:
             f'pipe = pipeline("{self.pipeline_task}", model="{model_ref}"{trust_remote_code(custom_code)})\n'
         )
 
+    def baseline(self, data: TaskData) -> Baseline | None:
+        """The trivial predictor fitted on the train split (the majority class, the mean, all
+        `O`) and its scores on each labelled held-out split, or None where the task has none."""
+        return None
+
     # -- prediction with a trained model -------------------------------------------------
     @classmethod
     def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -176,11 +181,26 @@ class Task:
         return records
 
 
+@dataclass
+class Baseline:
+    """What a model must beat to have learned anything: `predictor` names the trivial rule,
+    `scores` its results per split, scored as the model's are."""
+
+    predictor: str
+    scores: dict[str, dict[str, Any]]
+
+
 class Predictor:
-    """Runs a model over records in batches (a progress bar on long inputs); one dict each."""
+    """Runs a model over records in batches (a progress bar on long inputs); one dict each.
+    `cut`: how many texts were longer than the run's max_length and were scored as training
+    saw such texts (their first max_length tokens), for the command to say so."""
+
+    # How texts longer than the model's length are handled, for the line that counts them.
+    long_texts = "scored on their first {max_length} tokens, as training read such texts"
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
+        self.cut = 0
 
     def predict(self, records: list[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
         from tqdm.auto import tqdm
@@ -197,11 +217,40 @@ class Predictor:
 
 
 class PipelinePredictor(Predictor):
-    """A Predictor over a transformers pipeline (`run` turns its outputs into our records)."""
+    """A Predictor over a transformers pipeline (`run` turns its outputs into our records).
+    Texts are tokenized to the run's max_length (settings["max_length"], what metrics.json
+    recorded), else to the model's own limit: never past the positions the model has."""
 
     def __init__(self, settings: dict[str, Any], pipe: Any):
         super().__init__(settings)
         self.pipe = pipe
+        self.max_length = prediction_length(settings, pipe.tokenizer, pipe.model.config)
+        pipe.tokenizer.model_max_length = self.max_length  # what the pipelines truncate and window to
+
+    def count_cut(self, texts: list[Any]) -> None:
+        """Count the texts (or pairs) longer than max_length tokens."""
+        if not texts:
+            return
+        pairs = [t if isinstance(t, dict) else {"text": t} for t in texts]
+        encoded = self.pipe.tokenizer(
+            [p["text"] for p in pairs], [p["text_pair"] for p in pairs] if "text_pair" in pairs[0] else None
+        )
+        self.cut += sum(len(ids) > self.max_length for ids in encoded["input_ids"])
+
+
+def prediction_length(settings: dict[str, Any], tokenizer: Any, model_config: Any) -> int:
+    """The run's max_length where it recorded one, within the model's limit."""
+    from hf_transfer.models import default_max_length
+
+    limit = default_max_length(tokenizer, model_config)
+    recorded = settings.get("max_length")
+    return min(recorded, limit) if isinstance(recorded, int) and recorded > 0 else limit
+
+
+def recorded_max_length(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The prediction setting of the length the run tokenized to (metrics.json), if any."""
+    value = metrics.get("max_length")
+    return {"max_length": value} if isinstance(value, int) else {}
 
 
 def trust_remote_code(custom_code: bool) -> str:

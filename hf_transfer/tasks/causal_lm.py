@@ -256,15 +256,28 @@ class CausalLM(Task):
 
 
 class GenerationPredictor(PipelinePredictor):
-    """{"generated_text"}: greedy continuations of `max_new_tokens` tokens."""
+    """{"generated_text"}: greedy continuations of `max_new_tokens` tokens. A prompt and its
+    continuation must fit the model's positions: a longer prompt keeps its last tokens."""
+
+    long_texts = "continued from their last {max_length} tokens"
+
+    def __init__(self, settings: dict[str, Any], pipe: Any):
+        super().__init__(settings, pipe)
+        self.new_tokens = settings.get("max_new_tokens", Generation.max_new_tokens)
+        self.max_length = max(self.max_length - self.new_tokens, 1)
+        pipe.tokenizer.model_max_length = self.max_length
+        pipe.tokenizer.truncation_side = "left"  # the end of a prompt is what is continued
 
     def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        prompts = [r["text"] for r in chunk]
+        self.count_cut(prompts)
         outputs = self.pipe(
-            [r["text"] for r in chunk],
+            prompts,
             batch_size=batch_size,
-            max_new_tokens=self.settings.get("max_new_tokens", Generation.max_new_tokens),
+            max_new_tokens=self.new_tokens,
             do_sample=False,
             return_full_text=False,
+            truncation=True,
         )
         return [{"generated_text": output[0]["generated_text"]} for output in outputs]
 

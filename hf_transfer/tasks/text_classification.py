@@ -33,6 +33,7 @@ from hf_transfer.metrics import (
     regression_scores,
 )
 from hf_transfer.tasks.base import (
+    Baseline,
     Encoded,
     MetricFunctions,
     PipelinePredictor,
@@ -41,6 +42,7 @@ from hf_transfer.tasks.base import (
     check_metric,
     label_config,
     load_pipeline,
+    recorded_max_length,
     mean_share_of_step,
 )
 
@@ -205,9 +207,21 @@ class TextClassification(Task):
             return [[inner.int2str(i) for i in v] if v is not None else None for v in values]
         if self.kind == "multi_label":
             return [self._split_multi(v) for v in values]
-        return [
+        values = [
             None if v is None or (isinstance(v, int) and v < 0 and self.kind != "regression") else v for v in values
         ]
+        return self._stripped(values) if self.kind == "single_label" else values
+
+    def _stripped(self, values: list[Any]) -> list[Any]:
+        """Label names without the spaces around them ("pos " is "pos"); an empty one is no
+        label (refused with the rows that have none). Said once, with an example."""
+        changed = [v for v in values if isinstance(v, str) and v != v.strip()]
+        if changed:
+            log.warning(
+                "column '%s': %s had spaces around them (e.g. %r): read without them",
+                self.config.columns.label, _count(len(changed), "label value"), changed[0],
+            )  # fmt: skip
+        return [(v.strip() or None) if isinstance(v, str) else v for v in values]
 
     def _split_multi(self, value: Any) -> list[Any]:
         if value is None or value == "":  # an empty cell: no label applies
@@ -241,6 +255,7 @@ class TextClassification(Task):
                 "map them, or list them in task.drop_labels"
             )
         found = {self._mapped(v) for v in present}
+        _warn_near_duplicates(found, self.config.columns.label)
         if self.config.labels is not None:
             names = list(self.config.labels)
             missing = sorted(found - set(names))
@@ -430,6 +445,27 @@ class TextClassification(Task):
         results["num_examples"] = len(references)
         return results, records
 
+    def baseline(self, data: TaskData) -> Baseline | None:
+        train = np.asarray(data.splits["train"]["label"])
+        if self.kind == "regression":
+            mean = float(train.astype(np.float64).mean())
+            name, constant = f"the training mean, {mean:.4g}", np.array([mean])
+        elif self.kind == "multi_label":
+            # Each label as most training texts have it: present (a large logit) or absent.
+            present = train.astype(np.float64).mean(axis=0) > 0.5
+            name, constant = "each label as most training texts have it", np.where(present, 20.0, -20.0)
+        else:
+            majority = int(np.bincount(train, minlength=len(data.labels)).argmax())
+            name, constant = f"the majority class, '{data.labels[majority]}'", np.eye(len(data.labels))[majority]
+        scores = {}
+        for split, examples in data.splits.items():
+            if split == "train" or "label" not in examples.column_names or not len(examples):
+                continue
+            references = np.asarray(examples["label"])
+            outputs = np.tile(constant, (len(references), 1))
+            scores[split] = self.scores(outputs, references, data.labels)
+        return Baseline(name, scores)
+
     def _records(self, outputs: np.ndarray, examples: Dataset, label_names: list[str]) -> list[dict[str, Any]]:
         records = []
         for i, row in enumerate(examples):
@@ -460,7 +496,8 @@ class TextClassification(Task):
     # -- prediction with a trained model -------------------------------------------------
     @classmethod
     def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-        return {"threshold": task_config.get("threshold", TextClassificationConfig.threshold)}
+        return {"threshold": task_config.get("threshold", TextClassificationConfig.threshold),
+                **recorded_max_length(metrics)}  # fmt: skip
 
     @classmethod
     def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Any:
@@ -472,7 +509,8 @@ class ClassificationPredictor(PipelinePredictor):
 
     def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
         inputs = [r if "text_pair" in r else r["text"] for r in chunk]
-        return [self.output(o) for o in self.pipe(inputs, batch_size=batch_size, top_k=None)]
+        self.count_cut(inputs)
+        return [self.output(o) for o in self.pipe(inputs, batch_size=batch_size, top_k=None, truncation=True)]
 
     def output(self, scores: list[dict[str, Any]]) -> dict[str, Any]:
         problem_type = getattr(self.pipe.model.config, "problem_type", None)
@@ -513,6 +551,19 @@ class ClassificationLoss:
         else:  # one number per text, as the model's own MSELoss reads it
             loss = F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
         return mean_share_of_step(loss, labels.numel(), num_items_in_batch)
+
+
+def _warn_near_duplicates(names: set[Any], column: str) -> None:
+    """Label names that differ only in case ('Pos' and 'pos'): likely one class written two ways."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(str(n) for n in names):
+        groups.setdefault(name.casefold(), []).append(name)
+    for spellings in groups.values():
+        if len(spellings) > 1:
+            log.warning(
+                "column '%s': labels %s differ only in case and are separate classes; if they are one, map "
+                "them to one name with task.label_map", column, " and ".join(repr(s) for s in spellings),
+            )  # fmt: skip
 
 
 def _set_labels(dataset: Dataset, column: str) -> list[Any]:

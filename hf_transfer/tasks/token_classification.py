@@ -24,6 +24,7 @@ from hf_transfer.errors import UserError
 from hf_transfer.extra_test import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
 from hf_transfer.metrics import entity_scores, tag_scores
 from hf_transfer.tasks.base import (
+    Baseline,
     Encoded,
     MetricFunctions,
     PipelinePredictor,
@@ -32,6 +33,7 @@ from hf_transfer.tasks.base import (
     check_metric,
     label_config,
     labelled_cross_entropy,
+    recorded_max_length,
     load_pipeline,
     trust_remote_code,
 )
@@ -105,10 +107,19 @@ class TokenClassification(Task):
         keys = {"task.columns.tokens": columns.tokens, "task.columns.tags": columns.tags}
         tags = {}
         for split, dataset in raw.items():
-            require_columns(dataset, keys, split)
+            keys["task.columns.tags"] = _tags_column(dataset, columns.tags)
+            try:
+                require_columns(dataset, keys, split)
+            except UserError as err:
+                if _looks_like_conll(dataset):
+                    raise UserError(f"{err}; its lines look like CoNLL (a token and its tag): set "
+                                    "task.data.format=conll") from None  # fmt: skip
+                raise
             tags[split] = self._tag_names(dataset)
         label_names = self._label_names(tags["train"])
         scheme = self._tag_scheme(tags["train"], label_names)
+        if self.config.tag_scheme is None and scheme == "none":
+            _refuse_stray_tags(tags["train"], raw["train"][columns.tokens])
         ids = {name: i for i, name in enumerate(label_names)}
         features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=label_names))})
         prepared = {}
@@ -141,8 +152,8 @@ class TokenClassification(Task):
 
         columns = set_columns(extra, self.config.columns)
         split = split_name(name)
-        for column in ("tokens", "tags"):
-            require_columns(raw, {column_key(name, extra, column): getattr(columns, column)}, split)
+        require_columns(raw, {column_key(name, extra, "tokens"): columns.tokens}, split)
+        require_columns(raw, {column_key(name, extra, "tags"): _tags_column(raw, columns.tags)}, split)
         reader = copy.copy(self)
         reader.config = dataclasses.replace(self.config, columns=columns)
         tags = reader._tag_names(raw)
@@ -160,8 +171,9 @@ class TokenClassification(Task):
         ).filter(lambda row: len(row["tokens"]) > 0, desc=f"Checking {split} sentences")
 
     def _tag_names(self, dataset: Dataset) -> list[list[str]]:
-        inner = list_class_label(dataset.features[self.config.columns.tags])
-        values = dataset[self.config.columns.tags]
+        column = _tags_column(dataset, self.config.columns.tags)
+        inner = list_class_label(dataset.features[column])
+        values = dataset[column]
         if inner is not None:
             return [[inner.int2str(t) for t in sentence] for sentence in values]
         return [[str(t) for t in sentence] for sentence in values]
@@ -298,6 +310,19 @@ class TokenClassification(Task):
         ]
         return results, records
 
+    def baseline(self, data: TaskData) -> Baseline | None:
+        counts = Counter(t for row in data.splits["train"]["tags"] for t in row)
+        if not counts:
+            return None
+        commonest = data.labels[counts.most_common(1)[0][0]]
+        scores = {}
+        for split, examples in data.splits.items():
+            if split == "train" or "tags" not in examples.column_names or not len(examples):
+                continue
+            actual = [[data.labels[t] for t in row] for row in examples["tags"]]
+            scores[split] = _scores([[commonest] * len(row) for row in actual], actual, data.scheme)
+        return Baseline(f"every word tagged '{commonest}', the commonest tag", scores)
+
     def usage_snippet(self, model_ref: str, custom_code: bool = False) -> str:
         return (
             "from transformers import pipeline\n\n"
@@ -311,7 +336,7 @@ class TokenClassification(Task):
     def prediction_settings(cls, task_config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
         recorded = [metrics.get(split) for split in ("test", "validation") if isinstance(metrics.get(split), dict)]
         scheme = next((r["tag_scheme"] for r in recorded if r.get("tag_scheme")), task_config.get("tag_scheme"))
-        return {"tag_scheme": scheme}
+        return {"tag_scheme": scheme, **recorded_max_length(metrics)}
 
     @classmethod
     def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Any:
@@ -324,9 +349,16 @@ class TokenClassification(Task):
 class EntityPredictor(PipelinePredictor):
     """{"entities": [{"entity_group", "word", "start", "end", "score"}]} per text."""
 
+    long_texts = "read in overlapping windows of {max_length} tokens"
+
     def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
         texts = [r["text"] for r in chunk]
-        outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
+        self.count_cut(texts)
+        # A text longer than max_length is read in overlapping windows (the pipeline's stride),
+        # whose entities are joined: none is lost past the limit.
+        outputs = self.pipe(texts, batch_size=batch_size, aggregation_strategy="simple", stride=self.max_length // 4)
+        if texts and not isinstance(outputs[0], list):  # one text in, one list of entities out
+            outputs = [outputs]
         return [{"entities": [_entity(e) for e in entities]} for entities in outputs]
 
 
@@ -334,24 +366,48 @@ class TagPredictor(PipelinePredictor):
     """{"tokens": [...], "tags": [...]}: the text split into words at spaces, as the run's
     words were, and each word's tag from its first sub-token, as the run scored them."""
 
+    long_texts = "tagged in windows of {max_length} tokens"
+
     def run(self, chunk: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
         import torch
 
         model, tokenizer = self.pipe.model, self.pipe.tokenizer
         words = [r["text"].split() for r in chunk]
-        encoded = tokenizer(words, is_split_into_words=True, truncation=True, padding=True, return_tensors="pt")
-        inputs = {k: v.to(model.device) for k, v in encoded.items() if k in tokenizer.model_input_names}
-        with torch.no_grad():
-            predicted = model(**inputs).logits.argmax(-1).cpu()
-        names = model.config.id2label
-        records = []
-        for i, tokens in enumerate(words):
-            first = {}
-            for position, word in enumerate(encoded.word_ids(i)):
-                if word is not None and word not in first:
-                    first[word] = names[int(predicted[i, position])]
-            records.append({"tokens": tokens, "tags": [first.get(w) for w in range(len(tokens))]})
-        return records
+        # A text longer than max_length is tagged in consecutive windows of whole words.
+        windows = [(i, piece) for i, tokens in enumerate(words) for piece in self._windows(tokens)]
+        tags: list[list[str | None]] = [[] for _ in words]
+        for start in range(0, len(windows), batch_size):
+            batch = windows[start : start + batch_size]
+            encoded = tokenizer([piece for _, piece in batch], is_split_into_words=True, truncation=True,
+                                padding=True, return_tensors="pt")  # fmt: skip
+            inputs = {k: v.to(model.device) for k, v in encoded.items() if k in tokenizer.model_input_names}
+            with torch.no_grad():
+                predicted = model(**inputs).logits.argmax(-1).cpu()
+            for row, (text, piece) in enumerate(batch):
+                first = {}
+                for position, word in enumerate(encoded.word_ids(row)):
+                    if word is not None and word not in first:
+                        first[word] = model.config.id2label[int(predicted[row, position])]
+                tags[text] += [first.get(w) for w in range(len(piece))]
+        return [{"tokens": tokens, "tags": tags[i]} for i, tokens in enumerate(words)]
+
+    def _windows(self, words: list[str]) -> list[list[str]]:
+        """`words` in consecutive runs that each fit max_length tokens (with the special tokens)."""
+        if not words:
+            return [words]
+        room = self.max_length - self.pipe.tokenizer.num_special_tokens_to_add()
+        counts = [len(ids) or 1 for ids in self.pipe.tokenizer(words, add_special_tokens=False)["input_ids"]]
+        if sum(counts) <= room:
+            return [words]
+        self.cut += 1
+        windows, current, used = [], [], 0
+        for word, count in zip(words, counts):
+            if current and used + count > room:
+                windows.append(current)
+                current, used = [], 0
+            current.append(word)
+            used += count
+        return windows + [current]
 
 
 def _entity(entity: dict[str, Any]) -> dict[str, Any]:
@@ -408,6 +464,49 @@ def detect_tag_scheme(tags: list[str]) -> tuple[str, str]:
     if "B" in prefixes or "I" not in prefixes:
         return "iob2", "every tag is O or B-/I-TYPE"
     return "io", "every tag is O or I-TYPE"
+
+
+def _tags_column(dataset: Any, configured: str) -> str:
+    """task.columns.tags: a column name, or a CoNLL file's field number (1-based: `3` is the
+    third field of each line, read into column_3)."""
+    if str(configured).isdigit() and f"column_{configured}" in dataset.column_names:
+        return f"column_{configured}"
+    return configured
+
+
+def _looks_like_conll(dataset: Any) -> bool:
+    """A table read as plain text whose lines are `token TAG` (or more columns): CoNLL."""
+    if dataset.column_names != ["text"] or not len(dataset):
+        return False
+    lines = [line for line in dataset[: min(len(dataset), 200)]["text"] if line and line.strip()]
+    return bool(lines) and sum(len(line.split()) >= 2 for line in lines) >= 0.9 * len(lines)
+
+
+# Below this share of the tag occurrences, tags that fit no entity scheme among entity tags are
+# mistakes in the file (a line missing its tab), not a sign of plain tags.
+STRAY_SHARE = 0.01
+
+
+def _refuse_stray_tags(sentences: list[list[str]], tokens: list[list[str]]) -> None:
+    """Entity tags with a rare tag that fits no scheme (`XO` from a line that lost its tab)
+    would switch the whole run to plain tags, scored without entities: refused instead, naming
+    the tag, where it first is, and the fix."""
+    counts = Counter(t for sentence in sentences for t in sentence)
+    stray = {t: n for t, n in counts.items() if _prefix(t) is None}
+    entity = any(_prefix(t) in ("B", "I", "E", "S") for t in counts)
+    if not stray or not entity or sum(stray.values()) > STRAY_SHARE * sum(counts.values()):
+        return
+    tag = min(stray, key=lambda t: stray[t])
+    row, position = next((r, sentence.index(tag)) for r, sentence in enumerate(sentences) if tag in sentence)
+    word = tokens[row][position] if row < len(tokens) and position < len(tokens[row]) else "?"
+    rest = sorted(set(stray) - {tag})
+    others = f" (and {len(rest)} more such tags: {', '.join(rest[:5])})" if rest else ""
+    raise UserError(
+        f"tag {tag!r} ({stray[tag]} time{'s' if stray[tag] > 1 else ''}; first on the word {word!r}, word "
+        f"{position + 1} of train sentence {row + 1}) fits none of the entity schemes the other tags follow"
+        f"{others}: it looks like a damaged line (a missing tab?); fix it, or set task.tag_scheme=none to score "
+        "every tag as a plain tag"
+    )
 
 
 def _prefix(tag: str) -> str | None:
