@@ -523,7 +523,7 @@ def _refuse_duplicate_columns(path: Path, delimiter: str, encoding: str | None, 
     task.columns would silently take the first."""
     try:
         header = next(csv.reader(_open_text(path, encoding), delimiter=delimiter), [])
-    except (UnicodeDecodeError, csv.Error, OSError, EOFError):
+    except (UnicodeError, csv.Error, OSError, EOFError, LookupError):
         return  # the reader's own checks say what is wrong with the file
     positions: dict[str, list[int]] = {}
     for number, name in enumerate(header, 1):
