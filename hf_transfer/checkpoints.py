@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from hf_transfer.errors import Terminated
 from hf_transfer.run_folder import COMPLETE_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -79,25 +80,35 @@ class ResumableCheckpoints(TrainerCallback):
 
 
 class StopOnInterrupt(TrainerCallback):
-    """Ctrl-C (SIGINT) while training: finish the step, save a checkpoint, stop. A second
-    Ctrl-C stops at once. Only in a single process, from the main thread: across processes a
-    checkpoint is a collective that every rank must reach at the same step."""
+    """Ctrl-C (SIGINT) or SIGTERM (a batch scheduler's, `docker stop`'s) while training: finish
+    the step, save a checkpoint, stop (`signal`: which one came). A second one stops at once.
+    Only in a single process, from the main thread: across processes a checkpoint is a
+    collective that every rank must reach at the same step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.interrupted_at: int | None = None
-        self._previous: Any = None
+        self.signal = int(signal.SIGINT)
+        self._previous: dict[int, Any] = {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if args.world_size > 1 or threading.current_thread() is not threading.main_thread():
             return
-        self._previous = signal.signal(signal.SIGINT, self._on_signal)
+        self._previous = {signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.interrupted_at is not None:  # the second Ctrl-C
-            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
-            raise KeyboardInterrupt
-        self.interrupted_at = -1
-        log.warning("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+        if self.interrupted_at is not None:  # the second one
+            self._restore()
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        self.interrupted_at, self.signal = -1, signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        log.warning("%s: finishing this step and saving a checkpoint (again to stop at once)", name)
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.interrupted_at is not None:
@@ -105,7 +116,13 @@ class StopOnInterrupt(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Stopping mid-epoch ends the Trainer's epoch loop too, and an epoch-wise evaluation and
+        # save would follow: an evaluation the uninterrupted run never made, competing for the
+        # best checkpoint. The epoch did not end; the checkpoint of the step is saved already.
+        if self.interrupted_at is not None:
+            control.should_evaluate = False
+            control.should_save = False
+
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        self._restore()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer import versions
-from hf_transfer.errors import CommandParser, Interrupted, UserError, first_line, unknown_choice
+from hf_transfer.errors import CommandParser, Interrupted, Terminated, UserError, first_line, unknown_choice
 
 PROG = "hf-transfer"
 
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     elif argv and _looks_like_command(argv[0]):
         hint = "; without a command, arguments are training overrides (key=value)"
         exit_with_error(unknown_choice("command", argv[0], commands, hint=hint))
+    _terminate_as_interrupt()
     try:
         if command != "accelerate-config":  # a path only: it needs no library
             versions.check()
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         exit_with_error(err)
     except Interrupted as err:
         exit_interrupted(err)
-    except KeyboardInterrupt:
-        exit_interrupted(Interrupted("interrupted"))
+    except KeyboardInterrupt as err:
+        exit_interrupted(Interrupted("interrupted", getattr(err, "status", 130)))
     return 2  # pragma: no cover
 
 
@@ -171,7 +172,20 @@ def exit_with_error(err: UserError) -> None:
 
 def exit_interrupted(err: Interrupted) -> None:
     print(f"{PROG}: {err}", file=sys.stderr)
-    sys.exit(130)  # as a shell reports a process ended by SIGINT
+    sys.exit(err.status)  # as a shell reports a process ended by SIGINT (130) or SIGTERM (143)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread: the run stops as on
+    Ctrl-C, with its message and the resume command, not silently."""
+    import signal
+    import threading
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @contextlib.contextmanager

@@ -233,10 +233,20 @@ def _compose(hydra: Hydra, overrides: list[str], mode: Any, with_logging: bool =
             CONFIG_NAME, overrides, run_mode=mode, with_log_configuration=with_logging, validate_sweep_overrides=False
         )
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        hint = " (to run without the default recipe, write ~recipe)" if "Got NoneType" in str(err) else ""
-        raise UserError(f"cannot compose the config: {first_line(err)}{hint}") from None
+        raise UserError(f"cannot compose the config: {first_line(err)}{_hint(str(err))}") from None
     except yaml.YAMLError as err:
         raise UserError(f"cannot read a config file: {_yaml_problem(err)}") from None
+
+
+def _hint(message: str) -> str:
+    """The fix for the Hydra composition errors a user makes most."""
+    import re
+
+    if "Got NoneType" in message:
+        return " (to run without the default recipe, write ~recipe)"
+    if found := re.search(r"An item is already at '([^']+)'", message):
+        return f" (the key is there already: write {found.group(1)}=VALUE, without the +)"
+    return ""
 
 
 def _yaml_problem(err: Exception) -> str:

@@ -70,6 +70,7 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
     data["task"] = {}
     data["strategy"] = {}
     run = schema.build(RunConfig, data, "")
+    _check_run_ranges(run)
     run.task = build_task_config(task_data)
     _check_task_ranges(run.task)
     _check_pooling(run)
@@ -131,6 +132,27 @@ _MORE_THAN_ZERO = ("learning_rate", "eval_steps", "save_steps", "logging_steps")
 _NOT_NEGATIVE = ("warmup_steps", "weight_decay", "max_grad_norm", "dataloader_num_workers")
 
 
+# Beyond these a run does not end in any sense a user meant (1e9 epochs: 10^10 steps planned).
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10_000_000
+SEED_LIMIT = 2**32  # numpy's and torch's seeds are below it
+
+
+def _check_run_ranges(run: RunConfig) -> None:
+    if not 0 <= run.seed < SEED_LIMIT:
+        raise UserError(f"key 'seed' must be from 0 to {SEED_LIMIT - 1}, got {run.seed}")
+    if run.expected_world_size is not None and run.expected_world_size < 1:
+        raise UserError(f"key 'expected_world_size' must be at least 1 (or null), got {run.expected_world_size}")
+    stopping = run.early_stopping
+    if stopping.patience is not None and stopping.patience < 1:
+        raise UserError(
+            f"key 'early_stopping.patience' must be at least 1 evaluation (or null: no early stopping), "
+            f"got {stopping.patience}"
+        )
+    if stopping.threshold < 0:
+        raise UserError(f"key 'early_stopping.threshold' must be 0 or more, got {stopping.threshold}")
+
+
 def _check_trainer_ranges(trainer: dict[str, Any]) -> None:
     def refuse(key: str, allowed: str) -> None:
         raise UserError(f"key 'trainer.{key}' must be {allowed}, got {trainer[key]!r}")
@@ -152,15 +174,23 @@ def _check_trainer_ranges(trainer: dict[str, Any]) -> None:
     max_steps = trainer.get("max_steps")
     if isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
         refuse("max_steps", "at least 1, or -1 to train for trainer.num_train_epochs")
+    if isinstance(max_steps, int) and max_steps > MAX_STEPS:
+        refuse("max_steps", f"at most {MAX_STEPS:,} (a run of more would not end)")
     epochs = trainer.get("num_train_epochs")
     if isinstance(epochs, (int, float)) and epochs <= 0 and not (isinstance(max_steps, int) and max_steps > 0):
         refuse("num_train_epochs", "more than 0 (else nothing trains), or trainer.max_steps set")
+    if isinstance(epochs, (int, float)) and epochs > MAX_EPOCHS:
+        refuse("num_train_epochs", f"at most {MAX_EPOCHS:,} (a run of more would not end)")
 
 
 def _check_task_ranges(task: Any) -> None:
     """Limits every task's keys share; a task's own are in its Config."""
     if getattr(task, "max_length", None) is not None and task.max_length < 1:
         raise UserError(f"key 'task.max_length' must be at least 1 (or null: the model's limit), got {task.max_length}")
+    labels = getattr(task, "labels", None) or []
+    twice = sorted({label for label in labels if labels.count(label) > 1}, key=str)
+    if twice:
+        raise UserError(f"key 'task.labels' names {', '.join(map(repr, twice))} more than once: list each label once")
 
 
 def _check_pooling(run: RunConfig) -> None:

@@ -16,8 +16,20 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C stopped the run; the message says where, what was kept and how to resume.
-    The CLI prints it as one line and exits with status 130."""
+    """Ctrl-C (or SIGTERM) stopped the run; the message says where, what was kept and how to
+    resume. The CLI prints it as one line and exits with `status`: 130 after SIGINT, 143 after
+    SIGTERM, as a shell reports a process those signals ended."""
+
+    def __init__(self, message: str, status: int = 130):
+        super().__init__(message)
+        self.status = status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler, `docker stop`, `kill`) outside the training steps: stops the
+    run as Ctrl-C does there."""
+
+    status = 143
 
 
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:

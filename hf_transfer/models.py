@@ -244,10 +244,32 @@ def model_config(cfg: ModelConfig, pad_token_id: int | None, **config_kwargs: An
     for key, value in cfg.config_overrides.items():
         if not hasattr(config, key):
             raise UserError(f"model.config_overrides.{key}: {type(config).__name__} has no such setting")
+        _check_override_kind(key, getattr(config, key), value)
         setattr(config, key, value)
     if pad_token_id is not None:
         config.pad_token_id = pad_token_id
     return config
+
+
+def _check_override_kind(key: str, current: Any, value: Any) -> None:
+    """A config override of another kind than the checkpoint's value (a text for a dropout
+    rate) fails deep inside the model: refused here, naming both."""
+    def kind(v: Any) -> str | None:
+        if isinstance(v, bool):
+            return "true or false"
+        if isinstance(v, (int, float)):
+            return "a number"
+        if isinstance(v, str):
+            return "a string"
+        if isinstance(v, (list, tuple)):
+            return "a list"
+        return "a mapping" if isinstance(v, dict) else None
+
+    wanted, given = kind(current), kind(value)
+    if current is not None and value is not None and wanted is not None and given != wanted:
+        raise UserError(
+            f"model.config_overrides.{key} must be {wanted}, as the checkpoint's {current!r} is; got {value!r}"
+        )
 
 
 def _build_plan(
@@ -436,8 +458,8 @@ def count_parameters(model: Any) -> tuple[int, int]:
 _POSITION_OFFSET_TWO = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
 
 
-def default_max_length(tokenizer: Any, model_config: Any) -> int:
-    """The smaller of the tokenizer's and the model's limits (tokenizers may report 1e30)."""
+def position_limit(model_config: Any) -> int | None:
+    """The longest input the model has positions for (None: it does not say)."""
     model_config = inner_config(model_config)
     limits = [
         getattr(model_config, key, None) for key in ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -445,6 +467,32 @@ def default_max_length(tokenizer: Any, model_config: Any) -> int:
     model_limit = min((v for v in limits if isinstance(v, int) and v > 0), default=None)
     if model_limit and getattr(model_config, "model_type", "") in _POSITION_OFFSET_TWO:
         model_limit -= 2  # RoBERTa-style position ids start after the padding index
+    return model_limit
+
+
+def check_fits(cfg: ModelConfig, model_config: Any, max_length: int | None, lora_rank: int | None) -> None:
+    """Settings the checkpoint cannot take, refused from its config before data or weights
+    load: a task.max_length past its positions, a LoRA rank above its layers' width."""
+    limit = position_limit(model_config)
+    model = cfg.name or cfg.source
+    if max_length is not None and limit is not None and max_length > limit:
+        raise UserError(
+            f"task.max_length={max_length} is more than model {model} has positions for ({limit}): set it to "
+            f"{limit} or less, or null for the model's limit"
+        )
+    inner = inner_config(model_config)
+    width = next((v for key in ("hidden_size", "n_embd", "d_model", "dim")
+                  if isinstance(v := getattr(inner, key, None), int) and v > 0), None)  # fmt: skip
+    if lora_rank is not None and width is not None and lora_rank > width:
+        raise UserError(
+            f"strategy.r={lora_rank} is above the width of the layers LoRA adapts in model {model} ({width}): "
+            f"a rank is at most the width, and 4 to 64 is usual"
+        )
+
+
+def default_max_length(tokenizer: Any, model_config: Any) -> int:
+    """The smaller of the tokenizer's and the model's limits (tokenizers may report 1e30)."""
+    model_limit = position_limit(model_config)
     tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None
     candidates = [v for v in (model_limit, tokenizer_limit) if v]
     return min(candidates) if candidates else 512

@@ -54,6 +54,22 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def save_whole_files(folder: Path, save: Any) -> None:
+    """`save(temporary_folder)` (a save_pretrained), then each file it wrote moved into `folder`
+    by a rename: a run killed while saving leaves whole files or none, never a 0-byte one."""
+    import shutil
+
+    work = Path(tempfile.mkdtemp(dir=folder, prefix=".saving-"))
+    try:
+        save(work)
+        for file in sorted(p for p in work.rglob("*") if p.is_file()):
+            target = folder / file.relative_to(work)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def use_usual_modes(folder: Path) -> None:
     """Give the files of a run folder the mode the user's umask gives new files: libraries that
     write through a private temporary file (safetensors) leave them readable by their owner only."""

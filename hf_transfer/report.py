@@ -166,6 +166,8 @@ def main(argv: list[str]) -> int:
     parse.add_argument("--csv", help="also write the table as CSV to this file")
     parse.add_argument("--out", help="where report.md and report.html go (default: the first folder)")
     args = parse.parse_args(argv)
+    if args.csv and Path(args.csv).is_dir():
+        raise UserError(f"--csv {args.csv} is a folder: give the path of the CSV file to write")
     rows = collect([Path(f) for f in args.folders])
     print(markdown(rows))
     metrics_of = {r["run"]: r.pop("_metrics") for r in rows if "_metrics" in r}

@@ -59,8 +59,8 @@ def run(
             if created and run_folder.state(folder) == "empty":
                 shutil.rmtree(folder, ignore_errors=True)
         raise
-    except KeyboardInterrupt:  # outside the training steps, or a second Ctrl-C
-        raise Interrupted(_interrupted_message(folder, None)) from None
+    except KeyboardInterrupt as err:  # outside the training steps, or a second Ctrl-C (or SIGTERM)
+        raise Interrupted(_interrupted_message(folder, None), getattr(err, "status", 130)) from None
     finally:
         run_folder.release(folder)
     if run_cfg.hub.push and result.is_main_process:
@@ -88,7 +88,10 @@ def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
         raise UserError(f"'{folder}' holds a finished run: there is nothing to resume")
     config_file = folder / "config.yaml"
     if not config_file.is_file():
-        raise UserError(f"'{folder}' holds no run to resume (no config.yaml: the run stopped before training)")
+        raise UserError(
+            f"'{folder}' holds no run to resume (no config.yaml: the run stopped before training started, so "
+            "nothing of it is lost): run the same training command again"
+        )
     run_cfg = validate(yaml.safe_load(config_file.read_text(encoding="utf-8")))
     started_in = folder / STARTED_IN
     where = Path(started_in.read_text(encoding="utf-8").strip()) if started_in.is_file() else Path.cwd()
@@ -136,6 +139,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     folder = distributed.shared_run_folder(args, Path(output_dir), resume)
     args.output_dir = str(folder / "checkpoints")
     checkpoint = run_folder.last_complete_checkpoint(folder) if resume else None
+    models.check_fits(run_cfg.model, models.load_base_config(run_cfg.model), run_cfg.task.max_length,
+                      getattr(run_cfg.strategy, "r", None))  # fmt: skip
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     data = task.load()
     set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
@@ -195,7 +200,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         log.info("no complete checkpoint in %s: training again from the start", folder / "checkpoints")
     train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if interrupt.interrupted_at is not None:
-        raise Interrupted(_interrupted_message(folder, interrupt.interrupted_at))
+        raise Interrupted(_interrupted_message(folder, interrupt.interrupted_at), 128 + interrupt.signal)
 
     metrics = _run_metrics(run_cfg, trainer, train_output, data, folder)
     if checkpoint is not None:
@@ -232,7 +237,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     elif trainer.is_world_process_zero():
         strategy.save(trainer.model, folder)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(folder)
+        outputs.save_whole_files(folder, tokenizer.save_pretrained)
         # One-time work (fetching packages, converting GGUF) is reported apart from the run's time.
         metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
         metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)

@@ -118,7 +118,13 @@ def take(folder: Path) -> None:
         fd, count = _held[folder]
         _held[folder] = (fd, count + 1)
         return
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"run folder '{folder}' is a file: give hydra.run.dir a folder (a new one, or a run's)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (PermissionError, OSError) as err:
+        raise UserError(f"cannot create the run folder '{folder}': {err.strerror or err}; choose a folder you can "
+                        "write to (hydra.run.dir)") from None  # fmt: skip
     if fcntl is None:  # pragma: no cover
         return
     fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)

@@ -292,6 +292,9 @@ class PartialUnfreeze(Strategy):
             if self.max_layers is not None and self.max_layers < self.num_layers:
                 raise ValueError("strategy.max_layers must be at least strategy.num_layers")
             _check_decay(self.layerwise_lr_decay)
+            if self.num_layers == 0 and self.unfreeze_every is None:
+                log.warning("strategy=partial_unfreeze with num_layers=0 and no strategy.unfreeze_every trains the "
+                            "head alone, as strategy=head_only does")  # fmt: skip
 
     def __init__(self, config: Any, model_config: ModelConfig, new_head: bool, peft_task_type: str):
         super().__init__(config, model_config, new_head, peft_task_type)

@@ -61,6 +61,7 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     kwargs["seed"] = run.seed
     report_to = kwargs.get("report_to", "none")
     report_to = [report_to] if isinstance(report_to, str) else list(report_to)
+    _check_integrations(report_to)
     # TensorBoard is attached by build_trainer so that its logs land in the run folder.
     kwargs["report_to"] = [r for r in report_to if r not in ("tensorboard", "none")] or "none"
     try:
@@ -77,6 +78,23 @@ def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task, data: T
         args.metric_for_best_model, greater_is_better = task.best_metric_for(data)
         if "greater_is_better" not in run.trainer:
             args.greater_is_better = greater_is_better
+
+
+# The package each trainer.report_to integration imports, where the names differ.
+_INTEGRATION_PACKAGES = {"comet_ml": "comet_ml", "neptune": "neptune", "clearml": "clearml", "wandb": "wandb",
+                         "mlflow": "mlflow", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio",
+                         "codecarbon": "codecarbon", "azure_ml": "azureml", "flyte": "flytekit"}  # fmt: skip
+
+
+def _check_integrations(report_to: list[str]) -> None:
+    """A logging integration whose package is missing fails inside the Trainer: refused first."""
+    import importlib.util
+
+    for name in report_to:
+        package = _INTEGRATION_PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise UserError(f"trainer.report_to={name} needs the {package} package: pip install {package}, "
+                            "or report to tensorboard (or none)")  # fmt: skip
 
 
 MAX_EVALUATIONS = 10  # per run, where strategy.min_steps adds epochs

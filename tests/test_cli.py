@@ -105,6 +105,7 @@ def test_the_console_script_lists_recipes_in_help(tmp_path):
         (["+strategy=lora"], "cannot compose the config: Multiple values for strategy"),
         (["--cfg", "jobb"], "argument --cfg/-c: invalid choice: 'jobb'"),
         (["recipe=null"], "Got NoneType (to run without the default recipe, write ~recipe)"),
+        (["+seed=1"], "An item is already at 'seed'. (the key is there already: write seed=VALUE, without the +)"),
         (["hydra.run.dir=${oops}"], "hydra.run.dir cannot be resolved: Interpolation key 'oops' not found"),
     ],
 )

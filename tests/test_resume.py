@@ -117,7 +117,9 @@ def test_a_checkpoint_written_halfway_is_not_resumed_from(checkpoints, data_dir,
     assert run_folder.checkpoint_step(run_folder.last_complete_checkpoint(folder)) < run_folder.checkpoint_step(last)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir, tmp_path, capfd):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir, tmp_path, capfd, signum, status):
+    """Ctrl-C, and SIGTERM as batch schedulers and `docker stop` send it: the same way out."""
     folder = tmp_path / "run"
     argv = [*tiny_overrides(checkpoints["bert"], data_dir, "trainer.max_steps=100000", "trainer.save_strategy=no",
             "trainer.eval_strategy=no", "trainer.load_best_model_at_end=false", "trainer.per_device_train_batch_size=2"),
@@ -129,9 +131,9 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir,
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
         time.sleep(0.05)
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
+    assert process.returncode == status, stderr[-2000:]
     assert "Traceback" not in stderr
     message = [line for line in stderr.splitlines() if line.startswith("hf-transfer: ")]
     assert len(message) == 1 and "training was interrupted at step" in message[0]
@@ -151,6 +153,24 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(checkpoints, data_dir,
         err = capfd.readouterr().err
         assert refused.value.code == 2 and "not a finished run" in err, command
         assert f"resume it with: hf-transfer resume {folder.resolve()}" in err or f"hf-transfer resume {folder}" in err
+
+
+def test_sigterm_before_training_ends_in_one_line(checkpoints, data_dir, tmp_path):
+    folder = tmp_path / "run"
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), f"hydra.run.dir={folder}"]
+    process = subprocess.Popen([sys.executable, "-m", "hf_transfer", *argv], cwd=tmp_path, env=cli_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (folder / run_folder.LOCK).exists():  # the run has its folder: data and model load next
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the signal came")  # a machine far faster than this one
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr[-2000:]
+    message = [line for line in stderr.splitlines() if line.startswith("hf-transfer: ")]
+    assert len(message) == 1 and "interrupted" in message[0]
 
 
 def test_two_runs_into_one_folder_the_second_is_refused(checkpoints, data_dir, tmp_path):
@@ -269,3 +289,38 @@ def test_sweeps_started_in_the_same_second_get_their_own_folders(checkpoints, da
     assert sorted(p.name for p in (tmp_path / "sweeps").iterdir()) == [f"same-{year}", f"same-{year}-2"]
     for sweep in (tmp_path / "sweeps").iterdir():
         assert len(list(sweep.rglob("COMPLETE"))) == 2
+
+
+INTERRUPT_AT = 5  # mid-epoch (9 steps an epoch); the run stops after the next step, 6: no step that evaluates
+
+
+def test_ctrl_c_mid_epoch_then_resume_ends_as_the_uninterrupted_run(checkpoints, data_dir, tmp_path):
+    """Epoch-wise evaluation choosing the best checkpoint (load_best_model_at_end): Ctrl-C at a
+    step that does not evaluate adds no evaluation, so the resumed run chooses as the whole one."""
+    from transformers import TrainerCallback
+
+    from hf_transfer.errors import Interrupted
+    from hf_transfer.run import resume
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == INTERRUPT_AT and not (tmp_path / "interrupted").exists():
+                (tmp_path / "interrupted").touch()
+                os.kill(os.getpid(), signal.SIGINT)  # as the terminal sends it: the handler runs at once
+
+    overrides = ["trainer.num_train_epochs=3", "trainer.per_device_train_batch_size=8", "trainer.eval_strategy=epoch",
+                 "trainer.save_strategy=epoch", "trainer.load_best_model_at_end=true", "trainer.logging_steps=1"]  # fmt: skip
+    whole = run(compose_tiny(checkpoints["bert"], data_dir, *overrides), output_dir=tmp_path / "whole")
+    with pytest.raises(Interrupted, match=f"interrupted at step {INTERRUPT_AT + 1}"):
+        run(compose_tiny(checkpoints["bert"], data_dir, *overrides), tmp_path / "stopped", callbacks=[CtrlC()])
+    stopped = tmp_path / "stopped"
+    state = json.loads((stopped / "checkpoints" / f"checkpoint-{INTERRUPT_AT + 1}" / "trainer_state.json").read_text())
+    assert not [entry for entry in state["log_history"] if "eval_loss" in entry]  # no evaluation at the Ctrl-C
+    resumed = resume(stopped)
+    assert all(torch.equal(weights(whole.folder)[k], weights(resumed.folder)[k]) for k in weights(whole.folder))
+    for key in ("best_checkpoint", "validation", "test"):
+        first, second = whole.metrics[key], resumed.metrics[key]
+        if isinstance(first, dict):
+            first, second = ({k: v for k, v in d.items() if not k.endswith(("runtime", "per_second"))}
+                             for d in (first, second))  # fmt: skip
+        assert first == second, key

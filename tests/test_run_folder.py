@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import cli_env, compose_tiny
 from transformers import AutoModelForSequenceClassification, TrainerCallback
@@ -133,3 +134,26 @@ def test_peak_memory_sees_a_short_lived_allocation(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(tmp_path))
     assert done.returncode == 0, done.stderr
     assert 180 <= float(done.stdout.split()[-1]) < 400
+
+
+def test_files_saved_whole_or_not_at_all(tmp_path):
+    """A save that dies halfway (a kill during the final save) leaves no half-written file."""
+    from hf_transfer.outputs import save_whole_files
+
+    def dies_halfway(folder):
+        (folder / "tokenizer.json").write_text("{}")
+        (folder / "tokenizer_config.json").write_text("")  # begun, never finished
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_whole_files(tmp_path, dies_halfway)
+    assert list(tmp_path.iterdir()) == []
+
+    def saves(folder):
+        (folder / "vocab.txt").write_text("a\nb\n")
+        (folder / "sub").mkdir()
+        (folder / "sub" / "x.json").write_text("{}")
+
+    save_whole_files(tmp_path, saves)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["sub/x.json",
+                                                                                                 "vocab.txt"]

@@ -161,6 +161,11 @@ class TextClassification(Task):
             prepared[split] = self._drop_empty_texts(dataset, split)
         if label_names:
             log.info("labels: %s", ", ".join(f"{i}={n}" for i, n in enumerate(label_names)))
+        if self.kind == "single_label" and len(label_names) == 1:
+            raise UserError(
+                f"the train split has one class only ({label_names[0]!r} in column '{columns.label}'): a classifier "
+                "needs examples of two or more; for a number per text, set task.problem_type=regression"
+            )
         weights = self._class_weights(prepared["train"], label_names)
         return TaskData(DatasetDict(prepared), labels=label_names, label_weights=weights)
 

@@ -1,0 +1,66 @@
+"""Values that should never start a run, and mistakes that once ended in a traceback: each is
+one line naming the key and the fix, exit status 2, before data or weights load."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import sentiment_rows, tiny_overrides, write_csv
+
+from hf_transfer.cli import main
+
+
+def refused(capsys, argv):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seed=-1", "key 'seed' must be from 0 to 4294967295, got -1"),
+        ("trainer.num_train_epochs=1e9", "trainer.num_train_epochs' must be at most 10,000"),
+        ("trainer.max_steps=100000000000", "trainer.max_steps' must be at most 10,000,000"),
+        ("early_stopping.patience=-1", "early_stopping.patience' must be at least 1 evaluation"),
+        ("early_stopping.threshold=-0.5", "early_stopping.threshold' must be 0 or more"),
+        ("task.labels=[pos,neg,pos]", "task.labels' names 'pos' more than once"),
+        ("task.max_length=100000", "task.max_length=100000 is more than model tiny has positions for (64)"),
+        ("model.config_overrides.hidden_dropout_prob=abc",
+         "model.config_overrides.hidden_dropout_prob must be a number, as the checkpoint's 0.1 is; got 'abc'"),
+        ("trainer.report_to=wandb", "trainer.report_to=wandb needs the wandb package: pip install wandb"),
+    ],
+)
+def test_a_value_out_of_range_is_one_line_before_anything_loads(capsys, checkpoints, data_dir, tmp_path, override,
+                                                                message):  # fmt: skip
+    argv = tiny_overrides(checkpoints["bert"], data_dir, override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert message in refused(capsys, argv)
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_a_lora_rank_above_the_width_is_refused(capsys, checkpoints, data_dir, tmp_path):
+    argv = tiny_overrides(checkpoints["bert"], data_dir, "strategy=lora", "strategy.r=100000",
+                          f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert "strategy.r=100000 is above the width of the layers LoRA adapts in model tiny (32)" in refused(capsys, argv)
+
+
+def test_a_run_folder_that_is_a_file_is_refused(capsys, checkpoints, data_dir, tmp_path):
+    (tmp_path / "taken").write_text("a file of mine\n")
+    err = refused(capsys, tiny_overrides(checkpoints["bert"], data_dir, f"hydra.run.dir={tmp_path / 'taken'}"))
+    assert "is a file" in err and (tmp_path / "taken").read_text() == "a file of mine\n"
+
+
+def test_one_class_in_every_split_is_refused(capsys, checkpoints, tmp_path):
+    rows = [r for r in sentiment_rows(80, 1) if r["sentiment"] == "pos"]
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "train.csv", rows)
+    write_csv(tmp_path / "data" / "test.csv", rows[:10])
+    err = refused(capsys, tiny_overrides(checkpoints["bert"], tmp_path / "data", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "one class only ('pos' in column 'sentiment')" in err and "task.problem_type=regression" in err
+
+
+def test_report_csv_naming_a_folder_is_refused(capsys, tmp_path):
+    (tmp_path / "runs").mkdir()
+    assert "--csv" in refused(capsys, ["report", str(tmp_path / "runs"), "--csv", str(tmp_path)])
