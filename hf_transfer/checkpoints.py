@@ -14,10 +14,12 @@ the trainer state. Two things it does not hold, added here:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,34 @@ def _trainer_cpu_rng(checkpoint: Path, process_index: int) -> torch.Tensor | Non
             # The Trainer's own file (python and numpy states beside torch's): not weights-only.
             return torch.load(checkpoint / name, weights_only=False)["cpu"]
     return None
+
+
+PROGRESS = "progress.json"  # in each checkpoint: what the run had done by then
+
+
+@dataclass
+class Progress:
+    """What a run had done by a checkpoint, over every session so far: the sum of its step
+    losses (the Trainer's train_loss is this over the steps), its training and wall time, and
+    how many times it was resumed. A resumed run adds its own to it, so that metrics.json
+    describes the whole run, not the part after the last resume."""
+
+    loss_sum: float = 0.0
+    train_runtime_s: float = 0.0
+    wall_time_s: float = 0.0
+    resumes: int = 0
+
+    @classmethod
+    def of(cls, checkpoint: Path | None) -> Progress:
+        """The checkpoint's record (a resumed run is one more resume); a fresh run's: nothing yet."""
+        file = checkpoint / PROGRESS if checkpoint is not None else None
+        if file is None or not file.is_file():
+            return cls(resumes=1 if checkpoint is not None else 0)
+        saved = cls(**json.loads(file.read_text(encoding="utf-8")))
+        return dataclasses.replace(saved, resumes=saved.resumes + 1)
+
+    def write(self, checkpoint: Path) -> None:
+        (checkpoint / PROGRESS).write_text(json.dumps(dataclasses.asdict(self)) + "\n", encoding="utf-8")
 
 
 class ResumableCheckpoints(TrainerCallback):

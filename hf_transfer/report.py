@@ -179,6 +179,10 @@ def main(argv: list[str]) -> int:
             writer.writeheader()
             writer.writerows(rows)
     out = Path(args.out or args.folders[0])
+    from hf_transfer import run_folder
+
+    if run_folder.state(out) == "incomplete":  # its files would be taken for the run's, and go stale
+        raise UserError(f"'{out}' is an unfinished run: report.md and report.html do not go into it; give --out FOLDER")
     written = write_documents(rows, list(metrics_of.values()), out, where=", ".join(args.folders))
     for line in written.findings:
         print(line)

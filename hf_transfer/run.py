@@ -119,7 +119,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
 
     from hf_transfer import baselines, distributed, feature_cache, models, outputs, run_folder
     from hf_transfer.assets import one_time_seconds
-    from hf_transfer.checkpoints import ResumableCheckpoints, StopOnInterrupt
+    from hf_transfer.checkpoints import Progress, ResumableCheckpoints, StopOnInterrupt
     from hf_transfer.measure import PeakMemory, Stopwatch
     from hf_transfer.strategies import make_strategy
     from hf_transfer.tasks import task_class
@@ -184,7 +184,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     if checkpoint is not None:  # the strategy's own schedule goes on from where it was
         for callback in strategy.callbacks():
             getattr(callback, "restore_from", lambda checkpoint: None)(checkpoint)
-    trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, data, encoded, folder, callbacks)
+    trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, data, encoded, folder, callbacks,
+                            progress=Progress.of(checkpoint), started=wall.start)  # fmt: skip
     cache = feature_cache.prepare(
         run_cfg.strategy, strategy, trainer, encoded, tokenizer.padding_side, folder / SCRATCH
     )
@@ -240,7 +241,9 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         outputs.save_whole_files(folder, tokenizer.save_pretrained)
         # One-time work (fetching packages, converting GGUF) is reported apart from the run's time.
         metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
-        metrics["wall_time_s"] = round(wall.seconds() - metrics["one_time_setup_s"], 2)
+        # Over every session of a resumed run: what the checkpoint it resumed from had recorded, and this one.
+        before = trainer.progress_before.wall_time_s
+        metrics["wall_time_s"] = round(before + wall.seconds() - metrics["one_time_setup_s"], 2)
         _write_results(run_cfg, task, folder, metrics, predictions)
         feature_cache.remove_scratch(folder / SCRATCH)
         outputs.use_usual_modes(folder)
@@ -334,14 +337,12 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
         "seed": run_cfg.seed,
         "train_budget": budget_name(run_cfg.task.data),  # what `compare` varies; "all" for a plain run
         "examples": {name: len(split) for name, split in data.splits.items() if name not in data.extra_test},
-        "train_runtime_s": round(train_output.metrics["train_runtime"], 2),
+        **_whole_run(trainer, train_output),
         # Of train_runtime_s, the evaluations during training (the validation split).
         "train_evaluation_s": round(sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history), 2),
-        "train_samples_per_second": round(train_output.metrics["train_samples_per_second"], 3),
         # As trained: strategy.min_steps may shrink batches and add epochs on little data.
         "train_batch_size": trainer.args.per_device_train_batch_size,
         "steps": trainer.state.global_step,
-        "train_loss": round(train_output.training_loss, 6),
         # The Trainer's estimate of the training's floating-point operations (6 x tokens x parameters).
         "total_flos": trainer.state.total_flos,
         **_loss_ends(trainer.state.log_history),
@@ -356,6 +357,24 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
             for i, g in enumerate(trainer.optimizer.param_groups)
         ]
     return metrics
+
+
+def _whole_run(trainer: Any, train_output: Any) -> dict[str, Any]:
+    """Training time, speed and loss over every session of the run, as one that never stopped
+    reports them, and how many times it was resumed. (The Trainer's own figures after a resume
+    cover the resumed part only; its samples/s: all the run's samples over that part's time.)"""
+    runtime = train_output.metrics["train_runtime"]
+    progress = trainer.progress()
+    total = trainer.progress_before.train_runtime_s + runtime
+    return {
+        "train_runtime_s": round(total, 2),
+        "train_samples_per_second": round(train_output.metrics["train_samples_per_second"] * runtime / total, 3)
+        if total > 0
+        else 0.0,
+        # The mean step loss over all of the run's optimizer steps.
+        "train_loss": round(progress.loss_sum / max(trainer.state.global_step, 1), 6),
+        "resumes": progress.resumes,
+    }
 
 
 def _evaluate(trainer: Any, task: Any, data: Any, encoded: Any) -> tuple[dict[str, Any], dict[str, list]]:

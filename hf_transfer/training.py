@@ -14,11 +14,14 @@ each with its reason; tests/test_upstream.py fails when upstream changes them.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
+from hf_transfer.checkpoints import Progress
 from hf_transfer.device import accelerator, pad_multiple, trainer_defaults
 from hf_transfer.errors import UserError, first_line
 
@@ -195,6 +198,8 @@ def build_trainer(
     encoded: Encoded,
     folder: Path,
     extra_callbacks: list[Any] = (),
+    progress: Progress | None = None,
+    started: float | None = None,
 ) -> Trainer:
     callbacks: list[Any] = strategy.callbacks() + list(extra_callbacks)
     if run.early_stopping.patience is not None:
@@ -221,6 +226,8 @@ def build_trainer(
         compute_loss_func=task.loss_function(data, args.label_smoothing_factor),
         callbacks=callbacks,
         parameter_groups=strategy.parameter_groups,
+        progress=progress,
+        started=started,
     )
 
 
@@ -290,9 +297,16 @@ class TransferTrainer(Trainer):
     None for the Trainer's own (trainable parameters only).
     """
 
-    def __init__(self, *args: Any, parameter_groups: Any = None, **kwargs: Any):
+    def __init__(self, *args: Any, parameter_groups: Any = None, progress: Progress | None = None,
+                 started: float | None = None, **kwargs: Any):  # fmt: skip
         super().__init__(*args, **kwargs)
         self.parameter_groups = parameter_groups
+        # What the run had done before this session (resumed from a checkpoint), and when this
+        # session's run began (time.perf_counter): each checkpoint records the sum of both.
+        self.progress_before = progress or Progress()
+        self._run_started = time.perf_counter() if started is None else started
+        self._train_started = time.perf_counter()
+        self._loss_sum: Any = None  # on the device: read at checkpoints and at the end only
         # A feature_cache.FeatureCache: the frozen blocks stood in for while training and evaluating.
         self.feature_cache: Any = None
         self._checked_wrapping = False
@@ -306,6 +320,7 @@ class TransferTrainer(Trainer):
         # (check_wrapped stops that). The mark goes, so that training prepares the model itself.
         if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
             self.model._is_accelerate_prepared = False
+        self._train_started = time.perf_counter()
         with self._cached_features():
             return super().train(*args, **kwargs)
 
@@ -328,7 +343,37 @@ class TransferTrainer(Trainer):
 
             check_wrapped(self)
             self._checked_wrapping = True
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # What the Trainer adds up for its train_loss, added up here over the whole run, in
+        # float64 and in step order from the checkpoint's sum: a resumed run's is the same number.
+        if self._loss_sum is None:
+            self._loss_sum = torch.tensor(self.progress_before.loss_sum, dtype=torch.float64, device=loss.device)
+        self._loss_sum += loss.detach().double()
+        return loss
+
+    def progress(self) -> Progress:
+        """The run's progress so far, over every session. Synchronises, and across processes is a
+        collective (the loss is their mean, as the Trainer's): called by every process, at
+        checkpoints and at the end."""
+        before = self.progress_before
+        loss_sum = self._loss_sum
+        if loss_sum is None:
+            loss_sum = torch.tensor(before.loss_sum, dtype=torch.float64, device=self.args.device)
+        if self.args.world_size > 1:
+            loss_sum = self.accelerator.reduce(loss_sum, reduction="mean")
+        return Progress(
+            loss_sum=float(loss_sum),
+            train_runtime_s=before.train_runtime_s + time.perf_counter() - self._train_started,
+            wall_time_s=before.wall_time_s + time.perf_counter() - self._run_started,
+            resumes=before.resumes,
+        )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if _internal_call and output_dir and Path(output_dir).name.startswith("checkpoint-"):
+            progress = self.progress()  # every process: a collective under DDP
+            if self.args.should_save:
+                progress.write(Path(output_dir))
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         # The Trainer's own estimate (6 x tokens x non-embedding parameters), which it makes at

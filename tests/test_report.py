@@ -228,3 +228,16 @@ def test_runs_are_one_cell_only_when_all_but_the_seed_is_the_same(tmp_path):
     assert findings(task)[0].startswith("The best test accuracy, 0.9000, came from full (trainer.num_train_epochs=10)")
     (task,) = summarise(runs[:2])  # the same setting, two seeds (disable_tqdm is no setting)
     assert [(c.variant, len(c.test)) for c in task.cells] == [("", 2)]
+
+
+def test_no_report_is_written_into_an_unfinished_run(checkpoints, data_dir, tmp_path, capsys):
+    from hf_transfer import run_folder
+    from hf_transfer.cli import main
+
+    folder = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=2"), tmp_path / "run").folder
+    (folder / run_folder.COMPLETE).unlink()  # as if it had been killed
+    with pytest.raises(SystemExit) as refused:
+        main(["report", str(folder)])
+    assert refused.value.code == 2 and "unfinished run" in capsys.readouterr().err
+    assert not (folder / "report.md").exists()
+    assert main(["report", str(folder), "--out", str(tmp_path / "elsewhere")]) == 0

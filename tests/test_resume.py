@@ -90,6 +90,8 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_
         assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
         assert run_folder.state(killed) == "incomplete"
         assert run_folder.checkpoint_step(run_folder.last_complete_checkpoint(killed)) == step
+        saved = json.loads((run_folder.last_complete_checkpoint(killed) / "progress.json").read_text())
+        assert saved["resumes"] == number and saved["train_runtime_s"] > 0
 
     assert main(["resume", str(killed)]) == 0
     assert run_folder.state(killed) == "complete"
@@ -98,6 +100,10 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(checkpoints, data_
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
     first, second = losses(whole), losses(killed)
     assert second["resumed_from"] == f"checkpoints/checkpoint-{kills[-1]}"
+    # The whole run's figures, not the resumed part's: the loss over every step, each resume counted.
+    assert second["train_loss"] == first["train_loss"] and second["steps"] == first["steps"]
+    assert (first["resumes"], second["resumes"]) == (0, len(kills))
+    assert second["train_runtime_s"] > saved["train_runtime_s"]  # the killed sessions' training counts
     for split in ("validation", "test"):
         assert {k: v for k, v in first[split].items() if not k.endswith(("runtime", "per_second"))} == {
             k: v for k, v in second[split].items() if not k.endswith(("runtime", "per_second"))
@@ -318,6 +324,7 @@ def test_ctrl_c_mid_epoch_then_resume_ends_as_the_uninterrupted_run(checkpoints,
     assert not [entry for entry in state["log_history"] if "eval_loss" in entry]  # no evaluation at the Ctrl-C
     resumed = resume(stopped)
     assert all(torch.equal(weights(whole.folder)[k], weights(resumed.folder)[k]) for k in weights(whole.folder))
+    assert resumed.metrics["train_loss"] == whole.metrics["train_loss"] and resumed.metrics["resumes"] == 1
     for key in ("best_checkpoint", "validation", "test"):
         first, second = whole.metrics[key], resumed.metrics[key]
         if isinstance(first, dict):
