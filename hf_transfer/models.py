@@ -470,6 +470,21 @@ def position_limit(model_config: Any) -> int | None:
     return model_limit
 
 
+def check_settings_fit(cfg: ModelConfig, task_cfg: Any, strategy_cfg: Any) -> None:
+    """check_fits for a run's task and strategy settings. A task's own default length is left
+    to the task (QA's 384 is cut to a smaller model's); a checkpoint whose config does not load
+    is reported where the model loads."""
+    import dataclasses
+
+    try:
+        config = load_base_config(cfg)
+    except UserError:
+        return
+    default = {f.name: f.default for f in dataclasses.fields(task_cfg)}.get("max_length")
+    max_length = getattr(task_cfg, "max_length", None)
+    check_fits(cfg, config, max_length if max_length != default else None, getattr(strategy_cfg, "r", None))
+
+
 def check_fits(cfg: ModelConfig, model_config: Any, max_length: int | None, lora_rank: int | None) -> None:
     """Settings the checkpoint cannot take, refused from its config before data or weights
     load: a task.max_length past its positions, a LoRA rank above its layers' width."""

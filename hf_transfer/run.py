@@ -139,10 +139,10 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     folder = distributed.shared_run_folder(args, Path(output_dir), resume)
     args.output_dir = str(folder / "checkpoints")
     checkpoint = run_folder.last_complete_checkpoint(folder) if resume else None
-    models.check_fits(run_cfg.model, models.load_base_config(run_cfg.model), run_cfg.task.max_length,
-                      getattr(run_cfg.strategy, "r", None))  # fmt: skip
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     data = task.load()
+    # Data problems first, as everywhere; then what the checkpoint cannot take, before weights load.
+    models.check_settings_fit(run_cfg.model, run_cfg.task, run_cfg.strategy)
     set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
     evaluated = len(data.splits["validation"]) if "validation" in data.splits else None
     apply_min_steps(args, run_cfg.strategy.min_steps, len(data.splits["train"]), evaluated,

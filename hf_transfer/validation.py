@@ -46,8 +46,7 @@ def check(run_cfg: Any, run_dir: Path | None = None) -> Findings:
         data = _stage(findings, task.load)
     if data is not None:
         findings.problems += problems_of(data)
-    _stage(findings, lambda: models.check_fits(run_cfg.model, models.load_base_config(run_cfg.model),
-                                               run_cfg.task.max_length, getattr(run_cfg.strategy, "r", None)))
+    _stage(findings, lambda: models.check_settings_fit(run_cfg.model, run_cfg.task, run_cfg.strategy))
     tokenizer = _stage(findings, lambda: _tokenizer(run_cfg, task))
     if tokenizer is not None:  # the checkpoint's config loads: its modules can be checked
         strategy = make_strategy(run_cfg.strategy, run_cfg.model, task.new_head, task.peft_task_type)
