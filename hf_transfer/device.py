@@ -129,16 +129,18 @@ def trainer_defaults(trainer: dict[str, Any], device: str | None) -> dict[str, A
     bf16 autocast where the GPU has it (fp16 where only that), pinned memory copied without
     waiting, and no per-step read of the loss on the host."""
     defaults: dict[str, Any] = {}
-    if device is None:
-        defaults["dataloader_pin_memory"] = False  # pinning needs an accelerator
-        return defaults
+    if device not in ("cuda", "xpu"):
+        defaults["dataloader_pin_memory"] = False  # pinning needs a CUDA or XPU device
+        if device is None:
+            return defaults
+    else:
+        defaults["dataloader_pin_memory"] = True
+        # Batches from pinned memory go to the device without the host waiting for the copy.
+        defaults["accelerator_config"] = {"non_blocking": True}
     if not any(key in trainer for key in PRECISION_KEYS) and device == "cuda":
         import torch
 
         defaults["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
-    defaults["dataloader_pin_memory"] = True
-    # Batches from pinned memory go to the device without the host waiting for the copy.
-    defaults["accelerator_config"] = {"non_blocking": True}
     # The Trainer reads each step's loss on the host to leave NaN/inf out of the logged mean:
     # a host-device synchronisation every step, which a small model's GPU step waits on.
     defaults["logging_nan_inf_filter"] = False

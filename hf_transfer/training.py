@@ -347,8 +347,9 @@ class TransferTrainer(Trainer):
         # What the Trainer adds up for its train_loss, added up here over the whole run, in
         # float64 and in step order from the checkpoint's sum: a resumed run's is the same number.
         if self._loss_sum is None:
-            self._loss_sum = torch.tensor(self.progress_before.loss_sum, dtype=torch.float64, device=loss.device)
-        self._loss_sum += loss.detach().double()
+            start = self.progress_before.loss_sum
+            self._loss_sum = torch.tensor(start, dtype=_sum_dtype(loss.device), device=loss.device)
+        self._loss_sum += loss.detach().to(self._loss_sum.dtype)
         return loss
 
     def progress(self) -> Progress:
@@ -358,7 +359,7 @@ class TransferTrainer(Trainer):
         before = self.progress_before
         loss_sum = self._loss_sum
         if loss_sum is None:
-            loss_sum = torch.tensor(before.loss_sum, dtype=torch.float64, device=self.args.device)
+            loss_sum = torch.tensor(before.loss_sum, dtype=_sum_dtype(self.args.device), device=self.args.device)
         if self.args.world_size > 1:
             loss_sum = self.accelerator.reduce(loss_sum, reduction="mean")
         return Progress(
@@ -420,6 +421,11 @@ class TransferTrainer(Trainer):
 
             return SequentialSampler(eval_dataset)
         return None
+
+
+def _sum_dtype(device: Any) -> torch.dtype:
+    """float64 for a running sum, where the device has it (Apple's MPS has not)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
 def frozen_modules(module: Any) -> list[Any]:
