@@ -55,7 +55,7 @@ class Progress:
     how many times it was resumed. A resumed run adds its own to it, so that metrics.json
     describes the whole run, not the part after the last resume."""
 
-    loss_sum: float = 0.0
+    loss_sum: float | None = 0.0  # None: not known (a checkpoint written without this record)
     train_runtime_s: float = 0.0
     wall_time_s: float = 0.0
     resumes: int = 0
@@ -65,7 +65,7 @@ class Progress:
         """The checkpoint's record (a resumed run is one more resume); a fresh run's: nothing yet."""
         file = checkpoint / PROGRESS if checkpoint is not None else None
         if file is None or not file.is_file():
-            return cls(resumes=1 if checkpoint is not None else 0)
+            return cls(resumes=0) if checkpoint is None else cls(loss_sum=None, resumes=1)
         saved = cls(**json.loads(file.read_text(encoding="utf-8")))
         return dataclasses.replace(saved, resumes=saved.resumes + 1)
 
@@ -150,7 +150,8 @@ class StopOnInterrupt(TrainerCallback):
         # Stopping mid-epoch ends the Trainer's epoch loop too, and an epoch-wise evaluation and
         # save would follow: an evaluation the uninterrupted run never made, competing for the
         # best checkpoint. The epoch did not end; the checkpoint of the step is saved already.
-        if self.interrupted_at is not None:
+        epoch = state.epoch or 0.0
+        if self.interrupted_at is not None and abs(epoch - round(epoch)) > 1e-6:  # cut short, not ended
             control.should_evaluate = False
             control.should_save = False
 

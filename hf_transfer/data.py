@@ -482,13 +482,13 @@ def read_conll(paths: list[Path], encoding: str | None = None, key: str = "task.
     import datasets
 
     rows: list[list[list[str]]] = []  # sentences of lines of fields
-    width = None
+    width, first_at, first_path = None, 0, None
     for path in paths:
         now: list[list[str]] = []
-        width, first_at = None, 0
         try:
             for number, line in enumerate(_open_text(path, encoding), 1):
-                fields = line.split()
+                # Tab-separated where the line has tabs (a token may hold a non-breaking space).
+                fields = [f for f in line.rstrip("\r\n").split("\t") if f.strip()] if "\t" in line else line.split()
                 if not fields or fields[0] == "-DOCSTART-":
                     if now:
                         rows.append(now)
@@ -497,10 +497,11 @@ def read_conll(paths: list[Path], encoding: str | None = None, key: str = "task.
                 if len(fields) < 2:
                     raise UserError(f"{path}, line {number}: expected `token tag`, got {line.strip()!r}")
                 if width is None:
-                    width, first_at = len(fields), number
+                    width, first_at, first_path = len(fields), number, path
                 elif len(fields) != width:
+                    where = f"line {first_at}" if first_path == path else f"{first_path}, line {first_at},"
                     raise UserError(
-                        f"{path}, line {number}: {len(fields)} fields, but line {first_at} has {width} "
+                        f"{path}, line {number}: {len(fields)} fields, but {where} has {width} "
                         f"({line.strip()!r}: a lost or extra tab?); fix the line"
                     )
                 now.append(fields)

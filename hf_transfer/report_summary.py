@@ -140,7 +140,8 @@ def _variants(runs: list[dict[str, Any]]) -> list[str]:
     labels = [""] * len(runs)
     for members in groups.values():
         settings = [runs[i].get("_settings") or {} for i in members]
-        keys = sorted({k for s in settings for k in s})
+        # A key some runs lack (written by an older version) is no difference between them.
+        keys = sorted(set.intersection(*(set(s) for s in settings)) if settings else set())
         differing = [k for k in keys if len({s.get(k) for s in settings}) > 1]
         for i, own in zip(members, settings):
             labels[i] = ", ".join(f"{k}={own.get(k, 'unset')}" for k in differing)

@@ -372,7 +372,9 @@ def _whole_run(trainer: Any, train_output: Any) -> dict[str, Any]:
         if total > 0
         else 0.0,
         # The mean step loss over all of the run's optimizer steps.
-        "train_loss": round(progress.loss_sum / max(trainer.state.global_step, 1), 6),
+        "train_loss": round(progress.loss_sum / max(trainer.state.global_step, 1), 6)
+        if progress.loss_sum is not None
+        else round(train_output.training_loss, 6),  # resumed from a checkpoint without the record
         "resumes": progress.resumes,
     }
 

@@ -50,7 +50,8 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     # Stated explicitly: for a peft-wrapped model the Trainer cannot infer them, and without
     # them evaluation silently returns no labels and no metrics.
     kwargs.setdefault("label_names", ["labels"])
-    for key, value in trainer_defaults(kwargs, accelerator()).items():
+    device = None if kwargs.get("use_cpu") else accelerator()
+    for key, value in trainer_defaults(kwargs, device).items():
         kwargs.setdefault(key, value)
     # Set deliberately: DDP tracks only parameters that require grad, so frozen ones need no
     # search for unused parameters (which costs a graph walk every step); a trainable parameter
@@ -347,9 +348,11 @@ class TransferTrainer(Trainer):
         # What the Trainer adds up for its train_loss, added up here over the whole run, in
         # float64 and in step order from the checkpoint's sum: a resumed run's is the same number.
         if self._loss_sum is None:
-            start = self.progress_before.loss_sum
+            start = self.progress_before.loss_sum or 0.0
             self._loss_sum = torch.tensor(start, dtype=_sum_dtype(loss.device), device=loss.device)
-        self._loss_sum += loss.detach().to(self._loss_sum.dtype)
+        # A NaN or infinite step is left out, as the Trainer's own mean leaves it out.
+        step = loss.detach().to(self._loss_sum.dtype)
+        self._loss_sum += torch.where(torch.isfinite(step), step, torch.zeros_like(step))
         return loss
 
     def progress(self) -> Progress:
@@ -359,11 +362,12 @@ class TransferTrainer(Trainer):
         before = self.progress_before
         loss_sum = self._loss_sum
         if loss_sum is None:
-            loss_sum = torch.tensor(before.loss_sum, dtype=_sum_dtype(self.args.device), device=self.args.device)
+            start = before.loss_sum or 0.0
+            loss_sum = torch.tensor(start, dtype=_sum_dtype(self.args.device), device=self.args.device)
         if self.args.world_size > 1:
             loss_sum = self.accelerator.reduce(loss_sum, reduction="mean")
         return Progress(
-            loss_sum=float(loss_sum),
+            loss_sum=float(loss_sum) if before.loss_sum is not None else None,
             train_runtime_s=before.train_runtime_s + time.perf_counter() - self._train_started,
             wall_time_s=before.wall_time_s + time.perf_counter() - self._run_started,
             resumes=before.resumes,

@@ -46,12 +46,22 @@ def _problem(requirement_line: str) -> str | None:
     installed = installed_version(requirement.name)
     if installed is None:
         return f"{requirement.name} is not installed; hf_transfer needs {wanted}: pip install '{wanted}'"
-    if requirement.specifier.contains(installed, prereleases=True):
+    if requirement.specifier.contains(_release(installed), prereleases=True):
         return None
     return (
         f"{requirement.name} {installed} is installed, but hf_transfer is tested with {wanted}: "
         f"pip install '{wanted}'"
     )
+
+
+def _release(version: str) -> str:
+    """The release numbers of a version: NGC's torch `2.11.0a0+git...` is a 2.11.0 build."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return ".".join(map(str, Version(version).release))
+    except InvalidVersion:
+        return version
 
 
 def installed_version(name: str) -> str | None:

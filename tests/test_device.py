@@ -173,3 +173,13 @@ def test_batches_padded_as_on_a_gpu_train_as_before_with_the_feature_cache(check
     monkeypatch.setattr(training, "pad_multiple", lambda device_type: asked.append(device_type) or 16)
     cached, plain = assert_same_training(tmp_path, checkpoints["bert"], data_dir, "strategy=head_only")
     assert cached.metrics["feature_cache"]["used"] is True and asked == ["cpu", "cpu"]  # both runs padded to 16
+
+
+def test_use_cpu_on_a_gpu_machine_gets_the_cpu_defaults(checkpoints, data_dir, tmp_path, monkeypatch):
+    from hf_transfer import training
+
+    monkeypatch.setattr(training, "accelerator", lambda: "cuda")  # a GPU machine, told to use its CPU
+    cfg = validate(compose_tiny(checkpoints["bert"], data_dir))  # the tiny recipe sets trainer.use_cpu=true
+    task = task_class("text_classification")(cfg.task, cfg.seed)
+    args = training.training_arguments(cfg, task, tmp_path)
+    assert args.bf16 is False and args.dataloader_pin_memory is False

@@ -297,10 +297,8 @@ def test_sweeps_started_in_the_same_second_get_their_own_folders(checkpoints, da
         assert len(list(sweep.rglob("COMPLETE"))) == 2
 
 
-INTERRUPT_AT = 5  # mid-epoch (9 steps an epoch); the run stops after the next step, 6: no step that evaluates
-
-
-def test_ctrl_c_mid_epoch_then_resume_ends_as_the_uninterrupted_run(checkpoints, data_dir, tmp_path):
+@pytest.mark.parametrize("interrupt_at", [5, 8], ids=["mid-epoch", "epoch-end"])
+def test_ctrl_c_mid_epoch_then_resume_ends_as_the_uninterrupted_run(checkpoints, data_dir, tmp_path, interrupt_at):
     """Epoch-wise evaluation choosing the best checkpoint (load_best_model_at_end): Ctrl-C at a
     step that does not evaluate adds no evaluation, so the resumed run chooses as the whole one."""
     from transformers import TrainerCallback
@@ -310,18 +308,20 @@ def test_ctrl_c_mid_epoch_then_resume_ends_as_the_uninterrupted_run(checkpoints,
 
     class CtrlC(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == INTERRUPT_AT and not (tmp_path / "interrupted").exists():
+            if state.global_step == interrupt_at and not (tmp_path / "interrupted").exists():
                 (tmp_path / "interrupted").touch()
                 os.kill(os.getpid(), signal.SIGINT)  # as the terminal sends it: the handler runs at once
 
     overrides = ["trainer.num_train_epochs=3", "trainer.per_device_train_batch_size=8", "trainer.eval_strategy=epoch",
                  "trainer.save_strategy=epoch", "trainer.load_best_model_at_end=true", "trainer.logging_steps=1"]  # fmt: skip
     whole = run(compose_tiny(checkpoints["bert"], data_dir, *overrides), output_dir=tmp_path / "whole")
-    with pytest.raises(Interrupted, match=f"interrupted at step {INTERRUPT_AT + 1}"):
+    with pytest.raises(Interrupted, match=f"interrupted at step {interrupt_at + 1}"):
         run(compose_tiny(checkpoints["bert"], data_dir, *overrides), tmp_path / "stopped", callbacks=[CtrlC()])
     stopped = tmp_path / "stopped"
-    state = json.loads((stopped / "checkpoints" / f"checkpoint-{INTERRUPT_AT + 1}" / "trainer_state.json").read_text())
-    assert not [entry for entry in state["log_history"] if "eval_loss" in entry]  # no evaluation at the Ctrl-C
+    state = json.loads((stopped / "checkpoints" / f"checkpoint-{interrupt_at + 1}" / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_loss" in entry]
+    # 9 steps an epoch: a stop at step 6 adds no evaluation; one at step 9 keeps the epoch's own.
+    assert len(evaluations) == (1 if interrupt_at + 1 == 9 else 0)
     resumed = resume(stopped)
     assert all(torch.equal(weights(whole.folder)[k], weights(resumed.folder)[k]) for k in weights(whole.folder))
     assert resumed.metrics["train_loss"] == whole.metrics["train_loss"] and resumed.metrics["resumes"] == 1

@@ -79,3 +79,13 @@ def test_conll_files_read_as_text_get_the_format_to_name(checkpoints, tmp_path):
     write_conll(tmp_path / "train.txt", sentences(40))
     with pytest.raises(UserError, match=r"column 'tokens' .*look like CoNLL .*task.data.format=conll"):
         load(checkpoints["bert"], tmp_path, "task.data.format=null")  # as the blank task leaves it
+
+
+def test_files_of_one_split_must_agree_and_tokens_may_hold_spaces(checkpoints, tmp_path):
+    from hf_transfer.data import read_conll
+
+    (tmp_path / "a.conll").write_text("Paris\u00a0Nord\tB-place\nis\tO\n")  # a non-breaking space in a token
+    assert read_conll([tmp_path / "a.conll"])["tokens"] == [["Paris\u00a0Nord", "is"]]
+    (tmp_path / "b.conll").write_text("x\tNN\tB-NP\tO\n")
+    with pytest.raises(UserError, match=r"b.conll, line 1: 4 fields, but .*a.conll, line 1, has 2"):
+        read_conll([tmp_path / "a.conll", tmp_path / "b.conll"])

@@ -264,7 +264,12 @@ class GenerationPredictor(PipelinePredictor):
     def __init__(self, settings: dict[str, Any], pipe: Any):
         super().__init__(settings, pipe)
         self.new_tokens = settings.get("max_new_tokens", Generation.max_new_tokens)
-        self.max_length = max(self.max_length - self.new_tokens, 1)
+        if self.max_length - self.new_tokens < 1:
+            raise UserError(
+                f"--max-new-tokens {self.new_tokens} leaves no room for a prompt in the model's {self.max_length} "
+                "positions: ask for fewer new tokens"
+            )
+        self.max_length -= self.new_tokens
         pipe.tokenizer.model_max_length = self.max_length
         pipe.tokenizer.truncation_side = "left"  # the end of a prompt is what is continued
 
