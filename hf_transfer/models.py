@@ -471,26 +471,21 @@ def position_limit(model_config: Any) -> int | None:
 
 
 def check_settings_fit(cfg: ModelConfig, task_cfg: Any, strategy_cfg: Any) -> None:
-    """check_fits for a run's task and strategy settings. A task's own default length is left
-    to the task (QA's 384 is cut to a smaller model's); a checkpoint whose config does not load
-    is reported where the model loads."""
+    """Settings the checkpoint cannot take, refused from its config before weights load: a
+    task.max_length past its positions, a LoRA rank above its layers' width. A task's own
+    default length is left to the task (QA's 384 is cut to a smaller model's); a checkpoint
+    whose config does not load is reported where the model loads."""
     import dataclasses
 
     try:
-        config = load_base_config(cfg)
+        model_config = load_base_config(cfg)
     except UserError:
         return
+    model = cfg.name or cfg.source
     default = {f.name: f.default for f in dataclasses.fields(task_cfg)}.get("max_length")
     max_length = getattr(task_cfg, "max_length", None)
-    check_fits(cfg, config, max_length if max_length != default else None, getattr(strategy_cfg, "r", None))
-
-
-def check_fits(cfg: ModelConfig, model_config: Any, max_length: int | None, lora_rank: int | None) -> None:
-    """Settings the checkpoint cannot take, refused from its config before data or weights
-    load: a task.max_length past its positions, a LoRA rank above its layers' width."""
     limit = position_limit(model_config)
-    model = cfg.name or cfg.source
-    if max_length is not None and limit is not None and max_length > limit:
+    if max_length is not None and max_length != default and limit is not None and max_length > limit:
         raise UserError(
             f"task.max_length={max_length} is more than model {model} has positions for ({limit}): set it to "
             f"{limit} or less, or null for the model's limit"
@@ -498,6 +493,7 @@ def check_fits(cfg: ModelConfig, model_config: Any, max_length: int | None, lora
     inner = inner_config(model_config)
     width = next((v for key in ("hidden_size", "n_embd", "d_model", "dim")
                   if isinstance(v := getattr(inner, key, None), int) and v > 0), None)  # fmt: skip
+    lora_rank = getattr(strategy_cfg, "r", None)
     if lora_rank is not None and width is not None and lora_rank > width:
         raise UserError(
             f"strategy.r={lora_rank} is above the width of the layers LoRA adapts in model {model} ({width}): "

@@ -348,8 +348,7 @@ class TransferTrainer(Trainer):
         # What the Trainer adds up for its train_loss, added up here over the whole run, in
         # float64 and in step order from the checkpoint's sum: a resumed run's is the same number.
         if self._loss_sum is None:
-            start = self.progress_before.loss_sum or 0.0
-            self._loss_sum = torch.tensor(start, dtype=_sum_dtype(loss.device), device=loss.device)
+            self._loss_sum = self._loss_sum_start(loss.device)
         # A NaN or infinite step is left out, as the Trainer's own mean leaves it out.
         step = loss.detach().to(self._loss_sum.dtype)
         self._loss_sum += torch.where(torch.isfinite(step), step, torch.zeros_like(step))
@@ -360,10 +359,7 @@ class TransferTrainer(Trainer):
         collective (the loss is their mean, as the Trainer's): called by every process, at
         checkpoints and at the end."""
         before = self.progress_before
-        loss_sum = self._loss_sum
-        if loss_sum is None:
-            start = before.loss_sum or 0.0
-            loss_sum = torch.tensor(start, dtype=_sum_dtype(self.args.device), device=self.args.device)
+        loss_sum = self._loss_sum if self._loss_sum is not None else self._loss_sum_start(self.args.device)
         if self.args.world_size > 1:
             loss_sum = self.accelerator.reduce(loss_sum, reduction="mean")
         return Progress(
@@ -372,6 +368,12 @@ class TransferTrainer(Trainer):
             wall_time_s=before.wall_time_s + time.perf_counter() - self._run_started,
             resumes=before.resumes,
         )
+
+    def _loss_sum_start(self, device: Any) -> torch.Tensor:
+        """The running loss sum as the checkpoint left it (0: a fresh run), float64 where the
+        device has it (Apple's MPS has not)."""
+        dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+        return torch.tensor(self.progress_before.loss_sum or 0.0, dtype=dtype, device=device)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
@@ -425,11 +427,6 @@ class TransferTrainer(Trainer):
 
             return SequentialSampler(eval_dataset)
         return None
-
-
-def _sum_dtype(device: Any) -> torch.dtype:
-    """float64 for a running sum, where the device has it (Apple's MPS has not)."""
-    return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
 def frozen_modules(module: Any) -> list[Any]:
