@@ -129,8 +129,14 @@ def refuse_binary(sample: bytes, encoding: str | None, what: str) -> None:
     bytes in every character) is left to the decoding check."""
     if not sample or (encoding and codecs.lookup(encoding).name.startswith(_WIDE)):
         return
-    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _wide_without_mark(sample):
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return
+    if _wide_without_mark(sample):  # utf-8 would read it, a NUL between every two letters
+        order = "le" if sample[1::2].count(0) > sample[0::2].count(0) else "be"
+        raise UserError(
+            f"{what} looks like utf-16 text without a byte-order mark (a zero byte in every other position): "
+            f"give its encoding, utf-16-{order} (task.data.encoding, or --encoding for predict)"
+        )
     controls = len(sample) - len(sample.translate(None, _CONTROL))
     if controls == 0 or (controls < max(len(sample) // 1000, 2) and b"\0" not in sample):
         return
@@ -143,9 +149,16 @@ def refuse_binary(sample: bytes, encoding: str | None, what: str) -> None:
 
 
 def _wide_without_mark(sample: bytes) -> bool:
-    """Mostly-ASCII utf-16 text: a zero byte in nearly every other position."""
+    """Mostly-ASCII utf-16 text: a zero byte in nearly every other position, and printable
+    characters in the others (a program or an image has zeros everywhere, and no such order)."""
     half = len(sample) // 2
-    return half >= 2 and max(sample[0::2].count(0), sample[1::2].count(0)) > 0.8 * half
+    if half < 2:
+        return False
+    for zeros, chars in ((sample[0::2], sample[1::2]), (sample[1::2], sample[0::2])):
+        if zeros.count(0) > 0.8 * half:
+            printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in chars)
+            return printable > 0.8 * len(chars)
+    return False
 
 
 _LATIN_ALPHABETS = {

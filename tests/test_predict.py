@@ -398,3 +398,20 @@ def test_a_binary_file_is_refused_whatever_the_encoding(capsys, run_folder, tmp_
     options = ["--encoding", encoding] if encoding else []
     code, lines, err = predict(capsys, str(run_folder), "--file", str(source), *options)
     assert code == 2 and not lines and "looks like a binary file" in err and "latin-1" not in err
+
+
+def test_a_program_is_refused_as_binary_not_taken_for_utf16(capsys, run_folder, tmp_path):
+    """An executable has zero bytes everywhere, as utf-16 text has in every other byte."""
+    source = tmp_path / "program.txt"
+    source.write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + bytes(range(256)) * 4 + b"\x00" * 400)
+    code, lines, err = predict(capsys, str(run_folder), "--file", str(source))
+    assert code == 2 and not lines and "looks like a binary file" in err
+
+
+def test_utf16_without_a_mark_is_named_not_read_as_zeros(capsys, run_folder, tmp_path):
+    source = tmp_path / "wide.txt"
+    source.write_bytes("the movie was good\nawful plot\n".encode("utf-16-le"))
+    code, lines, err = predict(capsys, str(run_folder), "--file", str(source))
+    assert code == 2 and not lines and "utf-16-le" in err
+    code, lines, _ = predict(capsys, str(run_folder), "--file", str(source), "--encoding", "utf-16-le")
+    assert code == 0 and [line["text"] for line in lines] == ["the movie was good", "awful plot"]
