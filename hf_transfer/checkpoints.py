@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import signal
 import threading
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class ResumableCheckpoints(TrainerCallback):
             torch.save(self.epoch_rng, _epoch_rng_file(folder, args.process_index))
         if not args.should_save:
             return
+        settings = Path(args.output_dir).parent / "config.yaml"
+        if settings.is_file():  # the settings it was saved under: resume refuses others
+            shutil.copyfile(settings, folder / "config.yaml")
         record = {"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps}
         (folder / COMPLETE_CHECKPOINT).write_text(json.dumps(record) + "\n", encoding="utf-8")
 

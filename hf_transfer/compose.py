@@ -13,6 +13,7 @@ can be set as `trainer.KEY=VALUE` without Hydra's `+` prefix.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ CONFIG_MODULE = "hf_transfer.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 CONFIG_NAME = "config"
 RECIPES_PATH = "pkg://hf_transfer.recipes"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -228,11 +231,20 @@ def _compose(hydra: Hydra, overrides: list[str], mode: Any, with_logging: bool =
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    import re
+
     try:
         return hydra.compose_config(
             CONFIG_NAME, overrides, run_mode=mode, with_log_configuration=with_logging, validate_sweep_overrides=False
         )
     except (HydraException, OmegaConfBaseException, ValueError) as err:
+        # ~KEY of a key this config lacks (~task.extra_test on a task without extra sets): it is
+        # not there, as asked; the same command works for every task.
+        absent = re.search(r"Could not delete from config\. '([^']+)' does not exist", str(err))
+        if absent and f"~{absent.group(1)}" in overrides:
+            log.info("~%s: the config has no such key; nothing to remove", absent.group(1))
+            rest = [o for o in overrides if o != f"~{absent.group(1)}"]
+            return _compose(hydra, rest, mode, with_logging)
         raise UserError(f"cannot compose the config: {first_line(err)}{_hint(str(err))}") from None
     except yaml.YAMLError as err:
         raise UserError(f"cannot read a config file: {_yaml_problem(err)}") from None

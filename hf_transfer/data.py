@@ -360,11 +360,31 @@ def _load_files(
                     refuse_undecodable(path, encoding, keys[split])
             if "corresponds to no data" in str(err):
                 raise _no_rows(paths, keys[split]) from None
-            cause = first_line(err.__cause__ or err)
-            raise UserError(f"could not read the {split} data {names} ({keys[split]}) as {builder}: {cause}") from None
+            cause = (builder == "json" and _first_bad_json_line(paths, encoding)) or first_line(err.__cause__ or err)
+            what = f"the {split} data {names}" if keys[split].startswith("task.data") else ", ".join(names)
+            raise UserError(f"could not read {what} ({keys[split]}) as {builder}: {cause}") from None
         if len(loaded[split]) == 0:
             raise _no_rows(paths, keys[split])
     return datasets.DatasetDict(loaded)
+
+
+def _first_bad_json_line(paths: list[Path], encoding: str | None) -> str | None:
+    """'FILE, line N: what is wrong' for the first line of a JSON Lines file that is not JSON
+    (a whole-file JSON document gets the reader's own message)."""
+    import json
+
+    for path in paths:
+        lines = Path(path).read_text(encoding=encoding or "utf-8", errors="replace").splitlines()
+        if len([line for line in lines if line.strip()]) < 2 or lines[0].lstrip().startswith("["):
+            continue
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"{path}, line {number}: not a JSON object ({err.msg} at column {err.colno})"
+    return None
 
 
 @contextlib.contextmanager

@@ -37,11 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_transfer import disk
+
 log = logging.getLogger(__name__)
 
 # Inputs that say what is learned, or which positions are real: not part of an example's identity.
 _NOT_KEYS = {"labels", "label", "attention_mask", "start_positions", "end_positions"}
 _BUILD_BATCH = 64
+# Room left on the disk beyond a cache on it: what the run writes next (logs, checkpoints) needs some.
+SPARE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -251,32 +255,34 @@ def build(
         return None
     model_was_training = model.training
     model.eval()
-    probe, returns_tuple = _run_frozen(model, blocks[frozen - 1], collator([rows[0]]), device, autocast)
-    hidden, dtype = probe.shape[-1], probe.dtype
-    size = int(offsets[-1]) * hidden * probe.element_size()
-    on_disk = world_size > 1 or size > memory_share * _available_memory()
-    folder = _cache_folder(scratch, _key(model, blocks, frozen, below, index, dtype))
-    loaded = _load(folder) if on_disk else None
-    if loaded is None:
-        partial = _partial(folder, scratch)
-        features = _allocate(partial, (int(offsets[-1]), hidden), dtype, on_disk, process_index, wait)
-        from tqdm.auto import tqdm
+    try:  # a build that fails (a full disk) leaves the model as it found it
+        probe, returns_tuple = _run_frozen(model, blocks[frozen - 1], collator([rows[0]]), device, autocast)
+        hidden, dtype = probe.shape[-1], probe.dtype
+        size = int(offsets[-1]) * hidden * probe.element_size()
+        on_disk = world_size > 1 or size > memory_share * _available_memory()
+        folder = _cache_folder(scratch, _key(model, blocks, frozen, below, index, dtype))
+        loaded = _load(folder) if on_disk else None
+        if loaded is None:
+            partial = _partial(folder, scratch)
+            features = _allocate(partial, (int(offsets[-1]), hidden), dtype, on_disk, process_index, wait)
+            from tqdm.auto import tqdm
 
-        mine = batches[process_index::world_size]  # each process computes its share
-        for batch in tqdm(mine, desc="Caching frozen features", disable=process_index != 0):
-            out, _ = _run_frozen(model, blocks[frozen - 1], collator([rows[i] for i in batch]), device, autocast)
-            for j, row in enumerate(batch):
-                features[offsets[row] : offsets[row + 1]] = _to_numpy(out[j, : lengths[row]])
-        if on_disk:
-            features.flush()
-            wait()  # every process has written its share
-            if process_index == 0:
-                _complete(partial, folder, {"tokens": int(offsets[-1]), "hidden": hidden, "dtype": str(dtype)})
-            wait()
-            features = _load(folder)
-    else:
-        features = loaded
-    model.train(model_was_training)
+            mine = batches[process_index::world_size]  # each process computes its share
+            for batch in tqdm(mine, desc="Caching frozen features", disable=process_index != 0):
+                out, _ = _run_frozen(model, blocks[frozen - 1], collator([rows[i] for i in batch]), device, autocast)
+                for j, row in enumerate(batch):
+                    features[offsets[row] : offsets[row + 1]] = _to_numpy(out[j, : lengths[row]])
+            if on_disk:
+                features.flush()
+                wait()  # every process has written its share
+                if process_index == 0:
+                    _complete(partial, folder, {"tokens": int(offsets[-1]), "hidden": hidden, "dtype": str(dtype)})
+                wait()
+                features = _load(folder)
+        else:
+            features = loaded
+    finally:
+        model.train(model_was_training)
     store = _Store(features=features, offsets=offsets, dtype=dtype)
     record = {
         "used": True,
@@ -391,10 +397,27 @@ def _allocate(
     np_dtype = _NUMPY_DTYPES[dtype]
     if not on_disk:
         return np.empty(shape, dtype=np_dtype)
+    size = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
+    # Every process asks (the same disk, the same answer): none is left waiting for another.
+    disk.require(partial.parent, size + SPARE_BYTES, "the feature cache", "set strategy.cache=false")
     if process_index == 0:
         shutil.rmtree(partial, ignore_errors=True)  # an interrupted build's leftovers
         partial.mkdir(parents=True)
-        np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np_dtype, shape=shape).flush()
+        file = partial / "features.npy"
+        np.lib.format.open_memmap(file, mode="w+", dtype=np_dtype, shape=shape).flush()
+        # The file is sparse: a disk that fills while pages are written kills the process (SIGBUS).
+        # Its blocks are reserved now, so that a full disk is an error here instead.
+        try:
+            with file.open("r+b") as stream:
+                os.posix_fallocate(stream.fileno(), 0, file.stat().st_size)
+        except OSError as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not disk.is_full(err):
+                raise
+            raise disk.NoSpace(
+                f"not enough disk space for the feature cache in '{partial.parent}' ({disk.megabytes(size)}): "
+                "free some space, or set strategy.cache=false"
+            ) from None
     wait()
     return np.load(partial / "features.npy", mmap_mode="r+")
 
@@ -459,21 +482,27 @@ def prepare(config: Any, strategy: Any, trainer: Any, encoded: Any, padding_side
     decision = decide(setting, frozen, why, args, len(encoded.inputs["train"]), padding_side)
     if decision.used:
         parts = anatomy(model)
-        cache = build(
-            decision,
-            model,
-            [model.get_submodule(name) for name in parts.blocks],
-            parts.below,
-            encoded.inputs,
-            trainer.data_collator,
-            device=args.device,
-            autocast=trainer.accelerator.autocast,
-            scratch=scratch,
-            memory_share=config.cache_memory_share,
-            process_index=args.process_index,
-            world_size=args.world_size,
-            wait=trainer.accelerator.wait_for_everyone,
-        )
+        try:
+            cache = build(
+                decision,
+                model,
+                [model.get_submodule(name) for name in parts.blocks],
+                parts.below,
+                encoded.inputs,
+                trainer.data_collator,
+                device=args.device,
+                autocast=trainer.accelerator.autocast,
+                scratch=scratch,
+                memory_share=config.cache_memory_share,
+                process_index=args.process_index,
+                world_size=args.world_size,
+                wait=trainer.accelerator.wait_for_everyone,
+            )
+        except disk.NoSpace as err:
+            if config.cache is True:
+                raise
+            log.warning("feature cache: off (%s)", err)  # the run trains as it would without one
+            cache, decision = None, Decision(0, "no disk space for it")
         if cache is not None:
             trainer.feature_cache = cache
             r = cache.record
@@ -484,6 +513,7 @@ def prepare(config: Any, strategy: Any, trainer: Any, encoded: Any, padding_side
                 "reused" if r["reused"] else "computed", r["build_s"],
             )  # fmt: skip
             return r
-        decision = Decision(0, "the data collator changes the inputs it pads")
+        if decision.used:
+            decision = Decision(0, "the data collator changes the inputs it pads")
     log.info("feature cache: off (%s)", decision.reason)
     return {"used": False, "reason": decision.reason}

@@ -138,6 +138,11 @@ def _inputs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 file=sys.stderr,
             )
     if not inputs:
+        if empty:
+            raise UserError(f"no texts to predict: the {len(empty)} given are empty (left out by --skip-empty)")
+        if args.file not in (None, "-"):
+            raise UserError(f"input file '{args.file}' (--file) holds no texts: give a file with a text a line "
+                            "(or a .csv, .tsv or .jsonl file with a text column)")  # fmt: skip
         raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
     return [i.record for i in inputs]
 
@@ -326,6 +331,28 @@ def _refuse_missing_folder(model: str) -> None:
     raise UserError(f"run folder '{model}' does not exist{hint}: give a finished run folder, or a hub model id")
 
 
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+            "adapter_model.safetensors", "adapter_model.bin")  # fmt: skip
+_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
+
+
+def _refuse_incomplete_folder(model: str) -> None:
+    """A local folder without its weights or tokenizer (a run that did not finish, a file deleted):
+    named here, in one line, rather than by every loader transformers tried."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir() or any(folder.glob("*.gguf")):
+        return
+    from hf_transfer import run_folder
+
+    unfinished = run_folder.state(folder) == "incomplete"
+    fix = (f"the run did not finish: resume it (hf-transfer resume {model})" if unfinished
+           else "the file was removed: train the run again, or give another run folder")  # fmt: skip
+    if not any((folder / name).is_file() for name in _WEIGHTS):
+        raise UserError(f"'{model}' holds no model weights (model.safetensors); {fix}")
+    if not any((folder / name).is_file() for name in _TOKENIZER):
+        raise UserError(f"'{model}' holds no tokenizer (tokenizer.json); {fix}")
+
+
 def _task_of_architecture(model: str, revision: str | None) -> str:
     from transformers import AutoConfig
 
@@ -367,6 +394,7 @@ def load_predictor(
     settings: dict[str, Any] | None = None,
 ) -> Predictor:
     """A Predictor for a run folder or a hub model: `predictor.predict(records, batch_size)`."""
+    _refuse_incomplete_folder(model)
     if task is None:
         task, settings = run_task(model, revision)
     try:

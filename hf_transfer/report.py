@@ -173,17 +173,23 @@ def main(argv: list[str]) -> int:
     metrics_of = {r["run"]: r.pop("_metrics") for r in rows if "_metrics" in r}
     for line in warnings(metrics_of):
         print(line)
-    if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.DictWriter(stream, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
     out = Path(args.out or args.folders[0])
-    from hf_transfer import run_folder
+    from hf_transfer import disk, run_folder
 
     if run_folder.state(out) == "incomplete":  # its files would be taken for the run's, and go stale
         raise UserError(f"'{out}' is an unfinished run: report.md and report.html do not go into it; give --out FOLDER")
-    written = write_documents(rows, list(metrics_of.values()), out, where=", ".join(args.folders))
+    try:
+        if args.csv:
+            with open(args.csv, "w", newline="", encoding="utf-8") as stream:
+                writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+        written = write_documents(rows, list(metrics_of.values()), out, where=", ".join(args.folders))
+    except OSError as err:
+        if disk.read_only_error(err) is None and not disk.is_full(err):
+            raise
+        where = Path(err.filename) if err.filename else out
+        raise disk.cannot_write(where, err, "give --out FOLDER (and --csv FILE) where you can write") from None
     for line in written.findings:
         print(line)
     print(f"wrote {written.markdown} and {written.html}" + ("" if written.plots else f" (no plots: {INSTALL})"))

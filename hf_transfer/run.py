@@ -44,7 +44,7 @@ def run(
     folder behind that this call created, and nothing of a run that never trained. Ctrl-C
     ends in `Interrupted`, with the checkpoint kept.
     """
-    from hf_transfer import run_folder, versions
+    from hf_transfer import disk, run_folder, versions
 
     versions.check()  # the CLI checks first; a run started from Python is checked here
     run_cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
@@ -61,6 +61,13 @@ def run(
         raise
     except KeyboardInterrupt as err:  # outside the training steps, or a second Ctrl-C (or SIGTERM)
         raise Interrupted(_interrupted_message(folder, None), getattr(err, "status", 130)) from None
+    except Exception as err:
+        if disk.is_full(err) and run_folder.holds(folder):
+            raise disk.NoSpace(_disk_full_message(folder)) from None
+        if (refused := disk.read_only_error(err)) is not None and run_folder.holds(folder):
+            where = Path(refused.filename) if refused.filename else folder
+            raise disk.cannot_write(where, refused, f"make it writable and resume with: hf-transfer resume {folder}")
+        raise
     finally:
         run_folder.release(folder)
     if run_cfg.hub.push and result.is_main_process:
@@ -92,11 +99,59 @@ def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
             f"'{folder}' holds no run to resume (no config.yaml: the run stopped before training started, so "
             "nothing of it is lost): run the same training command again"
         )
-    run_cfg = validate(yaml.safe_load(config_file.read_text(encoding="utf-8")))
+    settings = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    _check_unchanged(folder, settings)
+    run_cfg = validate(settings)
     started_in = folder / STARTED_IN
     where = Path(started_in.read_text(encoding="utf-8").strip()) if started_in.is_file() else Path.cwd()
     with contextlib.chdir(where if where.is_dir() else Path.cwd()):
         return run(run_cfg, folder, callbacks, resume=True)
+
+
+def _check_unchanged(folder: Path, settings: dict[str, Any]) -> None:
+    """A checkpoint resumes the run that saved it: config.yaml edited since (another strategy, say)
+    would go on from weights and an optimizer made for other settings."""
+    import yaml
+
+    from hf_transfer import run_folder
+
+    checkpoint = run_folder.last_complete_checkpoint(folder)
+    saved = checkpoint / "config.yaml" if checkpoint else None
+    if saved is None or not saved.is_file():  # no checkpoint, or one of an earlier version
+        return
+    changed = _differences(yaml.safe_load(saved.read_text(encoding="utf-8")), settings)
+    if changed:
+        shown = "; ".join(f"{key}: {before!r} -> {after!r}" for key, before, after in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(
+            f"{folder / 'config.yaml'} was changed since {checkpoint.name} was saved ({shown}{more}); a checkpoint "
+            "resumes only the settings it was trained with: put them back, or start a new run with the new ones"
+        )
+
+
+def _differences(before: Any, after: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            change
+            for key in sorted(set(before) | set(after), key=str)
+            for change in _differences(before.get(key), after.get(key), f"{prefix}{key}.")
+        ]
+    return [] if before == after else [(prefix.rstrip("."), before, after)]
+
+
+def _disk_full_message(folder: Path) -> str:
+    """The disk filled while the run was writing: the half-written checkpoint goes (it would only
+    hold space), the complete ones stay, and the run resumes once there is room."""
+    from hf_transfer import disk, run_folder
+
+    removed = run_folder.remove_incomplete_checkpoints(folder)
+    last = run_folder.last_complete_checkpoint(folder)
+    need = f"; a checkpoint of this run takes {disk.megabytes(disk.folder_size(last))}" if last else ""
+    gone = f" (the half-written {', '.join(p.name for p in removed)} removed)" if removed else ""
+    return (
+        f"no space left on the disk of '{folder}' ({disk.megabytes(disk.free_bytes(folder))} free){gone}{need}; "
+        f"free some space, then resume with: hf-transfer resume {folder}"
+    )
 
 
 def _interrupted_message(folder: Path, step: int | None) -> str:
@@ -145,8 +200,9 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     models.check_settings_fit(run_cfg.model, run_cfg.task, run_cfg.strategy)
     set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
     evaluated = len(data.splits["validation"]) if "validation" in data.splits else None
-    apply_min_steps(args, run_cfg.strategy.min_steps, len(data.splits["train"]), evaluated,
-                    early_stopping=run_cfg.early_stopping.patience is not None)  # fmt: skip
+    min_steps, why = task.min_steps(run_cfg.strategy.min_steps)
+    apply_min_steps(args, min_steps, len(data.splits["train"]), evaluated,
+                    early_stopping=run_cfg.early_stopping.patience is not None, why=why)  # fmt: skip
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
 
     memory = PeakMemory()
@@ -179,6 +235,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         100 * trainable / total,
         ", ".join(trained_modules),
     )
+    _check_room(model, args, trainable, folder)
     interrupt = StopOnInterrupt()
     callbacks = [ResumableCheckpoints(resume_from=checkpoint), interrupt, *callbacks]
     if checkpoint is not None:  # the strategy's own schedule goes on from where it was
@@ -251,12 +308,29 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
 
 
-def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any, pretrained: bool) -> dict[str, Any] | None:
-    """A new cosine head starts from the training examples' class centroids (imprint.py)."""
-    from hf_transfer.distributed import zero3_enabled
-    from hf_transfer.imprint import can_imprint, imprint_head
+def _check_room(model: Any, args: Any, trainable: int, folder: Path) -> None:
+    """A run whose first checkpoint and saved model would not fit on the disk is refused before
+    it trains (a full disk mid-save stops it, resumable, but the time is lost)."""
+    from hf_transfer import disk
 
-    if not task.new_head or not can_imprint(model):
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    if getattr(model, "peft_config", None):  # LoRA saves its adapters, not the base
+        weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    checkpoint = weights + 8 * trainable if args.save_strategy != "no" else 0  # AdamW: two float32 states
+    disk.require(folder, checkpoint + weights, "a checkpoint and the trained model" if checkpoint else "the trained model",
+                 "choose a run folder on another disk (hydra.run.dir)")
+
+
+def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any, pretrained: bool) -> dict[str, Any] | None:
+    """A new cosine head starts from the training examples' class centroids, a regression head from
+    a ridge fit of their targets (imprint.py)."""
+    from hf_transfer.distributed import zero3_enabled
+    from hf_transfer.imprint import can_imprint, fit_number_head, imprint_head, output_layer
+
+    if not task.new_head:
+        return None
+    numbers = getattr(model.config, "problem_type", None) == "regression" and output_layer(model) is not None
+    if not numbers and not can_imprint(model):
         return None
     if not pretrained:
         # A random encoder maps every text to about the same direction, and so the centroids:
@@ -266,6 +340,8 @@ def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any, pre
     if zero3_enabled():  # ZeRO-3 runs the model only once wrapped
         log.warning("head: not imprinted under DeepSpeed ZeRO-3; it starts from random class vectors")
         return None
+    if numbers:
+        return fit_number_head(model, encoded.inputs["train"], task.collator(tokenizer), args.device)
     return imprint_head(model, encoded.inputs["train"], task.collator(tokenizer), args.device)
 
 

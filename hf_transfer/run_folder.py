@@ -59,6 +59,16 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     return max(complete, key=checkpoint_step, default=None)
 
 
+def remove_incomplete_checkpoints(folder: Path) -> list[Path]:
+    """Remove the checkpoints a stopped save left half-written (they are never resumed from)."""
+    import shutil
+
+    half = [p for p in (folder / "checkpoints").glob("checkpoint-*") if not (p / COMPLETE_CHECKPOINT).is_file()]
+    for checkpoint in half:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return half
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
 
@@ -127,7 +137,11 @@ def take(folder: Path) -> None:
                         "write to (hydra.run.dir)") from None  # fmt: skip
     if fcntl is None:  # pragma: no cover
         return
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:  # a read-only folder (or disk), or one that is not ours
+        raise UserError(f"cannot write into the run folder '{folder}': {err.strerror or err}; choose a folder you "
+                        "can write to (hydra.run.dir)") from None  # fmt: skip
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -116,6 +116,7 @@ def apply_min_steps(
     train_examples: int,
     eval_examples: int | None = None,
     early_stopping: bool = False,
+    why: str | None = None,
 ) -> None:
     """strategy.min_steps, a schedule for the data there is: where it makes fewer optimizer
     steps, the batch shrinks (down to SMALLEST_BATCH, to STEPS_PER_EPOCH steps an epoch), then
@@ -123,8 +124,10 @@ def apply_min_steps(
     (`eval_examples`: the validation split's size). Where that leaves one evaluation, at the
     end, there is none during training (the run scores the validation split after it anyway)
     and no checkpoint (`early_stopping`: keep them for it). A run with trainer.max_steps trains
-    exactly that many steps, at its own batch size."""
+    exactly that many steps, at its own batch size. `why`: where the minimum comes from, for the log."""
     import math
+
+    why = why or f"strategy.min_steps={min_steps}"
 
     if not min_steps or args.max_steps > 0:
         return
@@ -135,8 +138,8 @@ def apply_min_steps(
     smaller = max(SMALLEST_BATCH, min(batch, train_examples // (STEPS_PER_EPOCH * replicas)))
     if smaller < batch:
         log.info(
-            "strategy.min_steps=%d: batches of %d, not trainer.per_device_train_batch_size=%d "
-            "(%d training examples)", min_steps, smaller, batch, train_examples,
+            "%s: batches of %d, not trainer.per_device_train_batch_size=%d (%d training examples)",
+            why, smaller, batch, train_examples,
         )  # fmt: skip
         args.per_device_train_batch_size = smaller
     steps_per_epoch = max(math.ceil(train_examples / (smaller * replicas)), 1)
@@ -150,9 +153,8 @@ def apply_min_steps(
     every_epochs = math.ceil(epochs / evaluations)
     epochs = every_epochs * math.ceil(epochs / every_epochs)  # the last evaluation at the end
     log.info(
-        "strategy.min_steps=%d: %d epochs of %d steps, not trainer.num_train_epochs=%g "
-        "(strategy.min_steps=0 trains the epochs asked for)",
-        min_steps, epochs, steps_per_epoch, args.num_train_epochs,
+        "%s: %d epochs of %d steps, not trainer.num_train_epochs=%g (strategy.min_steps=0 trains the epochs "
+        "asked for)", why, epochs, steps_per_epoch, args.num_train_epochs,
     )  # fmt: skip
     args.num_train_epochs = epochs
     if args.train_sampling_strategy == "group_by_length":

@@ -95,7 +95,8 @@ def test_regression_run_and_pipeline(capsys, checkpoints, kinds_dir, tmp_path, p
     cfg = compose_kind(checkpoints["bert"], kinds_dir, "task.problem_type=regression", "task.columns.label=score",
                        f"model.pooling={pooling}")  # fmt: skip
     result = run(cfg, output_dir=tmp_path / "run")
-    assert result.metrics["pooling"] == pooling and "head_init" not in result.metrics  # a number has no classes
+    # Fitted from the train split (less the validation carved from it).
+    assert result.metrics["pooling"] == pooling and result.metrics["head_init"]["fitted_from"] == 150
     test = result.metrics["test"]
     assert result.metrics["train_loss_last_logged"] < 0.8 * result.metrics["train_loss_first_logged"]
     assert test["pearson"] > 0.5 and {"mse", "mae", "spearman"} <= set(test)
@@ -134,6 +135,50 @@ def test_multi_label_and_regression_with_each_strategy(checkpoints, kinds_dir, t
             assert scores[0]["score"] == pytest.approx(record["prediction"], abs=1e-5)
         else:
             assert {s["label"]: s["score"] for s in scores} == pytest.approx(record["scores"], abs=1e-5)
+
+
+def test_a_number_head_starts_from_a_fit_of_the_features():
+    """The ridge start recovers a linear relation, and falls back to the mean where the
+    features say nothing of the target."""
+    import torch
+
+    from hf_transfer.imprint import _ridge
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=generator, dtype=torch.float64)
+    truth = torch.tensor([1.0, -2.0, 0.5, 0, 0, 3.0, 0, 1.0], dtype=torch.float64)
+    weight, bias, penalty = _ridge(x, x @ truth + 50, intercept=True)
+    assert penalty is not None and torch.allclose(weight, truth, atol=0.05) and bias == pytest.approx(50, abs=0.1)
+    noise = torch.randn(300, generator=generator, dtype=torch.float64) + 7
+    weight, bias, penalty = _ridge(x, noise, intercept=True)
+    assert penalty is None and not weight.any() and bias == pytest.approx(float(noise.mean()))
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_regression_far_from_zero_is_not_stuck_at_zero(checkpoints, kinds_dir, tmp_path, arch):
+    """Targets around 100 at the default rate: a random head would output about 0 (a test MSE
+    near 10,000); started from the fit, the run is at least about as good as the mean (BERT's
+    head, with a bias), or far nearer than 0 (GPT-2's, without one: the tiny random model's
+    features do not share one direction as a pretrained model's do)."""
+    import csv
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "test"):
+        with (kinds_dir / f"{split}.csv").open() as source, (folder / f"{split}.csv").open("w", newline="") as out:
+            rows = list(csv.DictReader(source))
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**r, "score": float(r["score"]) + 100} for r in rows)
+    cfg = compose_tiny(checkpoints[arch], folder, "task.problem_type=regression", "task.columns.label=score",
+                       "trainer.num_train_epochs=1")  # fmt: skip
+    result = run(cfg, output_dir=tmp_path / "run")
+    baseline = result.metrics["baseline"]["scores"]["test"]["mse"]
+    assert result.metrics["head_init"]["start"] in ("ridge", "mean")
+    if arch == "bert":
+        assert result.metrics["test"]["mse"] < 1.5 * baseline
+    else:  # GPT-2's output layer has no bias: the fit goes through the origin, and is only near
+        assert result.metrics["test"]["mse"] < 0.25 * 100**2
 
 
 def test_regression_needs_numbers(checkpoints, kinds_dir, tmp_path):

@@ -64,3 +64,46 @@ def test_one_class_in_every_split_is_refused(capsys, checkpoints, tmp_path):
 def test_report_csv_naming_a_folder_is_refused(capsys, tmp_path):
     (tmp_path / "runs").mkdir()
     assert "--csv" in refused(capsys, ["report", str(tmp_path / "runs"), "--csv", str(tmp_path)])
+
+
+def test_labels_with_decimals_point_to_regression(capsys, checkpoints, tmp_path):
+    """Continuous labels on a classification task: one short line with the fix, not a list of
+    every value as an unknown class."""
+    rows = [{"review": r["review"], "sentiment": f"{i * 0.137 % 5:.3f}"} for i, r in enumerate(sentiment_rows(80, 1))]
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "train.csv", rows[:60])
+    write_csv(tmp_path / "data" / "test.csv", rows[60:])
+    err = refused(capsys, tiny_overrides(checkpoints["bert"], tmp_path / "data", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "column 'sentiment' holds numbers with decimals" in err
+    assert "for a number per text set task.problem_type=regression" in err and len(err) < 300
+
+
+def test_a_text_column_of_numbers_is_read_as_text(checkpoints, tmp_path, caplog):
+    from conftest import compose_tiny
+
+    from hf_transfer.run import run
+
+    rows = [{"review": str(1000 + i), "sentiment": r["sentiment"]} for i, r in enumerate(sentiment_rows(80, 1))]
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "train.csv", rows[:60])
+    write_csv(tmp_path / "data" / "test.csv", rows[60:])
+    result = run(compose_tiny(checkpoints["bert"], tmp_path / "data", "trainer.num_train_epochs=1"), tmp_path / "run")
+    assert "train: column 'review' holds numbers only (int64); read as text" in caplog.text
+    assert result.metrics["examples"]["test"] == 20  # no row taken for empty
+
+
+def test_a_broken_line_of_an_extra_test_set_is_named_by_its_file_and_line(capsys, checkpoints, data_dir, tmp_path):
+    broken = tmp_path / "mine.jsonl"
+    broken.write_text('{"review": "good film", "sentiment": "pos"}\n{"review": "bad", "sentiment": \n')
+    err = refused(capsys, tiny_overrides(checkpoints["bert"], data_dir, f"+task.extra_test.mine.source={broken}",
+                                         f"hydra.run.dir={tmp_path / 'run'}"))  # fmt: skip
+    assert f"could not read {broken} (task.extra_test.mine.source) as json: {broken}, line 2: not a JSON object" in err
+    assert "train data" not in err
+
+
+def test_removing_a_key_the_task_lacks_is_harmless(checkpoints, data_dir):
+    """README's `~task.extra_test` works on every task, with or without extra test sets."""
+    from conftest import compose_tiny
+
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "~task.extra_test")
+    assert "extra_test" not in cfg.task or not cfg.task.extra_test

@@ -171,7 +171,7 @@ def test_empty_texts_are_predicted_with_a_warning_or_left_out(capsys, run_folder
     blank = tmp_path / "blank.txt"
     blank.write_text("\n \n")
     code, _, err = predict(capsys, str(run_folder), "-f", str(blank), "--skip-empty")
-    assert code == 2 and "no texts to predict" in err
+    assert code == 2 and f"input file '{blank}' (--file) holds no texts" in err
 
 
 def test_texts_after_options(capsys, run_folder, expected):
@@ -217,6 +217,28 @@ def test_input_files_that_cannot_be_read(capsys, run_folder, tmp_path):
 def test_a_folder_without_a_model(capsys, tmp_path):
     code, _, err = predict(capsys, str(tmp_path), "hello")
     assert code == 2 and "holds no model" in err
+
+
+@pytest.mark.parametrize(("removed", "message"), [(["model.safetensors"], "holds no model weights (model.safetensors)"),
+                                                  (["tokenizer.json", "tokenizer_config.json", "vocab.txt"],
+                                                   "holds no tokenizer (tokenizer.json)")])  # fmt: skip
+def test_a_run_folder_missing_its_weights_or_tokenizer(capsys, run_folder, tmp_path, removed, message):
+    import shutil
+
+    damaged = tmp_path / "run"
+    shutil.copytree(run_folder, damaged)
+    for name in removed:
+        (damaged / name).unlink(missing_ok=True)
+    code, _, err = predict(capsys, str(damaged), "hello")
+    assert code == 2 and err.strip() == f"hf-transfer: error: '{damaged}' {message}; the file was removed: train " \
+        "the run again, or give another run folder"
+
+
+def test_an_empty_file_is_named(capsys, run_folder, tmp_path):
+    empty = tmp_path / "texts.txt"
+    empty.write_text("")
+    code, _, err = predict(capsys, str(run_folder), "--file", str(empty))
+    assert code == 2 and f"input file '{empty}' (--file) holds no texts" in err
 
 
 # -- the other tasks ----------------------------------------------------------------------

@@ -331,3 +331,33 @@ def test_ctrl_c_mid_epoch_then_resume_ends_as_the_uninterrupted_run(checkpoints,
             first, second = ({k: v for k, v in d.items() if not k.endswith(("runtime", "per_second"))}
                              for d in (first, second))  # fmt: skip
         assert first == second, key
+
+
+def test_resume_after_config_yaml_was_edited_names_the_change(checkpoints, data_dir, tmp_path, capsys):
+    """A checkpoint resumes the settings it was trained with: config.yaml edited since (another
+    strategy) is refused in one line naming the key, before anything loads."""
+    import yaml
+    from transformers import TrainerCallback
+
+    from hf_transfer.errors import Interrupted
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    folder = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        run(compose_tiny(checkpoints["bert"], data_dir, *STEPS), folder, callbacks=[CtrlC()])
+    settings = yaml.safe_load((folder / "config.yaml").read_text())
+    settings["strategy"]["name"] = "lora"
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings))
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["resume", str(folder)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "config.yaml was changed since checkpoint-6 was saved (strategy.name: 'full' -> 'lora')" in err
+    assert "put them back, or start a new run" in err

@@ -356,3 +356,22 @@ def test_trainer_keys_still_choose_the_best_checkpoint(checkpoints, pos_data, tm
     result = run(cfg, output_dir=tmp_path / "run")
     state = json.loads((result.folder / result.metrics["best_checkpoint"] / "trainer_state.json").read_text())
     assert state["best_metric"] == min(e["eval_loss"] for e in state["log_history"] if "eval_loss" in e)
+
+
+def test_a_first_run_trains_the_steps_a_tag_head_needs(checkpoints, ner_data, tmp_path, caplog):
+    """The default schedule adds epochs until the task's own minimum of steps (a tag head
+    learns its rare tags late); strategy.min_steps=0 trains exactly the epochs asked for."""
+    from hf_transfer.config import validate
+    from hf_transfer.tasks.token_classification import TokenClassification
+
+    caplog.set_level(logging.INFO)
+    task = TokenClassification(validate(compose_ner(checkpoints["bert"], ner_data)).task, 0)
+    assert task.min_steps(40) == (400, "token_classification learns in no fewer than 400 steps")
+    assert task.min_steps(1000) == (1000, "strategy.min_steps=1000") and task.min_steps(0)[0] == 0
+    result = run(compose_ner(checkpoints["bert"], ner_data, "strategy.min_steps=40", "trainer.num_train_epochs=1"),
+                 tmp_path / "run")  # fmt: skip
+    assert result.metrics["steps"] >= 400
+    assert "token_classification learns in no fewer than 400 steps:" in caplog.text
+    exact = run(compose_ner(checkpoints["bert"], ner_data, "strategy.min_steps=0", "trainer.num_train_epochs=1"),
+                tmp_path / "exact")  # fmt: skip
+    assert exact.metrics["steps"] < 400

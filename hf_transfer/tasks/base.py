@@ -66,10 +66,20 @@ class Task:
     evaluate_before_training: ClassVar[bool] = False  # also score the held-out data untrained
     sort_eval_by_length: ClassVar[bool] = True  # evaluate in length-sorted batches (outputs re-ordered)
     training_defaults: ClassVar[dict[str, Any]] = {}  # TrainingArguments the task needs, unless set
+    # Optimizer steps a run of this task needs before it learns at all (measured: BENCHMARKS.md);
+    # fewer planned, epochs are added as for strategy.min_steps.
+    least_steps: ClassVar[int] = 0
 
     def __init__(self, config: Any, seed: int):
         self.config = config
         self.seed = seed
+
+    def min_steps(self, strategy_min_steps: int) -> tuple[int, str]:
+        """The fewest optimizer steps the run trains, and why: the strategy's strategy.min_steps or
+        the task's own, whichever is more; strategy.min_steps=0 trains exactly what was asked."""
+        if not strategy_min_steps or self.least_steps <= strategy_min_steps:
+            return strategy_min_steps, f"strategy.min_steps={strategy_min_steps}"
+        return self.least_steps, f"{self.config.type} learns in no fewer than {self.least_steps} steps"
 
     @classmethod
     def architecture_endings(cls) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ The saved model config carries id2label/label2id and `problem_type`, so that
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -140,6 +141,8 @@ class TextClassification(Task):
             if split != "test" or columns.label in dataset.column_names:
                 require_columns(dataset, {"task.columns.label": columns.label}, split)
                 raw_labels[split] = self._raw_labels(dataset)
+        if self.kind == "single_label":
+            _refuse_measurements(raw_labels["train"], columns.label)
         label_names = self._label_names(raw_labels["train"]) if self.kind != "regression" else []
 
         prepared = {}
@@ -316,8 +319,10 @@ class TextClassification(Task):
             rows.append(row)
             values.append(ids[name])
         if unknown:
+            shown = dict(unknown.most_common(10))
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             raise UserError(
-                f"the {split} split has label values not seen in train or task.labels: {dict(unknown)}; "
+                f"the {split} split has label values not seen in train or task.labels: {shown}{more}; "
                 "add them to task.labels, map them with task.label_map, or drop them with task.drop_labels"
             )
         if len(rows) < len(labels):
@@ -335,7 +340,15 @@ class TextClassification(Task):
 
     def _drop_empty_texts(self, dataset: Dataset, split: str) -> Dataset:
         """Rows whose text (or pair text) is missing or blank are left out, and said so."""
+        from datasets import Value
+
         columns = [c for c in ("text", "text_pair") if c in dataset.column_names]
+        for column in columns:
+            dtype = getattr(dataset.features[column], "dtype", "string")
+            if dtype not in ("string", "large_string"):  # a file of numbers (codes, years) reads as numbers
+                original = self.config.columns.text if column == "text" else self.config.columns.text_pair
+                log.warning("%s: column '%s' holds numbers only (%s); read as text", split, original, dtype)
+                dataset = dataset.cast_column(column, Value("string"))
         values = zip(*(dataset[c] for c in columns))
         empty = [i for i, texts in enumerate(values) if not all(isinstance(t, str) and t.strip() for t in texts)]
         if not empty:
@@ -614,3 +627,15 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _refuse_measurements(labels: list[Any], column: str) -> None:
+    """Labels with decimals (0.158, 4.358, ...) are measurements, not classes: a classifier of
+    them would have as many classes as rows."""
+    fractional = sorted({v for v in labels if isinstance(v, float) and not math.isnan(v) and not v.is_integer()})
+    if len(fractional) > 1:
+        examples = ", ".join(f"{v:g}" for v in fractional[:3])
+        raise UserError(
+            f"column '{column}' holds numbers with decimals ({examples}, ...: {len(fractional)} distinct in the "
+            "train split), not classes: for a number per text set task.problem_type=regression"
+        )
