@@ -91,3 +91,16 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 2)
+
+
+def memory_for_training(device: Any) -> tuple[int, str]:
+    """(bytes, where): the memory a run can still take on `device`: the accelerator's total less
+    what other processes hold, or the machine's available memory on the CPU."""
+    import torch
+
+    if device is not None and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, f"free on {torch.cuda.get_device_name(device)}"
+    import psutil
+
+    return psutil.virtual_memory().available, "available on this machine"

@@ -309,9 +309,27 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
 
 
 def _check_room(model: Any, args: Any, trainable: int, folder: Path) -> None:
-    """A run whose first checkpoint and saved model would not fit on the disk is refused before
-    it trains (a full disk mid-save stops it, resumable, but the time is lost)."""
+    """A run whose training state would not fit in memory, or whose first checkpoint and saved
+    model would not fit on the disk, is refused before it trains (the one would swap or be
+    killed after minutes; the other stops at the first save, resumable, but the time is lost)."""
     from hf_transfer import disk
+    from hf_transfer.measure import memory_for_training
+
+    # Gradients and AdamW's two states, float32 each, for every trainable parameter; on an
+    # accelerator the weights go there too. A floor: activations come on top.
+    state = 12 * trainable
+    on_device = args.device.type != "cpu"
+    if on_device:
+        state += sum(p.numel() * p.element_size() for p in model.parameters())
+    free, where = memory_for_training(args.device)
+    sharded = bool(args.deepspeed or args.fsdp)  # each process holds a share: the whole is no measure
+    if state > free and not sharded:
+        raise UserError(
+            f"the run needs at least {disk.megabytes(state)} of memory for its {trainable:,} trainable parameters "
+            f"(their gradients and optimizer states{', and the weights' if on_device else ''}), more than the "
+            f"{disk.megabytes(free)} {where}: choose a strategy that trains fewer (strategy=lora, a smaller "
+            "strategy.r, head_only) or a smaller model"
+        )
 
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     if getattr(model, "peft_config", None):  # LoRA saves its adapters, not the base

@@ -107,3 +107,23 @@ def test_removing_a_key_the_task_lacks_is_harmless(checkpoints, data_dir):
 
     cfg = compose_tiny(checkpoints["bert"], data_dir, "~task.extra_test")
     assert "extra_test" not in cfg.task or not cfg.task.extra_test
+
+
+def test_a_run_whose_training_state_exceeds_the_memory_is_refused(capsys, checkpoints, data_dir, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    """On a machine with 100 KB available (the system's figure, replaced), the tiny model's 22,444
+    trainable parameters need 263 KB of gradients and AdamW states: refused with both figures."""
+    import collections
+
+    import psutil
+
+    memory = collections.namedtuple("memory", "available total")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(100 * 1024, 2**34))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # after the weights loaded: their progress bar came before
+        main(tiny_overrides(checkpoints["bert"], data_dir, f"hydra.run.dir={tmp_path / 'run'}"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and err.startswith("hf-transfer: error:")
+    assert "the run needs at least 263 KB of memory for its 22,444 trainable parameters" in err
+    assert "more than the 100 KB available on this machine" in err and "strategy=lora" in err
+    assert not (tmp_path / "run").exists()
