@@ -269,8 +269,9 @@ def main() -> int:
     summary["finished_run_unchanged"] = not lost
     summary["full_disk_cases"] = "run" if disk_ok else "skipped (no tmpfs mount here)"
     print(json.dumps(summary, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "cases": results}, indent=2) + "\n")
+    if args.out:  # the temporary folder's path is this machine's: written as WORK
+        record = json.dumps({"summary": summary, "cases": results}, indent=2).replace(str(work), "WORK")
+        args.out.write_text(record + "\n")
     if disk_ok:
         subprocess.run(["umount", "-l", str(work / "disk")], check=False)
     shutil.rmtree(work, ignore_errors=True)
