@@ -124,7 +124,7 @@ STRATEGIES = [["strategy=full"], ["strategy=lora"], ["strategy=head_only", "stra
 
 
 def cli(argv: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hf_transfer", *argv], cwd=cwd, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "hf_transfer", *argv], check=False, cwd=cwd, env=ENV, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
 
 
@@ -166,7 +166,7 @@ def same_run(whole: Path, resumed: Path) -> str | None:
 
 def mount_small_disk(folder: Path) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(folder)],
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(folder)], check=False,
                           capture_output=True).returncode == 0  # fmt: skip
 
 
@@ -243,7 +243,7 @@ def main() -> int:
         filler = work / "disk" / "someone-elses-file"
         script = INJECT.format(kind=kind, step=step, filler=str(filler), filler_dir=str(work / "disk"),
                                argv=[*overrides, f"hydra.run.dir={folder}"])  # fmt: skip
-        stopped = subprocess.run([sys.executable, "-c", script], cwd=work, env=ENV, capture_output=True, text=True,
+        stopped = subprocess.run([sys.executable, "-c", script], check=False, cwd=work, env=ENV, capture_output=True, text=True,
                                  timeout=300)  # fmt: skip
         problem = None
         if stopped.returncode != expected[kind]:

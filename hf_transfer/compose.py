@@ -227,11 +227,11 @@ def compose(overrides: list[str] | None = None, config_dir: str | None = None) -
 
 
 def _compose(hydra: Hydra, overrides: list[str], mode: Any, with_logging: bool = False) -> DictConfig:
+    import re
+
     import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    import re
 
     try:
         return hydra.compose_config(
