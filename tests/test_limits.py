@@ -127,3 +127,14 @@ def test_a_run_whose_training_state_exceeds_the_memory_is_refused(capsys, checkp
     assert "the run needs at least 263 KB of memory for its 22,444 trainable parameters" in err
     assert "more than the 100 KB available on this machine" in err and "strategy=lora" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_partial_unfreeze_of_no_layers_and_no_schedule_says_it_is_head_only(caplog):
+    """num_layers=0 without a thaw schedule trains the head alone: said, not silent."""
+    from hf_transfer.strategies import STRATEGIES
+
+    STRATEGIES["partial_unfreeze"].Config(name="partial_unfreeze", num_layers=0)
+    assert "num_layers=0 and no strategy.unfreeze_every trains the head alone, as strategy=head_only" in caplog.text
+    caplog.clear()
+    STRATEGIES["partial_unfreeze"].Config(name="partial_unfreeze", num_layers=0, unfreeze_every=1)
+    assert "head alone" not in caplog.text
