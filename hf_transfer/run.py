@@ -317,10 +317,11 @@ def _check_room(model: Any, args: Any, trainable: int, folder: Path) -> None:
 
     # Gradients and AdamW's two states, float32 each, for every trainable parameter; on an
     # accelerator the weights go there too. A floor: activations come on top.
+    every = sum(p.numel() * p.element_size() for p in model.parameters())
     state = 12 * trainable
     on_device = args.device.type != "cpu"
     if on_device:
-        state += sum(p.numel() * p.element_size() for p in model.parameters())
+        state += every
     free, where = memory_for_training(args.device)
     sharded = bool(args.deepspeed or args.fsdp)  # each process holds a share: the whole is no measure
     if state > free and not sharded:
@@ -331,7 +332,7 @@ def _check_room(model: Any, args: Any, trainable: int, folder: Path) -> None:
             "strategy.r, head_only) or a smaller model"
         )
 
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = every
     if getattr(model, "peft_config", None):  # LoRA saves its adapters, not the base
         weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     checkpoint = weights + 8 * trainable if args.save_strategy != "no" else 0  # AdamW: two float32 states
