@@ -40,6 +40,13 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): a worker per core the process may use, 4 at most. Every test
+    runs on one thread, and each worker holds torch and the tiny checkpoints (about 1 GB)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_RECIPES = Path(__file__).resolve().parent / "recipes"
 
