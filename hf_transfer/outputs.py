@@ -159,6 +159,7 @@ def model_card(
         _results_table(metrics),
         "",
         *_baseline_lines(metrics),
+        *_calibration_lines(metrics),
         *_extra_sets_lines(extra_sets),
         "## Training",
         "",
@@ -211,6 +212,16 @@ def _baseline_lines(metrics: dict[str, Any]) -> list[str]:
     said = {True: "This model clearly beats it.", False: "**This model does not clearly beat it.**"}
     return [f"Trivial baseline ({verdict['predictor']}), {name}: {scores}. {said.get(verdict['beaten'], '')}".rstrip(),
             ""]  # fmt: skip
+
+
+def _calibration_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the validation split did to a regression head (calibration.py), where it did anything."""
+    line = metrics.get("head_calibration") or {}
+    if not line.get("applied"):
+        return []
+    said = (f"The output was drawn toward the mean after training: prediction x {line['slope']:.3f} "
+            f"{line['intercept']:+.3f}, fitted on the validation split (its scores above are after the fit).")  # fmt: skip
+    return [said, ""]
 
 
 def _extra_sets_lines(extra_sets: dict[str, Any]) -> list[str]:

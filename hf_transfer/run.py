@@ -276,6 +276,8 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
         **({"head_probe": probe} if probe else {}),
         **({"head_init": imprinted} if imprinted else {}),
     )
+    if (calibrated := _calibrate(trainer, task, encoded)) is not None:
+        metrics["head_calibration"] = calibrated
     evaluation, predictions = _evaluate(trainer, task, data, encoded)
     metrics.update(evaluation)
     if (baseline := baselines.record(task.baseline(data), metrics)) is not None:
@@ -472,6 +474,24 @@ def _whole_run(trainer: Any, train_output: Any) -> dict[str, Any]:
         else round(train_output.training_loss, 6),  # resumed from a checkpoint without the record
         "resumes": progress.resumes,
     }
+
+
+def _calibrate(trainer: Any, task: Any, encoded: Any) -> dict[str, Any] | None:
+    """A new regression head's output drawn toward the mean on the validation split (calibration.py)."""
+    from hf_transfer import distributed
+    from hf_transfer.calibration import calibrate
+    from hf_transfer.training import predict_in_order
+
+    regression = getattr(trainer.model.config, "problem_type", None) == "regression"
+    if not (task.new_head and regression and "validation" in encoded.inputs):
+        return None
+    if distributed.is_sharded(trainer):  # no process holds the whole output layer
+        log.info("head: output not rescaled (the model is sharded)")
+        return None
+    output = predict_in_order(trainer, encoded.inputs["validation"], "validation", sort=task.sort_eval_by_length)
+    if output.label_ids is None:
+        return None
+    return calibrate(trainer.model, output.predictions, output.label_ids)
 
 
 def _evaluate(trainer: Any, task: Any, data: Any, encoded: Any) -> tuple[dict[str, Any], dict[str, list]]:

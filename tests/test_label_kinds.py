@@ -188,3 +188,72 @@ def test_regression_needs_numbers(checkpoints, kinds_dir, tmp_path):
                        "task.columns.label=review")  # fmt: skip
     with pytest.raises(UserError, match="regression needs numbers in column 'review'"):
         run(cfg, output_dir=tmp_path / "run")
+
+
+def test_the_validation_line_only_shrinks():
+    """Predictions twice as spread as the targets they follow are halved toward the mean;
+    predictions that do not rise with the targets are left alone (no line), as are ones
+    narrower than the targets (the slope stays at most 1)."""
+    from hf_transfer.calibration import fit_line
+
+    rng = np.random.default_rng(0)
+    targets = rng.normal(5, 2, 500)
+    slope, intercept = fit_line(2 * targets - 5, targets)
+    assert slope == pytest.approx(0.5) and intercept == pytest.approx(2.5)
+    assert fit_line(-targets, targets) is None and fit_line(np.full(500, 3.0), targets) is None
+    slope, intercept = fit_line(0.5 * targets, targets)
+    assert slope == 1.0 and intercept == pytest.approx(targets.mean() - 0.5 * targets.mean())
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_calibration_is_folded_into_the_head_that_predicts(checkpoints, lora):
+    """The line is folded into the trained head's output layer (under LoRA, the head copy that
+    peft trains and saves): the model's outputs become slope x before + intercept."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_transfer.calibration import calibrate
+
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoints["bert"], num_labels=1,
+                                                               problem_type="regression").eval()  # fmt: skip
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(target_modules=["query", "value"], modules_to_save=["classifier"]))
+        model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints["bert"])
+    batch = tokenizer(["the movie was good", "awful plot", "a film"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        before = model(**batch).logits.reshape(-1).numpy().astype(np.float64)
+    rng = np.random.default_rng(1)
+    targets = rng.normal(0, 1, 100)
+    record = calibrate(model, 3 * targets + 7 + rng.normal(0, 0.1, 100), targets)
+    assert record["applied"] and record["validation_mse_after"] < record["validation_mse_before"]
+    with torch.no_grad():
+        after = model(**batch).logits.reshape(-1).numpy()
+    assert after == pytest.approx(record["slope"] * before + record["intercept"], abs=1e-4)
+
+
+def test_an_overfitted_regression_is_scored_after_its_validation_line(checkpoints, kinds_dir, tmp_path):
+    """Targets with noise the model memorises: its validation predictions spread more than they
+    agree, the line draws them in, and the scores and the saved model are those after the fold."""
+    import csv
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = random.Random(0)
+    for split in ("train", "test"):
+        with (kinds_dir / f"{split}.csv").open() as source, (folder / f"{split}.csv").open("w", newline="") as out:
+            rows = list(csv.DictReader(source))
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**r, "score": float(r["score"]) + rng.gauss(0, 1.0)} for r in rows)
+    cfg = compose_kind(checkpoints["bert"], folder, "task.problem_type=regression", "task.columns.label=score")
+    result = run(cfg, output_dir=tmp_path / "run")
+    line = result.metrics["head_calibration"]
+    assert line["applied"] and 0 < line["slope"] < 1 and line["fitted_on"] == "validation"
+    assert result.metrics["validation"]["mse"] == pytest.approx(line["validation_mse_after"], rel=1e-4)
+    assert f"prediction x {line['slope']:.3f}" in (result.folder / "README.md").read_text()
+    records = read_jsonl(result.folder / "predictions_test.jsonl")
+    scores = pipeline("text-classification", model=str(result.folder))([r["text"] for r in records[:8]])
+    assert [s["score"] for s in scores] == pytest.approx([r["prediction"] for r in records[:8]], abs=1e-5)
