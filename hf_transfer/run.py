@@ -21,6 +21,8 @@ log = logging.getLogger("hf_transfer")
 
 STARTED_IN = ".started_in"  # the working directory the run's relative paths are relative to
 SCRATCH = ".scratch"  # what a run needs only while it runs (a feature cache on disk)
+# A share of train texts longer than max_length that the run warns of: their ends are never read.
+LONG_TEXTS_SHARE = 0.05
 
 
 @dataclass
@@ -207,10 +209,11 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
 
     memory = PeakMemory()
     log.info("loading model: %s", run_cfg.model.source)
-    family = models.detect_family(models.load_base_config(run_cfg.model), run_cfg.model.family)
+    base_config = models.load_base_config(run_cfg.model)
+    family = models.detect_family(base_config, run_cfg.model.family)
     tokenizer = models.load_tokenizer(run_cfg.model, family)
     task.adapt_tokenizer(tokenizer, family)
-    _check_data(data, tokenizer, run_cfg.task.max_length)
+    _check_data(task, data, tokenizer, run_cfg.task.max_length or models.default_max_length(tokenizer, base_config))
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
     model = _load_model(run_cfg, task, data, tokenizer)
     max_length = run_cfg.task.max_length
@@ -366,15 +369,23 @@ def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any, pre
     return imprint_head(model, encoded.inputs["train"], task.collator(tokenizer), args.device)
 
 
-def _check_data(data: Any, tokenizer: Any, max_length: int | None) -> None:
-    """What `hf-transfer validate` says of the data, first: problems stop the run, the rest is logged."""
+def _check_data(task: Any, data: Any, tokenizer: Any, max_length: int) -> None:
+    """What `hf-transfer validate` says of the data, first: problems stop the run, the rest is
+    logged; a warning where many texts are longer than the model will read."""
     from hf_transfer import validation
 
     problems = validation.problems_of(data)
     if problems:
         raise UserError("; ".join(problems))
-    for line in validation.describe(data, tokenizer, max_length):
+    lengths = validation.token_lengths(data.splits["train"], tokenizer)
+    for line in validation.describe(data, tokenizer, max_length, lengths):
         log.info("data: %s", line)
+    longer = validation.share_longer(lengths, max_length)
+    if task.cuts_long_inputs and longer >= LONG_TEXTS_SHARE:
+        log.warning(
+            "%.0f%% of the train texts are longer than max_length %d tokens: the model reads only their first %d "
+            "(task.max_length sets it, up to what the model has positions for)", 100 * longer, max_length, max_length,
+        )  # fmt: skip
 
 
 def _before_training(

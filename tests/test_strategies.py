@@ -20,6 +20,7 @@ HEAD = {
     "bert": r"^classifier\.",
     "distilbert": r"^(pre_classifier|classifier)\.",
     "roberta": r"^classifier\.",
+    "mpnet": r"^classifier\.",
     "gpt2": r"^score\.",
     "llama": r"^score\.",
 }
@@ -28,6 +29,7 @@ TOP = {
     "bert": r"^bert\.pooler\.",
     "distilbert": None,
     "roberta": None,
+    "mpnet": None,  # its relative position table sits after the blocks but feeds them all: not a top
     "gpt2": r"^transformer\.ln_f\.",
     "llama": r"^model\.norm\.",
 }
@@ -35,6 +37,7 @@ TOP_BLOCK = {
     "bert": r"^bert\.(encoder\.layer\.1\.|pooler\.)",
     "distilbert": r"^distilbert\.transformer\.layer\.1\.",
     "roberta": r"^roberta\.encoder\.layer\.1\.",
+    "mpnet": r"^mpnet\.encoder\.layer\.1\.",
     "gpt2": r"^transformer\.(h\.1\.|ln_f\.)",
     "llama": r"^model\.(layers\.1\.|norm\.)",
 }
@@ -109,9 +112,8 @@ def test_head_only_trains_the_head_and_nothing_else(checkpoints, data_dir, tmp_p
 
 
 def result_prefix(arch):
-    return {"bert": "bert", "distilbert": "distilbert", "roberta": "roberta", "gpt2": "transformer", "llama": "model"}[
-        arch
-    ]
+    prefixes = {"bert": "bert", "distilbert": "distilbert", "roberta": "roberta", "mpnet": "mpnet", "gpt2": "transformer"}
+    return prefixes.get(arch, "model")
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -69,6 +69,8 @@ class Task:
     # Optimizer steps a run of this task needs before it learns at all (measured: BENCHMARKS.md);
     # fewer planned, epochs are added as for strategy.min_steps.
     least_steps: ClassVar[int] = 0
+    # Whether an input longer than max_length is cut (else the task splits it: QA's windows, LM blocks).
+    cuts_long_inputs: ClassVar[bool] = True
 
     def __init__(self, config: Any, seed: int):
         self.config = config

@@ -78,6 +78,7 @@ class CausalLM(Task):
     peft_task_type = "CAUSAL_LM"
     new_head = False  # the pretrained output layer is the head
     evaluate_before_training = True
+    cuts_long_inputs = False  # texts are packed into blocks (task.packing), and the block is its own length
 
     @classmethod
     def architecture_endings(cls) -> tuple[str, ...]:

@@ -60,6 +60,7 @@ class QuestionAnswering(Task):
     pipeline_task = "question-answering"
     peft_task_type = "QUESTION_ANS"
     sort_eval_by_length = False  # the Trainer's evaluations match windows to examples by position
+    cuts_long_inputs = False  # a long context is read in overlapping windows
     training_defaults = {"label_names": ["start_positions", "end_positions"]}
 
     # -- data ---------------------------------------------------------------------------
