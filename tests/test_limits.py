@@ -107,7 +107,8 @@ def test_texts_longer_than_the_model_reads_are_warned_of(checkpoints, tmp_path, 
     write_csv(tmp_path / "data" / "train.csv", rows[:60])
     write_csv(tmp_path / "data" / "test.csv", rows[60:])
     run(compose_tiny(checkpoints["bert"], tmp_path / "data", "trainer.num_train_epochs=1"), tmp_path / "run")
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "longer than max_length" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    (warning,) = [message for message in warnings if "longer than max_length" in message]
     assert warning.startswith("27% of the train texts are longer than max_length 64 tokens: the model reads only")
     assert "task.max_length" in warning
 
