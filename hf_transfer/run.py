@@ -213,12 +213,10 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     family = models.detect_family(base_config, run_cfg.model.family)
     tokenizer = models.load_tokenizer(run_cfg.model, family)
     task.adapt_tokenizer(tokenizer, family)
-    _check_data(task, data, tokenizer, run_cfg.task.max_length or models.default_max_length(tokenizer, base_config))
+    max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, base_config)
+    _check_data(task, data, tokenizer, max_length)
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
     model = _load_model(run_cfg, task, data, tokenizer)
-    max_length = run_cfg.task.max_length
-    if max_length is None:
-        max_length = models.default_max_length(tokenizer, model.config)
     encoded = task.tokenize(data, tokenizer, max_length)
     imprinted = _imprint(task, model, tokenizer, encoded, args, run_cfg.model.pretrained)
     probe = None
