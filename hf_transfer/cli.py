@@ -12,6 +12,7 @@ The first word picks a command; without one, the arguments are Hydra overrides f
     hf-transfer report runs/NAME                    (compare the runs under a folder: table, report.md/html)
     hf-transfer resume RUN_DIR                      (continue a run that was killed or interrupted)
     hf-transfer validate [overrides]                (check config, data and model before training)
+    hf-transfer cache list                          (cached checkpoints and datasets; cache delete model=NAME)
     hf-transfer accelerate-config fsdp              (the path of a shipped accelerate config)
 
 A user's mistake ends with one line on stderr and exit status 2 (see errors.UserError); Ctrl-C
@@ -65,6 +66,7 @@ def _commands() -> dict[str, Callable[[list[str]], int | None]]:
         "push": push,
         "compare": compare,
         "report": report,
+        "cache": cache,
         "accelerate-config": accelerate_config,
     }
 
@@ -140,6 +142,12 @@ def report(argv: list[str]) -> int:
     from hf_transfer.report import main as report_main
 
     return report_main(argv)
+
+
+def cache(argv: list[str]) -> int:
+    from hf_transfer.asset_cache import main as cache_main
+
+    return cache_main(argv)
 
 
 def accelerate_config(argv: list[str]) -> int:

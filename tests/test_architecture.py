@@ -100,6 +100,8 @@ def test_the_cycle_finder_finds_a_cycle():
         ("hf_transfer.report_summary", "hf_transfer.run"),  # reads run folders; never runs
         ("hf_transfer.report_render", "hf_transfer.run"),
         ("hf_transfer.hub", "hf_transfer.cli"),
+        ("hf_transfer.asset_cache", "hf_transfer.cli"),
+        ("hf_transfer.asset_cache", "hf_transfer.run"),  # reads the cache; never runs
         ("hf_transfer.device", "hf_transfer.models"),  # a shared piece: what the device decides
         ("hf_transfer.device", "hf_transfer.training"),
         ("hf_transfer.versions", "hf_transfer.run"),

