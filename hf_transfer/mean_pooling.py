@@ -36,13 +36,6 @@ class MeanPoolingConfig(PreTrainedConfig):
     logit_scale: float | None = 20.0
 
 
-# The scale of a head trained on few labelled examples. Imprinted at scale 20, the head fits 16
-# examples at a loss of about 0.03 before the first step, and fine-tuning gets next to no
-# gradient; at 5 the same examples still teach the encoder (8 a class, 3 seeds: MiniLM 0.5753 ->
-# see BENCHMARKS.md, few labels; MPNet 0.7455 -> 0.7695).
-FEW_LABELS_LOGIT_SCALE = 5.0
-
-
 class MeanPoolingForSequenceClassification(PreTrainedModel):
     config_class = MeanPoolingConfig
     base_model_prefix = "base"

@@ -194,12 +194,9 @@ def load_tokenizer(cfg: ModelConfig, family: str) -> Any:
     return tokenizer
 
 
-def load_model(
-    cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool, logit_scale: float | None = None, **config_kwargs: Any
-) -> Any:
+def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool, **config_kwargs: Any) -> Any:
     """`auto_model` (an AutoModelFor* class name) on the checkpoint, with a fresh head when
-    `new_head`; `config_kwargs` are model config values such as the labels; `logit_scale`: the
-    cosine head's, where the new head is a mean-pooling one (None: its default)."""
+    `new_head`; `config_kwargs` are model config values such as the labels."""
     import torch
 
     from hf_transfer.device import hub_kernels
@@ -233,7 +230,7 @@ def load_model(
             "the checkpoint was trained for it (its sentence-transformers config)" if cfg.pooling == "auto" else "asked"
         )
         log.info("model.pooling=%s: the new head reads the mean of the token states; %s", cfg.pooling, why)
-        model = _on_mean_pooling(model, config_kwargs, logit_scale)
+        model = _on_mean_pooling(model, config_kwargs)
     elif auto_model == SEQUENCE_CLASSIFICATION and new_head and cfg.pooling == "auto" and not is_mean_pooling(config):
         log.info("model.pooling=auto: the new head is the architecture's own (no sentence-transformers mean "
                  "pooling config found for '%s'; model.pooling=mean puts it on the mean)", cfg.source)  # fmt: skip
@@ -298,15 +295,14 @@ def skeleton(cfg: ModelConfig, auto_model: str, **config_kwargs: Any) -> Any:
         return _on_mean_pooling(model, config_kwargs) if wrap else model
 
 
-def _on_mean_pooling(base: Any, config_kwargs: dict[str, Any], logit_scale: float | None = None) -> Any:
+def _on_mean_pooling(base: Any, config_kwargs: dict[str, Any]) -> Any:
     from hf_transfer.mean_pooling import MeanPoolingForSequenceClassification
 
     # Classes get a cosine head; a number (regression) a linear layer.
     regression = config_kwargs.get("problem_type") == "regression"
-    head = {"logit_scale": None} if regression else {"logit_scale": logit_scale} if logit_scale else {}
-    if head.get("logit_scale"):
-        log.info("few labelled examples: the cosine head at scale %g (MeanPoolingConfig's default: 20)", logit_scale)
-    return MeanPoolingForSequenceClassification.from_base(base, **config_kwargs, **head)
+    return MeanPoolingForSequenceClassification.from_base(
+        base, **config_kwargs, **({"logit_scale": None} if regression else {})
+    )
 
 
 SEQUENCE_CLASSIFICATION = "AutoModelForSequenceClassification"

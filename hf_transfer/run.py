@@ -6,7 +6,6 @@ module; this file only says in which order they happen.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -181,13 +180,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     from hf_transfer.measure import PeakMemory, Stopwatch
     from hf_transfer.strategies import make_strategy
     from hf_transfer.tasks import task_class
-    from hf_transfer.training import (
-        apply_min_steps,
-        build_trainer,
-        is_few_labels,
-        set_best_metric,
-        training_arguments,
-    )
+    from hf_transfer.training import apply_min_steps, build_trainer, set_best_metric, training_arguments
 
     wall = Stopwatch()
     one_time_before = one_time_seconds()
@@ -210,7 +203,6 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
     evaluated = len(data.splits["validation"]) if "validation" in data.splits else None
     min_steps, why = task.min_steps(run_cfg.strategy.min_steps)
-    few_labels = is_few_labels(args, min_steps, len(data.splits["train"]))  # before the schedule stretches
     apply_min_steps(args, min_steps, len(data.splits["train"]), evaluated,
                     early_stopping=run_cfg.early_stopping.patience is not None, why=why)  # fmt: skip
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
@@ -224,7 +216,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, base_config)
     _check_data(task, data, tokenizer, max_length)
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
-    model = _load_model(run_cfg, task, data, tokenizer, few_labels)
+    model = _load_model(run_cfg, task, data, tokenizer)
     encoded = task.tokenize(data, tokenizer, max_length)
     imprinted = _imprint(task, model, tokenizer, encoded, args, run_cfg.model.pretrained)
     probe = None
@@ -302,8 +294,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
 
     if distributed.is_sharded(trainer):
         # No process holds the whole model: all of them take part in gathering it.
-        whole = functools.partial(_load_model, run_cfg, task, data, tokenizer, few_labels, whole=True)
-        strategy.save_sharded(trainer, folder, whole)
+        strategy.save_sharded(trainer, folder, lambda: _load_model(run_cfg, task, data, tokenizer, whole=True))
     elif trainer.is_world_process_zero():
         strategy.save(trainer.model, folder)
     if trainer.is_world_process_zero():
@@ -419,14 +410,10 @@ def _before_training(
     return untrained, samples
 
 
-def _load_model(
-    run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, few_labels: bool, whole: bool = False
-) -> Any:
-    """The pretrained model with the task's new head, as the run starts from it (`few_labels`:
-    the training set makes fewer than strategy.min_steps steps; `whole`: a complete copy in
-    this process, after a sharded run)."""
+def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole: bool = False) -> Any:
+    """The pretrained model with the task's new head, as the run starts from it (`whole`: a
+    complete copy in this process, after a sharded run)."""
     from hf_transfer import models
-    from hf_transfer.mean_pooling import FEW_LABELS_LOGIT_SCALE
     from hf_transfer.distributed import zero3_enabled
 
     if whole and zero3_enabled():
@@ -434,10 +421,7 @@ def _load_model(
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
-    scale = FEW_LABELS_LOGIT_SCALE if few_labels else None
-    return models.load_model(
-        run_cfg.model, task.auto_model, tokenizer, task.new_head, logit_scale=scale, **task.model_config_kwargs(data)
-    )
+    return models.load_model(run_cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data))
 
 
 def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:

@@ -110,17 +110,6 @@ SMALLEST_BATCH = 4
 STEPS_PER_EPOCH = 8
 
 
-def is_few_labels(args: TrainingArguments, min_steps: int, train_examples: int) -> bool:
-    """Whether the training set makes fewer than strategy.min_steps optimizer steps at the batch
-    and epochs asked for: the few-label regime (its schedule: apply_min_steps; its head:
-    mean_pooling.FEW_LABELS_LOGIT_SCALE)."""
-    import math
-
-    replicas = max(args.world_size, 1) * args.gradient_accumulation_steps
-    steps = math.ceil(train_examples / (args.per_device_train_batch_size * replicas)) * args.num_train_epochs
-    return bool(min_steps) and steps < min_steps
-
-
 def apply_min_steps(
     args: TrainingArguments,
     min_steps: int,
@@ -140,10 +129,12 @@ def apply_min_steps(
 
     why = why or f"strategy.min_steps={min_steps}"
 
-    if args.max_steps > 0 or not is_few_labels(args, min_steps, train_examples):
+    if not min_steps or args.max_steps > 0:
         return
     replicas = max(args.world_size, 1) * args.gradient_accumulation_steps
     batch = args.per_device_train_batch_size
+    if math.ceil(train_examples / (batch * replicas)) * args.num_train_epochs >= min_steps:
+        return
     smaller = max(SMALLEST_BATCH, min(batch, train_examples // (STEPS_PER_EPOCH * replicas)))
     if smaller < batch:
         log.info(

@@ -289,15 +289,3 @@ def test_imprinting_samples_a_file_sorted_by_label(sentence_bert, tmp_path, monk
     result = run(compose_tiny(sentence_bert, tmp_path / "sorted", "trainer.max_steps=1"), output_dir=tmp_path / "run")
     assert result.metrics["head_init"]["imprinted_from"] == 16
     assert "without_examples" not in result.metrics["head_init"]  # both classes were in the sample
-
-
-@pytest.mark.parametrize("min_steps, scale", [(40, 5.0), (0, 20.0)])
-def test_a_few_label_run_gets_a_softer_cosine_head(sentence_bert, data_dir, tmp_path, min_steps, scale):
-    """Where the training set makes fewer than strategy.min_steps steps, the head is built at
-    scale 5: at 20 an imprinted head fits a few examples before the first step and fine-tuning
-    gets next to no gradient. The saved model keeps its scale and predicts as the run did."""
-    cfg = compose_tiny(sentence_bert, data_dir, f"strategy.min_steps={min_steps}", "trainer.max_steps=1")
-    result = run(cfg, output_dir=tmp_path / "run")
-    assert json.loads((result.folder / "config.json").read_text())["logit_scale"] == scale
-    reloaded = AutoModelForSequenceClassification.from_pretrained(result.folder)
-    assert reloaded.config.logit_scale == scale
