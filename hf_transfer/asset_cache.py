@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +29,6 @@ class Cached:
     folder: Path
     size: int
     source: str  # what the fetch recorded; "(interrupted fetch)" for a partial folder
-
-    @property
-    def complete(self) -> bool:
-        return (self.folder / COMPLETE_MARK).exists()
 
 
 def packages_folder() -> Path:
@@ -69,25 +64,16 @@ def config_sources(overrides: list[str]) -> list[str]:
     return [s for s in sources if isinstance(s, str) and is_package_source(s)]
 
 
-def _folders_of(sources: list[str]) -> Iterator[Path]:
-    for source in sources:
-        key = parse_package_source(source).cache_key
-        yield packages_folder() / key
-
-
-def delete(folder: Path) -> int:
-    """Delete one cache folder (waiting for no fetch: a fetch under way is a user's to finish); its size."""
+def delete(folder: Path) -> None:
+    """Delete one cache folder, under its fetch's lock taken without waiting: a fetch under way is refused, not cut."""
     from filelock import FileLock, Timeout
 
-    name = folder.name.removeprefix(".").split(".partial-")[0]
-    lock = FileLock(str(folder.parent / f"{name}.lock"))
+    key = folder.name.removeprefix(".").split(".partial-")[0]
     try:
-        with lock.acquire(timeout=0):
-            size = folder_size(folder)
+        with FileLock(str(folder.parent / f"{key}.lock")).acquire(timeout=0):
             shutil.rmtree(folder)
     except Timeout:
         raise UserError(f"{folder.name} is being fetched by another run: delete it once that run has it") from None
-    return size
 
 
 def main(argv: list[str]) -> int:
@@ -108,11 +94,10 @@ def main(argv: list[str]) -> int:
     if args.all == bool(args.what):
         raise UserError(f"{PROG} delete: name what to delete (model=NAME, task=NAME, a folder `list` shows) or --all")
     chosen = entries if args.all else _chosen(args.what, entries)
-    freed = 0
     for entry in chosen:
-        freed += delete(entry.folder)
+        delete(entry.folder)
         print(f"deleted {entry.folder.name} ({megabytes(entry.size)})")
-    print(f"freed {megabytes(freed)}" if chosen else "nothing cached to delete")
+    print(f"freed {megabytes(sum(e.size for e in chosen))}" if chosen else "nothing cached to delete")
     return 0
 
 
@@ -132,9 +117,10 @@ def _chosen(names: list[str], entries: list[Cached]) -> list[Cached]:
     by_name = {e.folder.name: e for e in entries}
     chosen: dict[str, Cached] = {}
     groups = [n for n in names if "=" in n]
-    for folder in _folders_of(config_sources(groups)) if groups else ():
-        if folder.name in by_name:
-            chosen[folder.name] = by_name[folder.name]
+    for source in config_sources(groups) if groups else ():
+        key = parse_package_source(source).cache_key
+        if key in by_name:
+            chosen[key] = by_name[key]
     for name in (n for n in names if "=" not in n):
         if name.rstrip("/") not in by_name:
             known = ", ".join(by_name) or "none"

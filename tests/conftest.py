@@ -13,6 +13,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,6 +269,18 @@ def compose_tiny(checkpoint: Path, data_dir: Path, *extra: str):
         ["recipe=tiny", f"model.source={checkpoint}", f"task.data.source={data_dir}", *extra],
         config_dir=str(TEST_RECIPES),
     )
+
+
+def run_main(capsys: Any, *argv: str) -> tuple[Any, str, str]:
+    """`hf-transfer ARGV` in-process: its exit status, stdout and stderr."""
+    from hf_transfer.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import run_main
 from filelock import FileLock
 
 from hf_transfer.assets import COMPLETE_MARK, parse_package_source
-from hf_transfer.cli import main
 from hf_transfer.compose import compose
-
-
-def run_main(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def cached_folder(root, name, size, mark="pkg==1.0 sha256=abc pkg-1.0.whl"):
@@ -73,7 +64,7 @@ def test_delete_a_models_cache_by_its_config_name(capsys, cache):
 
 def test_delete_all(capsys, cache):
     folders = [cached_folder(cache, "a-1-x", 10), cached_folder(cache, "b-1-y", 10, mark=None)]
-    code, out, _ = run_main(capsys, "cache", "delete", "--all")
+    code, _, _ = run_main(capsys, "cache", "delete", "--all")
     assert code == 0 and not any(f.exists() for f in folders)
 
 

@@ -12,9 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TEST_RECIPES, cli_env, tiny_overrides
-
-from hf_transfer.cli import main
+from conftest import ROOT, TEST_RECIPES, cli_env, run_main, tiny_overrides
 
 SHIPPED_RECIPES = [p.stem for p in (ROOT / "recipes" / "recipe").glob("*.yaml")]
 
@@ -22,15 +20,6 @@ SHIPPED_RECIPES = [p.stem for p in (ROOT / "recipes" / "recipe").glob("*.yaml")]
 def recipes_in(help_text):
     line = next(line for line in help_text.splitlines() if line.startswith("recipe: "))
     return set(line.removeprefix("recipe: ").split(", "))
-
-
-def run_main(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_training_from_the_command_line(checkpoints, data_dir, tmp_path):
