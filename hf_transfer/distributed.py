@@ -1,8 +1,9 @@
 """Multi-process runs (accelerate launch, torchrun): one training, one run folder, no silent fallback.
 
-Every process composes the same config; the process group exists once TrainingArguments are
-built. From then on the main process prepares the run folder and hands its path to the others,
-which write nothing of their own (the CLI gives their Hydra outputs a temporary folder).
+Every process composes the same config; the process group exists once the trainer settings are
+checked (assembly.start: building TrainingArguments starts it, with the ddp settings given).
+From then on the main process prepares the run folder and hands its path to the others, which
+write nothing of their own (the CLI gives their Hydra outputs a temporary folder).
 
 Silent failures seen on this stack, each refused here:
 - a launcher that meant to start N processes started one (`accelerate launch --cpu
@@ -14,6 +15,7 @@ Silent failures seen on this stack, each refused here:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ def is_secondary_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) > 0
 
 
-def check_world(args: Any, expected: int | None) -> None:
+def check_world(world_size: int, expected: int | None) -> None:
     """Refuse a run whose processes are not the ones that were asked for."""
     if (
         os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
@@ -50,27 +52,27 @@ def check_world(args: Any, expected: int | None) -> None:
         )
     launched = launched_world_size()
     wanted = expected or (launched if launched > 1 else None)
-    if wanted is not None and args.world_size != wanted:
+    if wanted is not None and world_size != wanted:
         source = "expected_world_size" if expected else "the launcher (WORLD_SIZE)"
         raise UserError(
-            f"{source} asks for {wanted} processes, but this process belongs to a world of {args.world_size}: "
+            f"{source} asks for {wanted} processes, but this process belongs to a world of {world_size}: "
             "the launch did not start a distributed run. On CPUs use `accelerate launch --multi_gpu "
             "--num_processes N` (not --cpu, which starts one process) or torchrun, with trainer.use_cpu=true"
         )
 
 
-def check_strategy(args: Any, strategy: Any) -> None:
+def check_strategy(world_size: int, trainer: Mapping[str, Any], strategy: Any) -> None:
     """Refuse, before anything loads, a strategy whose trainable set changes mid-run where the
     wrapper fixes that set when it wraps the model: DDP syncs only the parameters that required
     grad then (the others would train on each rank alone, and the ranks' weights diverge);
     FSDP and DeepSpeed build their flat shards and optimizer partitions from them (blocks
-    thawed later would never train), even in one process."""
+    thawed later would never train), even in one process. `trainer`: the trainer.* keys."""
     if not strategy.changes_trainable_set:
         return
-    wrapper = _sharding_wrapper(args)
-    if wrapper is None and args.world_size <= 1:
+    wrapper = _sharding_wrapper(trainer.get("deepspeed"), trainer.get("fsdp"))
+    if wrapper is None and world_size <= 1:
         return
-    under = wrapper or f"DDP with {args.world_size} processes"
+    under = wrapper or f"DDP with {world_size} processes"
     raise UserError(
         f"gradual unfreezing (strategy.unfreeze_every) cannot run under {under}: it fixes the trainable "
         "parameters when it wraps the model. Run it in one plain process, or set strategy.unfreeze_every=null "
@@ -78,24 +80,24 @@ def check_strategy(args: Any, strategy: Any) -> None:
     )
 
 
-def _sharding_wrapper(args: Any) -> str | None:
-    if getattr(args, "deepspeed", None) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+def _sharding_wrapper(deepspeed: Any, fsdp: Any) -> str | None:
+    if deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         return "DeepSpeed"
-    if getattr(args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+    if fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         return "FSDP"
     return None
 
 
-def shared_run_folder(args: Any, requested: Path, resume: bool = False) -> Path:
+def shared_run_folder(world_size: int, process_index: int, requested: Path, resume: bool = False) -> Path:
     """The run folder, taken by the main process; the others get its path (and its error)."""
     from hf_transfer import run_folder
 
-    if args.world_size <= 1:
+    if world_size <= 1:
         return run_folder.prepare(requested, resume)
     import torch.distributed as dist
 
     message: list[Any] = [None]
-    if args.process_index == 0:
+    if process_index == 0:
         try:
             message = [("ok", str(run_folder.prepare(requested, resume)))]
         except UserError as err:
@@ -127,7 +129,8 @@ def check_wrapped(trainer: Any) -> None:
             f"{trainer.args.world_size} processes, but the model was not wrapped for distributed training: "
             "each process would train alone and their weights would diverge"
         )
-    if _sharding_wrapper(trainer.args) == "FSDP" and not (
+    args = trainer.args
+    if _sharding_wrapper(getattr(args, "deepspeed", None), getattr(args, "fsdp", None)) == "FSDP" and not (
         _is_fsdp_module(trainer.model) or _is_fsdp_module(trainer.model_wrapped)
     ):
         raise UserError(

@@ -32,12 +32,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from hf_transfer import disk
+
+if TYPE_CHECKING:
+    from hf_transfer.strategies import Applied
+    from hf_transfer.tasks.base import Encoded
 
 log = logging.getLogger(__name__)
 
@@ -438,11 +442,6 @@ def _partial(folder: Path, scratch: Path) -> Path:
     return folder.with_name(f"{folder.name}.partial-{run}")
 
 
-def remove_scratch(scratch: Path) -> None:
-    """The run folder's own disk caches go when the run is complete (HF_TRANSFER_CACHE's stay)."""
-    shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _available_memory() -> int:
     import psutil
 
@@ -469,19 +468,25 @@ def _from_numpy(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return tensor.view(torch.bfloat16) if dtype == torch.bfloat16 else tensor
 
 
-def prepare(config: Any, strategy: Any, trainer: Any, encoded: Any, padding_side: str, scratch: Path) -> dict[str, Any]:
-    """Decide whether the run trains on cached features (`strategy.cache`), build the cache and
-    hand it to the Trainer. Returns what metrics.json records of it."""
+def prepare(
+    config: Any, applied: Applied, args: Any, collator: Callable, encoded: Encoded, padding_side: str, scratch: Path
+) -> tuple[FeatureCache | None, dict[str, Any]]:
+    """Decide whether the run trains on cached features (`strategy.cache`, `config`) and build
+    the cache for the Trainer, before the Trainer is made. Returns the cache (None: off) and
+    what metrics.json records of it."""
+    from accelerate import PartialState
+
     from hf_transfer.models import anatomy
 
-    model = trainer.model
-    frozen, why = strategy.frozen_blocks(model)
-    args = trainer.args
+    model = applied.model
     # cache=true asks for the probe's cache where the strategy itself has nothing frozen.
-    setting = "auto" if config.cache is True and frozen == 0 and config.head_epochs else config.cache
-    decision = decide(setting, frozen, why, args, len(encoded.inputs["train"]), padding_side)
+    setting = "auto" if config.cache is True and applied.frozen_blocks == 0 and config.head_epochs else config.cache
+    decision = decide(
+        setting, applied.frozen_blocks, applied.frozen_reason, args, len(encoded.inputs["train"]), padding_side
+    )
     if decision.used:
         parts = anatomy(model)
+        model.to(args.device)  # where the Trainer puts it (no sharding here: decide refuses it)
         try:
             cache = build(
                 decision,
@@ -489,14 +494,14 @@ def prepare(config: Any, strategy: Any, trainer: Any, encoded: Any, padding_side
                 [model.get_submodule(name) for name in parts.blocks],
                 parts.below,
                 encoded.inputs,
-                trainer.data_collator,
+                collator,
                 device=args.device,
-                autocast=trainer.accelerator.autocast,
+                autocast=_autocast(args),
                 scratch=scratch,
                 memory_share=config.cache_memory_share,
                 process_index=args.process_index,
                 world_size=args.world_size,
-                wait=trainer.accelerator.wait_for_everyone,
+                wait=PartialState().wait_for_everyone,
             )
         except disk.NoSpace as err:
             if config.cache is True:
@@ -504,7 +509,6 @@ def prepare(config: Any, strategy: Any, trainer: Any, encoded: Any, padding_side
             log.warning("feature cache: off (%s)", err)  # the run trains as it would without one
             cache, decision = None, Decision(0, "no disk space for it")
         if cache is not None:
-            trainer.feature_cache = cache
             r = cache.record
             log.info(
                 "feature cache: on (%s); %s examples, %s tokens, %.1f MB %s, %s in %.1f s",
@@ -512,8 +516,16 @@ def prepare(config: Any, strategy: Any, trainer: Any, encoded: Any, padding_side
                 "on disk" if r["storage"] == "disk" else "in memory",
                 "reused" if r["reused"] else "computed", r["build_s"],
             )  # fmt: skip
-            return r
+            return cache, r
         if decision.used:
             decision = Decision(0, "the data collator changes the inputs it pads")
     log.info("feature cache: off (%s)", decision.reason)
-    return {"used": False, "reason": decision.reason}
+    return None, {"used": False, "reason": decision.reason}
+
+
+def _autocast(args: Any) -> Callable[[], Any]:
+    """The mixed precision the Trainer will train in (its accelerator is not made yet)."""
+    if not (args.bf16 or args.fp16):
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if args.bf16 else torch.float16
+    return lambda: torch.autocast(device_type=args.device.type, dtype=dtype)

@@ -15,7 +15,19 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from safetensors.torch import load_file, save_file
+
+from hf_transfer import assembly, outputs
+from hf_transfer.strategies import HeadOnly
+
+if TYPE_CHECKING:
+    from hf_transfer.config import RunConfig
+    from hf_transfer.models import Checkpoint
+    from hf_transfer.strategies import Strategy
+    from hf_transfer.tasks import Task
+    from hf_transfer.tasks.base import Encoded, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +36,17 @@ WEIGHTS = "head_probe.safetensors"
 
 
 def train_head_first(
-    run_cfg: Any, strategy: Any, task: Any, model: Any, tokenizer: Any, data: Any, encoded: Any, scratch: Path
+    run_cfg: RunConfig,
+    strategy: Strategy,
+    task: Task,
+    model: Any,
+    checkpoint: Checkpoint,
+    data: TaskData,
+    encoded: Encoded,
+    scratch: Path,
 ) -> dict[str, Any]:
     """Train the head of `model` alone for strategy.head_epochs epochs (or take the head a run
     that stopped kept in `scratch`); returns the probe's record for metrics.json."""
-    from safetensors.torch import load_file, save_file
-
-    from hf_transfer import feature_cache
-    from hf_transfer.strategies import HeadOnly
-    from hf_transfer.training import build_trainer, set_best_metric, training_arguments
-
     config = run_cfg.strategy
     if (scratch / RECORD).is_file() and (scratch / WEIGHTS).is_file():
         missing = set(load_file(scratch / WEIGHTS)) - set(dict(model.named_parameters()))
@@ -49,7 +62,7 @@ def train_head_first(
         train_top=strategy.probe_trains_top,
     )
     probe = HeadOnly(probe_config, run_cfg.model, task.new_head, task.peft_task_type)
-    probe.apply(model)
+    applied = probe.apply(model)
     # The probe trains for its epochs and is scored once at its end; it keeps no checkpoints
     # (it is cheap to train again) and reports nowhere.
     trainer_keys = {
@@ -65,16 +78,15 @@ def train_head_first(
     probe_run = dataclasses.replace(
         run_cfg,
         trainer=trainer_keys,
-        strategy=probe_config,
+        strategy=dataclasses.replace(probe_config, min_steps=0),
         early_stopping=dataclasses.replace(run_cfg.early_stopping, patience=None),
     )
-    args = training_arguments(probe_run, task, scratch / "head_probe")
-    set_best_metric(args, probe_run, task, data)
+    folder = scratch / "head_probe"
+    args = assembly.training_arguments(probe_run, task, data, folder)
     log.info(
         "head-first: training the head alone for %s epoch(s) at rate %g", config.head_epochs, probe_config.learning_rate
     )
-    trainer = build_trainer(probe_run, args, task, probe, model, tokenizer, data, encoded, scratch / "head_probe")
-    cache = feature_cache.prepare(probe_config, probe, trainer, encoded, tokenizer.padding_side, scratch)
+    trainer, cache = assembly.trainer(probe_run, args, task, probe, applied, checkpoint, data, encoded, folder, scratch)
     output = trainer.train()
     scores = {
         k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if not k.endswith(("runtime", "per_second"))
@@ -82,7 +94,7 @@ def train_head_first(
     record = {
         "epochs": config.head_epochs,
         "learning_rate": probe_config.learning_rate,
-        "trained_modules": probe.trainable_modules(model),
+        "trained_modules": applied.trainable_modules,
         "validation": scores,
         "train_runtime_s": round(output.metrics["train_runtime"], 2),
         "feature_cache": cache,
@@ -90,8 +102,6 @@ def train_head_first(
     headline = args.metric_for_best_model.removeprefix("eval_")
     log.info("head-first: the probe reached validation %s %.4f", headline, scores.get(headline, float("nan")))
     if trainer.is_world_process_zero():
-        from hf_transfer import outputs
-
         head = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
         scratch.mkdir(parents=True, exist_ok=True)
         save_file(head, scratch / WEIGHTS)

@@ -76,6 +76,27 @@ def _check_model_folder(folder: Path, pretrained: bool) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The pretrained checkpoint of a run, read once (assembly.checkpoint builds it): where it
+    is, its config as saved, its family, what a classifier's head reads, and its tokenizer
+    (adapted to the task) with the length inputs are cut to."""
+
+    settings: ModelConfig
+    location: str  # what from_pretrained loads: a folder or a hub id (GGUF converted)
+    config: Any  # the checkpoint's own config (config.json), without the task's labels
+    family: str  # "encoder" or "decoder"
+    pooling: str  # "mean" or "architecture": what model.pooling comes to for the task
+    tokenizer: Any
+    max_length: int
+
+    @property
+    def wraps_in_mean_pooling(self) -> bool:
+        """Whether the run loads the base model alone and puts a new mean-pooling head on it (not
+        where the checkpoint already is a mean-pooling classifier: it loads as it is)."""
+        return self.pooling == "mean" and not is_mean_pooling(self.config)
+
+
 # model_type values of decoder-only (GPT-like) architectures; others are told by their
 # `architectures` entry, and `model.family` settles any doubt.
 DECODER_TYPES = {
@@ -156,16 +177,16 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
     return converted
 
 
-def load_base_config(cfg: ModelConfig, **kwargs: Any) -> Any:
+def load_base_config(cfg: ModelConfig, location: str | None = None) -> Any:
+    """The checkpoint's config.json (`location`: where checkpoint_location found it)."""
     from transformers import AutoConfig
 
     from hf_transfer import mean_pooling
 
     mean_pooling.register()  # a run folder of a mean-pooling classifier loads like any model
-    location = checkpoint_location(cfg)
     try:
         return AutoConfig.from_pretrained(
-            location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **kwargs
+            location or checkpoint_location(cfg), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
         )
     except (OSError, ValueError) as err:
         raise UserError(
@@ -173,13 +194,15 @@ def load_base_config(cfg: ModelConfig, **kwargs: Any) -> Any:
         ) from None
 
 
-def load_tokenizer(cfg: ModelConfig, family: str) -> Any:
+def load_tokenizer(cfg: ModelConfig, family: str, location: str | None = None, config: Any = None) -> Any:
+    """The checkpoint's tokenizer (`config`: the checkpoint's, where already read: AutoTokenizer
+    reads it again otherwise, to find the tokenizer class)."""
     from transformers import AutoTokenizer
 
-    location = checkpoint_location(cfg)
+    location = location or checkpoint_location(cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+            location, config=config, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
         )
     except (OSError, ValueError) as err:
         raise UserError(f"could not load a tokenizer from '{cfg.source}' (model.source): {first_line(err)}") from None
@@ -194,18 +217,19 @@ def load_tokenizer(cfg: ModelConfig, family: str) -> Any:
     return tokenizer
 
 
-def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool, **config_kwargs: Any) -> Any:
+def load_model(checkpoint: Checkpoint, auto_model: str, new_head: bool, **config_kwargs: Any) -> Any:
     """`auto_model` (an AutoModelFor* class name) on the checkpoint, with a fresh head when
     `new_head`; `config_kwargs` are model config values such as the labels."""
     import torch
 
     from hf_transfer.device import hub_kernels
 
-    wrap, config, auto_class = _build_plan(cfg, auto_model, tokenizer.pad_token_id, config_kwargs)
+    cfg, tokenizer = checkpoint.settings, checkpoint.tokenizer
+    wrap, config, auto_class = _build_plan(checkpoint, auto_model, tokenizer.pad_token_id, config_kwargs)
     if cfg.pretrained:
         try:
             model = auto_class.from_pretrained(
-                checkpoint_location(cfg),
+                checkpoint.location,
                 config=config,
                 revision=cfg.revision,
                 trust_remote_code=cfg.trust_remote_code,
@@ -237,10 +261,12 @@ def load_model(cfg: ModelConfig, auto_model: str, tokenizer: Any, new_head: bool
     return model
 
 
-def model_config(cfg: ModelConfig, pad_token_id: int | None, **config_kwargs: Any) -> Any:
+def model_config(checkpoint: Checkpoint, pad_token_id: int | None, **config_kwargs: Any) -> Any:
     """The checkpoint's config with `model.config_overrides`, the tokenizer's pad id and
-    `config_kwargs` applied."""
-    config = load_base_config(cfg, **config_kwargs)
+    `config_kwargs` applied: made from the config read once, as from_pretrained makes it."""
+    cfg, saved = checkpoint.settings, checkpoint.config
+    config = type(saved).from_dict(saved.to_diff_dict(), **config_kwargs)
+    config.name_or_path = saved.name_or_path
     for key, value in cfg.config_overrides.items():
         if not hasattr(config, key):
             raise UserError(f"model.config_overrides.{key}: {type(config).__name__} has no such setting")
@@ -273,25 +299,25 @@ def _check_override_kind(key: str, current: Any, value: Any) -> None:
 
 
 def _build_plan(
-    cfg: ModelConfig, auto_model: str, pad_token_id: int | None, config_kwargs: dict[str, Any]
+    checkpoint: Checkpoint, auto_model: str, pad_token_id: int | None, config_kwargs: dict[str, Any]
 ) -> tuple[bool, Any, Any]:
     """Whether a new mean-pooling head wraps the base model, the config to build from, and the
     Auto class that builds it."""
     import transformers
 
-    wrap = gets_mean_pooling_head(cfg, auto_model)
+    wrap = auto_model == SEQUENCE_CLASSIFICATION and checkpoint.wraps_in_mean_pooling
     # Under mean pooling the labels belong to the classifier's config, not the base model's.
-    config = model_config(cfg, pad_token_id, **({} if wrap else config_kwargs))
+    config = model_config(checkpoint, pad_token_id, **({} if wrap else config_kwargs))
     return wrap, config, transformers.AutoModel if wrap else getattr(transformers, auto_model)
 
 
-def skeleton(cfg: ModelConfig, auto_model: str, **config_kwargs: Any) -> Any:
+def skeleton(checkpoint: Checkpoint, auto_model: str, **config_kwargs: Any) -> Any:
     """The model a run would build, on the meta device: its modules without weights or memory."""
     import torch
 
-    wrap, config, auto_class = _build_plan(cfg, auto_model, None, config_kwargs)
+    wrap, config, auto_class = _build_plan(checkpoint, auto_model, None, config_kwargs)
     with torch.device("meta"):
-        model = auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        model = auto_class.from_config(config, trust_remote_code=checkpoint.settings.trust_remote_code)
         return _on_mean_pooling(model, config_kwargs) if wrap else model
 
 
@@ -308,29 +334,23 @@ def _on_mean_pooling(base: Any, config_kwargs: dict[str, Any]) -> Any:
 SEQUENCE_CLASSIFICATION = "AutoModelForSequenceClassification"
 
 
-def gets_mean_pooling_head(cfg: ModelConfig, auto_model: str) -> bool:
-    """Whether the run loads the base model alone and puts a new mean-pooling head on it (not
-    where the checkpoint already is a mean-pooling classifier: it loads as it is)."""
-    config = load_base_config(cfg)
-    return resolve_pooling(cfg, auto_model, config) == "mean" and not is_mean_pooling(config)
 
-
-def resolve_pooling(cfg: ModelConfig, auto_model: str, config: Any = None) -> str:
-    """ "mean" or "architecture": what `model.pooling` comes to for this checkpoint and task
-    (`config`: the checkpoint's, where already loaded)."""
+def resolve_pooling(cfg: ModelConfig, auto_model: str, config: Any, location: str) -> str:
+    """ "mean" or "architecture": what `model.pooling` comes to for this checkpoint (its
+    `config`, at `location`) and task."""
     if auto_model != SEQUENCE_CLASSIFICATION:
         return "architecture"  # config.validate refuses model.pooling=mean for other tasks
-    if is_mean_pooling(config if config is not None else load_base_config(cfg)):
+    if is_mean_pooling(config):
         if cfg.pooling == "architecture":
             log.warning("model.pooling=architecture: '%s' is a mean-pooling classifier and keeps its head; "
                         "start from its base checkpoint for the architecture's own", cfg.source)  # fmt: skip
         return "mean"  # a classifier saved with mean pooling keeps it
     if cfg.pooling != "auto":
         return cfg.pooling
-    return "mean" if sentence_transformers_pooling(cfg) == "mean" else "architecture"
+    return "mean" if sentence_transformers_pooling(cfg, location) == "mean" else "architecture"
 
 
-def sentence_transformers_pooling(cfg: ModelConfig) -> str | None:
+def sentence_transformers_pooling(cfg: ModelConfig, location: str) -> str | None:
     """How a sentence-transformers checkpoint pools ("mean", "cls", "lasttoken", ...), read from
     its modules.json and pooling config; None for any other checkpoint."""
     import json
@@ -339,7 +359,7 @@ def sentence_transformers_pooling(cfg: ModelConfig) -> str | None:
 
     def read(name: str) -> Any:
         path = cached_file(
-            checkpoint_location(cfg), name, revision=cfg.revision,
+            location, name, revision=cfg.revision,
             _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
         )  # fmt: skip
         return json.loads(Path(path).read_text(encoding="utf-8")) if path else None
@@ -476,17 +496,13 @@ def position_limit(model_config: Any) -> int | None:
     return model_limit
 
 
-def check_settings_fit(cfg: ModelConfig, task_cfg: Any, strategy_cfg: Any) -> None:
+def check_settings_fit(checkpoint: Checkpoint, task_cfg: Any, strategy_cfg: Any) -> None:
     """Settings the checkpoint cannot take, refused from its config before weights load: a
     task.max_length past its positions, a LoRA rank above its layers' width. A task's own
-    default length is left to the task (QA's 384 is cut to a smaller model's); a checkpoint
-    whose config does not load is reported where the model loads."""
+    default length is left to the task (QA's 384 is cut to a smaller model's)."""
     import dataclasses
 
-    try:
-        model_config = load_base_config(cfg)
-    except UserError:
-        return
+    cfg, model_config = checkpoint.settings, checkpoint.config
     model = cfg.name or cfg.source
     default = {f.name: f.default for f in dataclasses.fields(task_cfg)}.get("max_length")
     max_length = getattr(task_cfg, "max_length", None)

@@ -1,21 +1,46 @@
 """One training run, top to bottom: config -> data -> model -> strategy -> Trainer -> run folder.
 
-`run()` is what the CLI calls and what tests call in-process. Each step lives in its own
-module; this file only says in which order they happen.
+`run()` is what the CLI calls and what tests call in-process. Each part is built in
+assembly.py and each step lives in its own module; this file says in which order they happen,
+and what the run folder gets at the end.
+
+Modules that import torch or transformers are imported inside the functions that use them:
+`hf_transfer.run` imports in a blink, and `versions.check()` runs before them (a library out
+of range is one line, not an ImportError).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from hf_transfer import baselines, device, disk, distributed, models, outputs, run_folder, versions
+from hf_transfer.assets import one_time_seconds, resolve_source
 from hf_transfer.config import RunConfig, as_dict, validate
+from hf_transfer.data import budget_name
 from hf_transfer.errors import Interrupted, UserError
+from hf_transfer.imprint import can_imprint, fit_number_head, imprint_head, output_layer
+from hf_transfer.measure import PeakMemory, Stopwatch, memory_for_training
+from hf_transfer.strategies import make_strategy
+from hf_transfer.tasks import task_class
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from hf_transfer.models import Checkpoint
+    from hf_transfer.strategies import Applied, Strategy
+    from hf_transfer.tasks import Task
+    from hf_transfer.tasks.base import Encoded, TaskData
+    from hf_transfer.training import TransferTrainer
 
 log = logging.getLogger("hf_transfer")
 
@@ -46,8 +71,6 @@ def run(
     folder behind that this call created, and nothing of a run that never trained. Ctrl-C
     ends in `Interrupted`, with the checkpoint kept.
     """
-    from hf_transfer import disk, run_folder, versions
-
     versions.check()  # the CLI checks first; a run started from Python is checked here
     run_cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
     folder = Path(output_dir)
@@ -84,12 +107,6 @@ def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
     """Continue the run in `folder`, with its own config.yaml, from its last complete checkpoint
     (weights, optimizer, scheduler, random states, unfreezing stage): it ends as the run would
     have, had it not stopped."""
-    import yaml
-
-    from hf_transfer import run_folder
-
-    import contextlib
-
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise UserError(f"'{folder}' is not a folder: give the run folder to resume")
@@ -113,10 +130,6 @@ def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
 def _check_unchanged(folder: Path, settings: dict[str, Any]) -> None:
     """A checkpoint resumes the run that saved it: config.yaml edited since (another strategy, say)
     would go on from weights and an optimizer made for other settings."""
-    import yaml
-
-    from hf_transfer import run_folder
-
     checkpoint = run_folder.last_complete_checkpoint(folder)
     saved = checkpoint / "config.yaml" if checkpoint else None
     if saved is None or not saved.is_file():  # no checkpoint, or one of an earlier version
@@ -144,8 +157,6 @@ def _differences(before: Any, after: Any, prefix: str = "") -> list[tuple[str, A
 def _disk_full_message(folder: Path) -> str:
     """The disk filled while the run was writing: the half-written checkpoint goes (it would only
     hold space), the complete ones stay, and the run resumes once there is room."""
-    from hf_transfer import disk, run_folder
-
     removed = run_folder.remove_incomplete_checkpoints(folder)
     last = run_folder.last_complete_checkpoint(folder)
     need = f"; a checkpoint of this run takes {disk.megabytes(disk.folder_size(last))}" if last else ""
@@ -157,8 +168,6 @@ def _disk_full_message(folder: Path) -> str:
 
 
 def _interrupted_message(folder: Path, step: int | None) -> str:
-    from hf_transfer import run_folder
-
     checkpoint = run_folder.last_complete_checkpoint(folder) if folder.is_dir() else None
     where = f"at step {step}" if step is not None else "before it finished"
     if checkpoint is None:
@@ -170,154 +179,177 @@ def _interrupted_message(folder: Path, step: int | None) -> str:
 
 
 def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: bool) -> RunResult:
-
-    # Heavy imports only once the config is known to be good.
+    # Heavy (torch, transformers): imported once the versions and the config are known to be good.
     from transformers import set_seed
 
-    from hf_transfer import baselines, distributed, feature_cache, models, outputs, run_folder
-    from hf_transfer.assets import one_time_seconds
+    from hf_transfer import assembly
     from hf_transfer.checkpoints import Progress, ResumableCheckpoints, StopOnInterrupt
-    from hf_transfer.measure import PeakMemory, Stopwatch
-    from hf_transfer.strategies import make_strategy
-    from hf_transfer.tasks import task_class
-    from hf_transfer.training import apply_min_steps, build_trainer, set_best_metric, training_arguments
+    from hf_transfer.head_first import train_head_first
 
-    wall = Stopwatch()
-    one_time_before = one_time_seconds()
+    wall, one_time_before = Stopwatch(), one_time_seconds()
     set_seed(run_cfg.seed)
-
     task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
     strategy = make_strategy(run_cfg.strategy, run_cfg.model, task.new_head, task.peft_task_type)
-    # Building TrainingArguments sets up the process group under a launcher; from then on the
-    # main process chooses the one run folder.
-    args = training_arguments(run_cfg, task, Path(output_dir))
-    distributed.check_world(args, run_cfg.expected_world_size)
-    distributed.check_strategy(args, strategy)
-    folder = distributed.shared_run_folder(args, Path(output_dir), resume)
-    args.output_dir = str(folder / "checkpoints")
-    checkpoint = run_folder.last_complete_checkpoint(folder) if resume else None
+    folder = assembly.start(run_cfg, task, strategy, Path(output_dir), resume)
+    resume_from = run_folder.last_complete_checkpoint(folder) if resume else None
     log.info("loading data: %s", run_cfg.task.data.source or run_cfg.task.data.data_files)
     data = task.load()
-    # Data problems first, as everywhere; then what the checkpoint cannot take, before weights load.
-    models.check_settings_fit(run_cfg.model, run_cfg.task, run_cfg.strategy)
-    set_best_metric(args, run_cfg, task, data)  # a task may know it only now (NER or POS tags)
-    evaluated = len(data.splits["validation"]) if "validation" in data.splits else None
-    min_steps, why = task.min_steps(run_cfg.strategy.min_steps)
-    apply_min_steps(args, min_steps, len(data.splits["train"]), evaluated,
-                    early_stopping=run_cfg.early_stopping.patience is not None, why=why)  # fmt: skip
     log.info("splits: %s", ", ".join(f"{name} {len(split)}" for name, split in data.splits.items()))
-
     memory = PeakMemory()
     log.info("loading model: %s", run_cfg.model.source)
-    base_config = models.load_base_config(run_cfg.model)
-    family = models.detect_family(base_config, run_cfg.model.family)
-    tokenizer = models.load_tokenizer(run_cfg.model, family)
-    task.adapt_tokenizer(tokenizer, family)
-    max_length = run_cfg.task.max_length or models.default_max_length(tokenizer, base_config)
-    _check_data(task, data, tokenizer, max_length)
+    checkpoint = assembly.checkpoint(run_cfg, task)
+    # Data problems first, as everywhere; then what the checkpoint cannot take, before weights load.
+    _check_data(task, data, checkpoint)
+    models.check_settings_fit(checkpoint, run_cfg.task, run_cfg.strategy)
+    args = assembly.training_arguments(run_cfg, task, data, folder)
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
-    model = _load_model(run_cfg, task, data, tokenizer)
-    encoded = task.tokenize(data, tokenizer, max_length)
-    imprinted = _imprint(task, model, tokenizer, encoded, args, run_cfg.model.pretrained)
+    model = assembly.model(checkpoint, task, data)
+    encoded = task.tokenize(data, checkpoint.tokenizer, checkpoint.max_length)
+    imprinted = _imprint(task, model, checkpoint, encoded, args)
     probe = None
     if run_cfg.strategy.head_epochs:  # the head alone first, then the strategy from that head
-        from hf_transfer.head_first import train_head_first
-
-        probe = train_head_first(run_cfg, strategy, task, model, tokenizer, data, encoded, folder / SCRATCH)
-
-    model = strategy.apply(model)
-    trainable, total = models.count_parameters(model)
-    trained_modules = strategy.trainable_modules(model)
-    log.info(
-        "strategy %s: %s trainable of %s parameters (%.2f%%); training %s",
-        run_cfg.strategy.name,
-        f"{trainable:,}",
-        f"{total:,}",
-        100 * trainable / total,
-        ", ".join(trained_modules),
-    )
-    _check_room(model, args, trainable, folder)
+        probe = train_head_first(run_cfg, strategy, task, model, checkpoint, data, encoded, folder / SCRATCH)
+    applied = strategy.apply(model)
+    counts = _check_room(run_cfg, applied, args, folder)
+    if resume_from is not None:  # the strategy's own schedule goes on from where it was
+        strategy.resume_from(resume_from)
     interrupt = StopOnInterrupt()
-    callbacks = [ResumableCheckpoints(resume_from=checkpoint), interrupt, *callbacks]
-    if checkpoint is not None:  # the strategy's own schedule goes on from where it was
-        for callback in strategy.callbacks():
-            getattr(callback, "restore_from", lambda checkpoint: None)(checkpoint)
-    trainer = build_trainer(run_cfg, args, task, strategy, model, tokenizer, data, encoded, folder, callbacks,
-                            progress=Progress.of(checkpoint), started=wall.start)  # fmt: skip
-    cache = feature_cache.prepare(
-        run_cfg.strategy, strategy, trainer, encoded, tokenizer.padding_side, folder / SCRATCH
-    )
-    untrained, samples_before = _before_training(trainer, task, data, encoded, tokenizer, folder, resume)
-    if trainer.is_world_process_zero():
-        # From now on the run can be resumed, from any folder: relative paths in the config are
-        # relative to where it started.
-        (folder / STARTED_IN).write_text(os.getcwd() + "\n", encoding="utf-8")
-        outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))
-    if checkpoint is not None:
-        log.info("resuming from %s (step %d)", checkpoint, run_folder.checkpoint_step(checkpoint))
-    elif resume:
-        log.info("no complete checkpoint in %s: training again from the start", folder / "checkpoints")
-    train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    callbacks = [ResumableCheckpoints(resume_from=resume_from), interrupt, *callbacks]
+    trainer, cache = assembly.trainer(run_cfg, args, task, strategy, applied, checkpoint, data, encoded, folder,
+                                      folder / SCRATCH, callbacks, Progress.of(resume_from), wall.start)  # fmt: skip
+    setup = _describe_setup(task, applied, checkpoint, counts, cache, probe, imprinted)
+    untrained, samples_before = _before_training(trainer, task, data, encoded, checkpoint.tokenizer, folder, resume)
+    _mark_started(run_cfg, trainer, folder, resume, resume_from)
+    train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if interrupt.interrupted_at is not None:
         raise Interrupted(_interrupted_message(folder, interrupt.interrupted_at), 128 + interrupt.signal)
 
-    metrics = _run_metrics(run_cfg, trainer, train_output, data, folder)
-    if checkpoint is not None:
-        metrics["resumed_from"] = str(checkpoint.relative_to(folder))
-    metrics.update(
-        trainable_parameters=trainable,
-        total_parameters=total,
-        trainable_fraction=round(trainable / total, 6),
-        trained_modules=trained_modules,
-        max_length=max_length,
-        # What the classifier's head reads (model.pooling): "mean" or the architecture's own.
-        **({"pooling": models.pooling_of(model)} if task.auto_model == models.SEQUENCE_CLASSIFICATION else {}),
+    metrics = {
+        **_run_metrics(run_cfg, trainer, train_output, data, folder),
+        **({"resumed_from": str(resume_from.relative_to(folder))} if resume_from else {}),
+        **setup,
         **strategy.record(),
-        feature_cache=cache,
+    }
+    results, predictions = _results_after_training(trainer, task, data, encoded, checkpoint, metrics["best_metric"],
+                                                   untrained, samples_before)  # fmt: skip
+    metrics.update(**results, **memory.result())
+    _save_model(trainer, strategy, folder, lambda: _whole_model(checkpoint, task, data))
+    if trainer.is_world_process_zero():
+        _finish(run_cfg, task, trainer, checkpoint, folder, metrics, predictions, wall.seconds(), one_time_before)
+    return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
+
+
+def _describe_setup(
+    task: Task,
+    applied: Applied,
+    checkpoint: Checkpoint,
+    counts: tuple[int, int],
+    cache: dict[str, Any],
+    probe: dict[str, Any] | None,
+    imprinted: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What metrics.json records of how the run was set up: what trains, the inputs' length, the
+    head, the feature cache, the head-first probe."""
+    trainable, total = counts
+    return {
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_fraction": round(trainable / total, 6),
+        "trained_modules": applied.trainable_modules,
+        "max_length": checkpoint.max_length,
+        # What the classifier's head reads (model.pooling): "mean" or the architecture's own.
+        **({"pooling": models.pooling_of(applied.model)} if task.auto_model == models.SEQUENCE_CLASSIFICATION else {}),
+        "feature_cache": cache,
         **({"head_probe": probe} if probe else {}),
         **({"head_init": imprinted} if imprinted else {}),
-    )
+    }
+
+
+def _finish(
+    run_cfg: RunConfig,
+    task: Task,
+    trainer: TransferTrainer,
+    checkpoint: Checkpoint,
+    folder: Path,
+    metrics: dict[str, Any],
+    predictions: dict[str, list[dict[str, Any]]],
+    wall_seconds: float,
+    one_time_before: float,
+) -> None:
+    """The main process completes the run folder: tokenizer, times, results, model card, COMPLETE."""
+    outputs.save_whole_files(folder, checkpoint.tokenizer.save_pretrained)
+    # One-time work (fetching packages, converting GGUF) is reported apart from the run's time.
+    metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
+    # Over every session of a resumed run: what the checkpoint it resumed from had recorded, and this one.
+    before = trainer.progress_before.wall_time_s
+    metrics["wall_time_s"] = round(before + wall_seconds - metrics["one_time_setup_s"], 2)
+    _write_results(run_cfg, task, folder, metrics, predictions)
+    shutil.rmtree(folder / SCRATCH, ignore_errors=True)  # the run's own disk caches (HF_TRANSFER_CACHE's stay)
+    outputs.use_usual_modes(folder)
+    run_folder.mark_complete(folder)  # last: everything above is in place
+
+
+def _mark_started(run_cfg: RunConfig, trainer: TransferTrainer, folder: Path, resume: bool, resume_from: Path | None) -> None:
+    """From now on the run can be resumed, from any folder: relative paths in the config are
+    relative to where it started."""
+    if trainer.is_world_process_zero():
+        (folder / STARTED_IN).write_text(os.getcwd() + "\n", encoding="utf-8")
+        outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))
+    if resume_from is not None:
+        log.info("resuming from %s (step %d)", resume_from, run_folder.checkpoint_step(resume_from))
+    elif resume:
+        log.info("no complete checkpoint in %s: training again from the start", folder / "checkpoints")
+
+
+def _results_after_training(
+    trainer: TransferTrainer,
+    task: Task,
+    data: TaskData,
+    encoded: Encoded,
+    checkpoint: Checkpoint,
+    best_metric: dict[str, Any],
+    untrained: dict[str, Any],
+    samples_before: list[tuple[str, str]],
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The trained model's scores beside the trivial baseline and the untrained model's, and
+    its prediction records."""
+    metrics: dict[str, Any] = {}
     if (calibrated := _calibrate(trainer, task, encoded)) is not None:
         metrics["head_calibration"] = calibrated
     evaluation, predictions = _evaluate(trainer, task, data, encoded)
     metrics.update(evaluation)
-    if (baseline := baselines.record(task.baseline(data), metrics)) is not None:
+    if (baseline := baselines.record(task.baseline(data), {**evaluation, "best_metric": best_metric})) is not None:
         metrics["baseline"] = baseline
     metrics.update({f"{split}_before_training": results for split, results in untrained.items()})
     if samples_before:
-        after = task.generate(trainer.model, tokenizer)
+        after = task.generate(trainer.model, checkpoint.tokenizer)
         predictions["generations"] = [
             {"prompt": prompt, "before_training": before, "after_training": text}
             for (prompt, before), (_, text) in zip(samples_before, after)
         ]
-    metrics.update(memory.result())
+    return metrics, predictions
 
+
+def _save_model(trainer: TransferTrainer, strategy: Strategy, folder: Path, whole_model: Callable[[], Any]) -> None:
     if distributed.is_sharded(trainer):
         # No process holds the whole model: all of them take part in gathering it.
-        strategy.save_sharded(trainer, folder, lambda: _load_model(run_cfg, task, data, tokenizer, whole=True))
+        strategy.save_sharded(trainer, folder, whole_model)
     elif trainer.is_world_process_zero():
         strategy.save(trainer.model, folder)
-    if trainer.is_world_process_zero():
-        outputs.save_whole_files(folder, tokenizer.save_pretrained)
-        # One-time work (fetching packages, converting GGUF) is reported apart from the run's time.
-        metrics["one_time_setup_s"] = round(one_time_seconds() - one_time_before, 2)
-        # Over every session of a resumed run: what the checkpoint it resumed from had recorded, and this one.
-        before = trainer.progress_before.wall_time_s
-        metrics["wall_time_s"] = round(before + wall.seconds() - metrics["one_time_setup_s"], 2)
-        _write_results(run_cfg, task, folder, metrics, predictions)
-        feature_cache.remove_scratch(folder / SCRATCH)
-        outputs.use_usual_modes(folder)
-        run_folder.mark_complete(folder)  # last: everything above is in place
-    return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
 
 
-def _check_room(model: Any, args: Any, trainable: int, folder: Path) -> None:
-    """A run whose training state would not fit in memory, or whose first checkpoint and saved
-    model would not fit on the disk, is refused before it trains (the one would swap or be
-    killed after minutes; the other stops at the first save, resumable, but the time is lost)."""
-    from hf_transfer import disk
-    from hf_transfer.measure import memory_for_training
-
+def _check_room(run_cfg: RunConfig, applied: Applied, args: TrainingArguments, folder: Path) -> tuple[int, int]:
+    """Log what the strategy trains. A run whose training state would not fit in memory, or whose
+    first checkpoint and saved model would not fit on the disk, is refused before it trains (the
+    one would swap or be killed after minutes; the other stops at the first save, resumable,
+    but the time is lost). Returns the trainable and the total parameter counts."""
+    model = applied.model
+    trainable, total = models.count_parameters(model)
+    log.info(
+        "strategy %s: %s trainable of %s parameters (%.2f%%); training %s",
+        run_cfg.strategy.name, f"{trainable:,}", f"{total:,}", 100 * trainable / total,
+        ", ".join(applied.trainable_modules),
+    )  # fmt: skip
     # Gradients and AdamW's two states, float32 each, for every trainable parameter; on an
     # accelerator the weights go there too. A floor: activations come on top.
     every = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -341,37 +373,39 @@ def _check_room(model: Any, args: Any, trainable: int, folder: Path) -> None:
     checkpoint = weights + 8 * trainable if args.save_strategy != "no" else 0  # AdamW: two float32 states
     disk.require(folder, checkpoint + weights, "a checkpoint and the trained model" if checkpoint else "the trained model",
                  "choose a run folder on another disk (hydra.run.dir)")
+    return trainable, total
 
 
-def _imprint(task: Any, model: Any, tokenizer: Any, encoded: Any, args: Any, pretrained: bool) -> dict[str, Any] | None:
+def _imprint(
+    task: Task, model: Any, checkpoint: Checkpoint, encoded: Encoded, args: TrainingArguments
+) -> dict[str, Any] | None:
     """A new cosine head starts from the training examples' class centroids, a regression head from
     a ridge fit of their targets (imprint.py)."""
-    from hf_transfer.distributed import zero3_enabled
-    from hf_transfer.imprint import can_imprint, fit_number_head, imprint_head, output_layer
-
     if not task.new_head:
         return None
     numbers = getattr(model.config, "problem_type", None) == "regression" and output_layer(model) is not None
     if not numbers and not can_imprint(model):
         return None
-    if not pretrained:
+    if not checkpoint.settings.pretrained:
         # A random encoder maps every text to about the same direction, and so the centroids:
         # near-parallel classes give next to no gradient (bert_sentiment stayed at one class).
         log.info("head: random class vectors, not imprinted (model.pretrained=false)")
         return None
-    if zero3_enabled():  # ZeRO-3 runs the model only once wrapped
+    if distributed.zero3_enabled():  # ZeRO-3 runs the model only once wrapped
         log.warning("head: not imprinted under DeepSpeed ZeRO-3; it starts from random class vectors")
         return None
+    collator = task.collator(checkpoint.tokenizer)
     if numbers:
-        return fit_number_head(model, encoded.inputs["train"], task.collator(tokenizer), args.device)
-    return imprint_head(model, encoded.inputs["train"], task.collator(tokenizer), args.device)
+        return fit_number_head(model, encoded.inputs["train"], collator, args.device)
+    return imprint_head(model, encoded.inputs["train"], collator, args.device)
 
 
-def _check_data(task: Any, data: Any, tokenizer: Any, max_length: int) -> None:
+def _check_data(task: Task, data: TaskData, checkpoint: Checkpoint) -> None:
     """What `hf-transfer validate` says of the data, first: problems stop the run, the rest is
     logged; a warning where many texts are longer than the model will read."""
-    from hf_transfer import validation
+    from hf_transfer import validation  # heavy: it checks through the assembly
 
+    tokenizer, max_length = checkpoint.tokenizer, checkpoint.max_length
     problems = validation.problems_of(data)
     if problems:
         raise UserError("; ".join(problems))
@@ -387,14 +421,10 @@ def _check_data(task: Any, data: Any, tokenizer: Any, max_length: int) -> None:
 
 
 def _before_training(
-    trainer: Any, task: Any, data: Any, encoded: Any, tokenizer: Any, folder: Path, resume: bool
+    trainer: TransferTrainer, task: Task, data: TaskData, encoded: Encoded, tokenizer: Any, folder: Path, resume: bool
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Held-out scores and generations of the untrained model (tasks that show them), kept in
     the run folder so that a resumed run reports what the run started from."""
-    import json
-
-    from hf_transfer import distributed, outputs
-
     record = folder / "before_training.json"
     if resume and record.is_file():
         saved = json.loads(record.read_text(encoding="utf-8"))
@@ -410,25 +440,22 @@ def _before_training(
     return untrained, samples
 
 
-def _load_model(run_cfg: RunConfig, task: Any, data: Any, tokenizer: Any, whole: bool = False) -> Any:
-    """The pretrained model with the task's new head, as the run starts from it (`whole`: a
-    complete copy in this process, after a sharded run)."""
-    from hf_transfer import models
-    from hf_transfer.distributed import zero3_enabled
+def _whole_model(checkpoint: Checkpoint, task: Task, data: TaskData) -> Any:
+    """A complete copy of the run's starting model in this process, after a sharded run."""
+    from hf_transfer import assembly
 
-    if whole and zero3_enabled():
+    if distributed.zero3_enabled():
         # Training is over: this process alone loads a whole copy, not a ZeRO-3 partition.
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
-    return models.load_model(run_cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data))
+    return assembly.model(checkpoint, task, data)
 
 
-def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any, folder: Path) -> dict[str, Any]:
+def _run_metrics(
+    run_cfg: RunConfig, trainer: TransferTrainer, train_output: Any, data: TaskData, folder: Path
+) -> dict[str, Any]:
     """What the run was and what training cost."""
-    from hf_transfer import device, distributed
-    from hf_transfer.data import budget_name
-
     # What chose the best checkpoint: the task's metric, or trainer.metric_for_best_model.
     metric = (trainer.args.metric_for_best_model or "loss").removeprefix("eval_")
     greater_is_better = bool(trainer.args.greater_is_better)
@@ -465,7 +492,7 @@ def _run_metrics(run_cfg: RunConfig, trainer: Any, train_output: Any, data: Any,
     return metrics
 
 
-def _whole_run(trainer: Any, train_output: Any) -> dict[str, Any]:
+def _whole_run(trainer: TransferTrainer, train_output: Any) -> dict[str, Any]:
     """Training time, speed and loss over every session of the run, as one that never stopped
     reports them, and how many times it was resumed. (The Trainer's own figures after a resume
     cover the resumed part only; its samples/s: all the run's samples over that part's time.)"""
@@ -485,10 +512,9 @@ def _whole_run(trainer: Any, train_output: Any) -> dict[str, Any]:
     }
 
 
-def _calibrate(trainer: Any, task: Any, encoded: Any) -> dict[str, Any] | None:
+def _calibrate(trainer: TransferTrainer, task: Task, encoded: Encoded) -> dict[str, Any] | None:
     """A new regression head's output drawn toward the mean on the validation split (calibration.py)."""
-    from hf_transfer import distributed
-    from hf_transfer.calibration import calibrate
+    from hf_transfer.calibration import calibrate  # heavy (torch)
     from hf_transfer.training import predict_in_order
 
     regression = getattr(trainer.model.config, "problem_type", None) == "regression"
@@ -503,10 +529,12 @@ def _calibrate(trainer: Any, task: Any, encoded: Any) -> dict[str, Any] | None:
     return calibrate(trainer.model, output.predictions, output.label_ids)
 
 
-def _evaluate(trainer: Any, task: Any, data: Any, encoded: Any) -> tuple[dict[str, Any], dict[str, list]]:
+def _evaluate(
+    trainer: TransferTrainer, task: Task, data: TaskData, encoded: Encoded
+) -> tuple[dict[str, Any], dict[str, list]]:
     """Metrics and prediction records of the validation and test splits, in dataset order; the
     extra test sets (task.extra_test) are scored as the test split is, under "extra_test"."""
-    from hf_transfer.training import predict_in_order
+    from hf_transfer.training import predict_in_order  # heavy (torch, transformers)
 
     metrics, predictions = {}, {}
     for split in ("validation", "test", *data.extra_test):
@@ -526,14 +554,11 @@ def _evaluate(trainer: Any, task: Any, data: Any, encoded: Any) -> tuple[dict[st
 
 def _write_results(
     run_cfg: RunConfig,
-    task: Any,
+    task: Task,
     folder: Path,
     metrics: dict[str, Any],
     predictions: dict[str, list[dict[str, Any]]],
 ) -> None:
-    from hf_transfer import outputs
-    from hf_transfer.assets import resolve_source
-
     outputs.write_yaml(folder / "config.yaml", as_dict(run_cfg))
     outputs.write_json(folder / "metrics.json", metrics)
     for name, records in predictions.items():

@@ -1,7 +1,10 @@
 """What trains, and how the result is saved: head_only | full | partial_unfreeze | lora.
 
 A strategy sees a model with its new head and its anatomy (models.Anatomy); it knows nothing
-of datasets or of the Trainer. Each has a Config dataclass, the schema and the defaults of its
+of datasets or of the Trainer. `apply` sets what trains and returns the record of it
+(`Applied`: the model to train, what trains, which blocks stay frozen), which is what the rest
+of the run reads; a strategy that changes what trains as the run goes (gradual unfreezing)
+carries its schedule in `callbacks()` and goes on from a checkpoint through `resume_from`. Each has a Config dataclass, the schema and the defaults of its
 `strategy.*` keys (offered to Hydra as the `strategy=NAME` option: config.register_defaults),
 and is registered in STRATEGIES. A new strategy is one class here and one line there.
 """
@@ -61,6 +64,18 @@ class StrategyConfig:
             raise ValueError(f"strategy.head_learning_rate must be more than 0, got {self.head_learning_rate}")
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What a strategy set to train, as `Strategy.apply` leaves the model."""
+
+    model: Any  # the model to train (LoRA: wrapped by peft)
+    trainable_modules: list[str]  # a short description, for the log, metrics.json and the model card
+    # The lowest blocks that stay frozen for the whole run (with the embeddings below them), and
+    # why: the part of the model feature_cache can compute once.
+    frozen_blocks: int
+    frozen_reason: str
+
+
 class Strategy:
     Config: ClassVar[type] = StrategyConfig
     # Whether a head-first probe (strategy.head_epochs) may train what sits over the blocks
@@ -75,9 +90,19 @@ class Strategy:
         self.new_head = new_head
         self.peft_task_type = peft_task_type
 
-    def apply(self, model: Any) -> Any:
-        """Set what trains; may wrap the model (LoRA). Returns the model to train."""
+    def apply(self, model: Any) -> Applied:
+        """Set what trains (the strategy's `_apply`; LoRA wraps the model) and say what it set."""
+        model = self._apply(model)
+        frozen, why = self._frozen_blocks(model)
+        return Applied(model, self._trainable_modules(model), frozen, why)
+
+    def _apply(self, model: Any) -> Any:
+        """Set what trains; may wrap the model. Returns the model to train."""
         raise NotImplementedError
+
+    def resume_from(self, checkpoint: Path) -> None:
+        """Go on from a checkpoint of this run (after `apply`): a schedule of what trains resumes
+        where it was. Most strategies have nothing to restore: the Trainer restores the rest."""
 
     def check(self, model: Any) -> None:
         """Refuse, with the fix, what does not fit the model's structure (blocks, modules). Needs
@@ -95,7 +120,7 @@ class Strategy:
         trainer.save_model(str(folder))
         _drop_training_args(trainer, folder)
 
-    def trainable_modules(self, model: Any) -> list[str]:
+    def _trainable_modules(self, model: Any) -> list[str]:
         """Short description of what trains, for logs and the model card."""
         return []
 
@@ -116,7 +141,7 @@ class Strategy:
         """What the strategy did, for metrics.json."""
         return {}
 
-    def frozen_blocks(self, model: Any) -> tuple[int, str]:
+    def _frozen_blocks(self, model: Any) -> tuple[int, str]:
         """How many of the lowest blocks stay frozen for the whole run (with the embeddings
         below them), and why: the part of the model that feature_cache can compute once."""
         return 0, f"strategy {self.config.name} trains every block"
@@ -183,7 +208,7 @@ class HeadOnly(Strategy):
                     "strategy.head_epochs is for full, partial_unfreeze and lora: head_only trains the head alone already"
                 )
 
-    def apply(self, model: Any) -> Any:
+    def _apply(self, model: Any) -> Any:
         head = self.head(model)
         if not head:
             raise UserError(
@@ -197,11 +222,11 @@ class HeadOnly(Strategy):
             unfreeze_parameters(model, anatomy(model).above)
         return model
 
-    def trainable_modules(self, model: Any) -> list[str]:
+    def _trainable_modules(self, model: Any) -> list[str]:
         above = sorted({name.rsplit(".", 1)[0] for name in anatomy(model).above}) if self.config.train_top else []
         return self.head(model) + above
 
-    def frozen_blocks(self, model: Any) -> tuple[int, str]:
+    def _frozen_blocks(self, model: Any) -> tuple[int, str]:
         blocks = len(anatomy(model).blocks)
         return blocks, f"head_only freezes all {blocks} blocks"
 
@@ -240,12 +265,12 @@ class Full(Strategy):
             _check_decay(self.layerwise_lr_decay)
             _check_nothing_to_cache(self, "full trains every block")
 
-    def apply(self, model: Any) -> Any:
+    def _apply(self, model: Any) -> Any:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         return model
 
-    def trainable_modules(self, model: Any) -> list[str]:
+    def _trainable_modules(self, model: Any) -> list[str]:
         return ["all"]
 
     def parameter_groups(self, model: Any, lr: float, weight_decay: float, decay_names: set[str]) -> list[dict] | None:
@@ -307,7 +332,7 @@ class PartialUnfreeze(Strategy):
         if self.config.unfreeze_every is not None:
             self._check_depth(self.config.max_layers or 0, parts, "max_layers")
 
-    def apply(self, model: Any) -> Any:
+    def _apply(self, model: Any) -> Any:
         parts = anatomy(model)
         blocks = self._top_blocks(parts)
         head = self.head(model)
@@ -359,7 +384,7 @@ class PartialUnfreeze(Strategy):
         if count > len(parts.blocks):
             raise UserError(f"strategy.{key}={count}, but the model has {len(parts.blocks)} transformer blocks")
 
-    def trainable_modules(self, model: Any) -> list[str]:
+    def _trainable_modules(self, model: Any) -> list[str]:
         parts = anatomy(model)
         over = sorted({name.rsplit(".", 1)[0] for name in parts.above}) if self.config.num_layers else []
         described = self.head(model) + self._top_blocks(parts) + over
@@ -380,6 +405,10 @@ class PartialUnfreeze(Strategy):
     def callbacks(self) -> list[Any]:
         return [self.schedule] if self.schedule is not None else []
 
+    def resume_from(self, checkpoint: Path) -> None:
+        if self.schedule is not None:
+            self.schedule.restore_from(checkpoint)
+
     @property
     def changes_trainable_set(self) -> bool:
         return self.config.unfreeze_every is not None
@@ -387,7 +416,7 @@ class PartialUnfreeze(Strategy):
     def record(self) -> dict[str, Any]:
         return {"unfreezing": self.schedule.record()} if self.schedule is not None else {}
 
-    def frozen_blocks(self, model: Any) -> tuple[int, str]:
+    def _frozen_blocks(self, model: Any) -> tuple[int, str]:
         # With gradual unfreezing, the lowest boundary the schedule reaches: blocks between it
         # and the current one run each step until they thaw, and the cache stays exact.
         blocks = len(anatomy(model).blocks)
@@ -445,7 +474,7 @@ class Lora(Strategy):
                 f"its linear layers are: {', '.join(linear_names)}"
             )
 
-    def apply(self, model: Any) -> Any:
+    def _apply(self, model: Any) -> Any:
         from peft import LoraConfig, TaskType, get_peft_model
         from transformers.pytorch_utils import Conv1D
 
@@ -512,7 +541,7 @@ class Lora(Strategy):
             model = model.get_base_model()
         return super().head(model)
 
-    def trainable_modules(self, model: Any) -> list[str]:
+    def _trainable_modules(self, model: Any) -> list[str]:
         targets = self._targets(model.get_base_model() if hasattr(model, "get_base_model") else model)
         return [f"lora({', '.join(targets)})"] + self.head(model)
 

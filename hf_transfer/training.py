@@ -1,8 +1,9 @@
-"""TrainingArguments from the config, and the Trainer that trains what the strategy chose.
+"""TrainingArguments' keys from the config, and the Trainer that trains what the strategy chose.
 
 `trainer.*` keys are handed to TrainingArguments as they are; this module only adds what the
-run owns (the checkpoint folder, the seed, the best-model metric, the strategy's learning rate)
-and keeps frozen modules in eval mode during training.
+run owns (the checkpoint folder, the seed, the best-model metric, the strategy's learning rate,
+a schedule for little data), each computed as a value before TrainingArguments is built, and
+keeps frozen modules in eval mode during training. assembly.py builds both, once.
 
 The Trainer is configured through its public arguments and documented hooks: the task's loss
 (`compute_loss_func`, normalised by the step's item count), its metric functions, and the
@@ -13,6 +14,7 @@ each with its reason; tests/test_upstream.py fails when upstream changes them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -22,11 +24,12 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
 from hf_transfer.checkpoints import Progress
-from hf_transfer.device import accelerator, pad_multiple, trainer_defaults
+from hf_transfer.device import accelerator, trainer_defaults
 from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from hf_transfer.config import RunConfig
+    from hf_transfer.feature_cache import FeatureCache
     from hf_transfer.strategies import Strategy
     from hf_transfer.tasks import Task
     from hf_transfer.tasks.base import Encoded, TaskData
@@ -34,8 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArguments:
-    """Built before any data or model is loaded, so that a bad trainer.* value fails fast."""
+def trainer_settings(run: RunConfig, task: Task, folder: Path) -> dict[str, Any]:
+    """The TrainingArguments keys of a run as its config gives them: trainer.*, then the
+    strategy's learning rate, the task's and the device's defaults; checkpoints in `folder`."""
     kwargs = dict(run.trainer)
     if "learning_rate" in kwargs:
         log.info(
@@ -68,20 +72,25 @@ def training_arguments(run: RunConfig, task: Task, folder: Path) -> TrainingArgu
     _check_integrations(report_to)
     # TensorBoard is attached by build_trainer so that its logs land in the run folder.
     kwargs["report_to"] = [r for r in report_to if r not in ("tensorboard", "none")] or "none"
+    return kwargs
+
+
+def arguments(settings: dict[str, Any]) -> TrainingArguments:
+    """TrainingArguments of `settings`, whose own checks refuse a bad trainer.* value."""
     try:
-        return TrainingArguments(**kwargs)
+        return TrainingArguments(**settings)
     except (ValueError, TypeError) as err:
         raise UserError(f"trainer settings rejected by TrainingArguments: {first_line(err)}") from None
 
 
-def set_best_metric(args: TrainingArguments, run: RunConfig, task: Task, data: TaskData) -> None:
-    """The task's best-model metric again, once its data is read: a task may choose it by what
-    the data holds (token classification: f1 for entity tags, accuracy for POS tags). trainer.*
-    keys still win, as in `training_arguments`; the Trainer reads both fields only as it runs."""
-    if "metric_for_best_model" not in run.trainer:
-        args.metric_for_best_model, greater_is_better = task.best_metric_for(data)
-        if "greater_is_better" not in run.trainer:
-            args.greater_is_better = greater_is_better
+def best_metric(run: RunConfig, task: Task, data: TaskData) -> dict[str, Any]:
+    """The task's best-model metric once its data is read: a task may choose it by what the data
+    holds (token classification: f1 for entity tags, accuracy for POS tags). trainer.* keys win."""
+    if "metric_for_best_model" in run.trainer:
+        return {}
+    name, greater_is_better = task.best_metric_for(data)
+    return {"metric_for_best_model": name,
+            **({} if "greater_is_better" in run.trainer else {"greater_is_better": greater_is_better})}  # fmt: skip
 
 
 # The package each trainer.report_to integration imports, where the names differ.
@@ -110,41 +119,47 @@ SMALLEST_BATCH = 4
 STEPS_PER_EPOCH = 8
 
 
-def apply_min_steps(
-    args: TrainingArguments,
+def fit_schedule(
+    settings: dict[str, Any],
     min_steps: int,
     train_examples: int,
     eval_examples: int | None = None,
+    world_size: int = 1,
     early_stopping: bool = False,
     why: str | None = None,
-) -> None:
-    """strategy.min_steps, a schedule for the data there is: where it makes fewer optimizer
-    steps, the batch shrinks (down to SMALLEST_BATCH, to STEPS_PER_EPOCH steps an epoch), then
-    epochs are added; evaluations stay few, and cost no more than the training between them
-    (`eval_examples`: the validation split's size). Where that leaves one evaluation, at the
-    end, there is none during training (the run scores the validation split after it anyway)
-    and no checkpoint (`early_stopping`: keep them for it). A run with trainer.max_steps trains
-    exactly that many steps, at its own batch size. `why`: where the minimum comes from, for the log."""
+) -> dict[str, Any]:
+    """strategy.min_steps, a schedule for the data there is: the TrainingArguments keys that
+    change in `settings`. Where the data makes fewer optimizer steps, the batch shrinks (down to
+    SMALLEST_BATCH, to STEPS_PER_EPOCH steps an epoch), then epochs are added; evaluations stay
+    few, and cost no more than the training between them (`eval_examples`: the validation
+    split's size). Where that leaves one evaluation, at the end, there is none during training
+    (the run scores the validation split after it anyway) and no checkpoint (`early_stopping`:
+    keep them for it). A run with trainer.max_steps trains exactly that many steps, at its own
+    batch size. `why`: where the minimum comes from, for the log."""
     import math
 
     why = why or f"strategy.min_steps={min_steps}"
 
-    if not min_steps or args.max_steps > 0:
-        return
-    replicas = max(args.world_size, 1) * args.gradient_accumulation_steps
-    batch = args.per_device_train_batch_size
-    if math.ceil(train_examples / (batch * replicas)) * args.num_train_epochs >= min_steps:
-        return
+    def value(key: str) -> Any:
+        return settings.get(key, _ARGUMENT_DEFAULTS[key])
+
+    if not min_steps or (value("max_steps") or -1) > 0:
+        return {}
+    changes: dict[str, Any] = {}
+    replicas = max(world_size, 1) * value("gradient_accumulation_steps")
+    batch, asked_epochs = value("per_device_train_batch_size"), value("num_train_epochs")
+    if math.ceil(train_examples / (batch * replicas)) * asked_epochs >= min_steps:
+        return {}
     smaller = max(SMALLEST_BATCH, min(batch, train_examples // (STEPS_PER_EPOCH * replicas)))
     if smaller < batch:
         log.info(
             "%s: batches of %d, not trainer.per_device_train_batch_size=%d (%d training examples)",
             why, smaller, batch, train_examples,
         )  # fmt: skip
-        args.per_device_train_batch_size = smaller
+        changes["per_device_train_batch_size"] = smaller
     steps_per_epoch = max(math.ceil(train_examples / (smaller * replicas)), 1)
-    if args.num_train_epochs * steps_per_epoch >= min_steps:
-        return
+    if asked_epochs * steps_per_epoch >= min_steps:
+        return changes
     epochs = math.ceil(min_steps / steps_per_epoch)
     trained = epochs * steps_per_epoch * smaller * replicas  # examples seen
     evaluations = MAX_EVALUATIONS
@@ -154,35 +169,36 @@ def apply_min_steps(
     epochs = every_epochs * math.ceil(epochs / every_epochs)  # the last evaluation at the end
     log.info(
         "%s: %d epochs of %d steps, not trainer.num_train_epochs=%g (strategy.min_steps=0 trains the epochs "
-        "asked for)", why, epochs, steps_per_epoch, args.num_train_epochs,
+        "asked for)", why, epochs, steps_per_epoch, asked_epochs,
     )  # fmt: skip
-    args.num_train_epochs = epochs
-    if args.train_sampling_strategy == "group_by_length":
+    changes["num_train_epochs"] = epochs
+    if value("train_sampling_strategy") == "group_by_length":
         # Grouped by length, a few dozen examples would make the same batches every epoch.
         log.info("random batches, not trainer.train_sampling_strategy=group_by_length (%d training examples)",
                  train_examples)  # fmt: skip
-        args.train_sampling_strategy = "random"
+        changes["train_sampling_strategy"] = "random"
     if evaluations == 1 and not early_stopping:
         log.info(
             "evaluating after training only (%d training examples seen do not pay for evaluating %d during it); "
             "no checkpoints: a run this short trains again sooner than it would resume",
             trained, eval_examples,
         )  # fmt: skip
-        from transformers.trainer_utils import IntervalStrategy, SaveStrategy
-
-        args.eval_strategy, args.save_strategy = IntervalStrategy.NO, SaveStrategy.NO
-        args.load_best_model_at_end = False
-        return
-    if every_epochs > 1 and "epoch" in (args.eval_strategy, args.save_strategy):
+        return {**changes, "eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
+    if every_epochs > 1 and "epoch" in (value("eval_strategy"), value("save_strategy")):
         # Hundreds of tiny epochs would each be evaluated and saved.
-        from transformers.trainer_utils import IntervalStrategy, SaveStrategy
-
         every = every_epochs * steps_per_epoch
-        if args.eval_strategy == "epoch":
-            args.eval_strategy, args.eval_steps = IntervalStrategy.STEPS, every
-        if args.save_strategy == "epoch":
-            args.save_strategy, args.save_steps = SaveStrategy.STEPS, every
+        if value("eval_strategy") == "epoch":
+            changes.update(eval_strategy="steps", eval_steps=every)
+        if value("save_strategy") == "epoch":
+            changes.update(save_strategy="steps", save_steps=every)
         log.info("evaluating and saving every %d steps (every %d epochs)", every, every_epochs)
+    return changes
+
+
+# What TrainingArguments takes where a key is not given (fit_schedule reads them before it exists).
+_ARGUMENT_DEFAULTS = {
+    field.name: field.default for field in dataclasses.fields(TrainingArguments) if field.init
+}
 
 
 def wants_tensorboard(run: RunConfig) -> bool:
@@ -197,13 +213,15 @@ def build_trainer(
     strategy: Strategy,
     model: Any,
     tokenizer: Any,
+    collator: Any,
     data: TaskData,
     encoded: Encoded,
     folder: Path,
+    feature_cache: FeatureCache | None = None,
     extra_callbacks: list[Any] = (),
     progress: Progress | None = None,
     started: float | None = None,
-) -> Trainer:
+) -> TransferTrainer:
     callbacks: list[Any] = strategy.callbacks() + list(extra_callbacks)
     if run.early_stopping.patience is not None:
         callbacks.append(
@@ -220,7 +238,7 @@ def build_trainer(
     return TransferTrainer(
         model=model,
         args=args,
-        data_collator=task.collator(tokenizer, pad_multiple(args.device.type)),
+        data_collator=collator,
         train_dataset=encoded.inputs["train"],
         eval_dataset=by_length(validation)[0] if task.sort_eval_by_length else validation,
         processing_class=tokenizer,
@@ -229,6 +247,7 @@ def build_trainer(
         compute_loss_func=task.loss_function(data, args.label_smoothing_factor),
         callbacks=callbacks,
         parameter_groups=strategy.parameter_groups,
+        feature_cache=feature_cache,
         progress=progress,
         started=started,
     )
@@ -248,18 +267,12 @@ def predict_in_order(trainer: Trainer, dataset: Any, prefix: str, sort: bool = T
 
     Evaluation does a forward pass only, so padding is most of what it can save: sorted
     batches evaluated gpt_sentiment's validation split 1.6 times as fast (74 s, not 119 s).
-    Scores are left to the task (compute_metrics is for evaluations during training).
+    Scores are left to the task (TransferTrainer.predict scores nothing).
     """
     import numpy as np
 
     ordered, order = by_length(dataset) if sort else (dataset, np.arange(len(dataset)))
-    # The Trainer's predict takes no metric function of its own: its validation scorer is set
-    # aside for the call (a QA scorer would read the test windows as validation ones).
-    compute_metrics, trainer.compute_metrics = trainer.compute_metrics, None
-    try:
-        output = trainer.predict(ordered, metric_key_prefix=prefix)
-    finally:
-        trainer.compute_metrics = compute_metrics
+    output = trainer.predict(ordered, metric_key_prefix=prefix)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
 
@@ -300,9 +313,15 @@ class TransferTrainer(Trainer):
     None for the Trainer's own (trainable parameters only).
     """
 
-    def __init__(self, *args: Any, parameter_groups: Any = None, progress: Progress | None = None,
-                 started: float | None = None, **kwargs: Any):  # fmt: skip
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, parameter_groups: Any = None, feature_cache: FeatureCache | None = None,
+                 progress: Progress | None = None, started: float | None = None,
+                 compute_metrics: Any = None, **kwargs: Any):  # fmt: skip
+        # compute_metrics scores the validation split of evaluations during training; predict()
+        # leaves scores to the task, split by split (a QA scorer would read the test windows as
+        # validation ones), so the Trainer gets a scorer that stands aside while predicting.
+        self._validation_metrics = compute_metrics
+        self._predicting = False
+        super().__init__(*args, compute_metrics=self._score if compute_metrics else None, **kwargs)
         self.parameter_groups = parameter_groups
         # What the run had done before this session (resumed from a checkpoint), and when this
         # session's run began (time.perf_counter): each checkpoint records the sum of both.
@@ -310,8 +329,8 @@ class TransferTrainer(Trainer):
         self._run_started = time.perf_counter() if started is None else started
         self._train_started = time.perf_counter()
         self._loss_sum: Any = None  # on the device: read at checkpoints and at the end only
-        # A feature_cache.FeatureCache: the frozen blocks stood in for while training and evaluating.
-        self.feature_cache: Any = None
+        # The frozen blocks stood in for while training and evaluating (feature_cache.py).
+        self.feature_cache = feature_cache
         self._checked_wrapping = False
         self._keep_frozen_in_eval = FrozenInEval()
         self._flop_parameters: int | None = None
@@ -332,8 +351,15 @@ class TransferTrainer(Trainer):
             return super().evaluate(*args, **kwargs)
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
-        with self._cached_features():
-            return super().predict(*args, **kwargs)
+        self._predicting = True
+        try:
+            with self._cached_features():
+                return super().predict(*args, **kwargs)
+        finally:
+            self._predicting = False
+
+    def _score(self, eval_prediction: Any) -> dict[str, Any]:
+        return {} if self._predicting else self._validation_metrics(eval_prediction)
 
     def _cached_features(self) -> Any:
         import contextlib

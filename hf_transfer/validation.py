@@ -14,9 +14,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hf_transfer import assembly, models, run_folder
 from hf_transfer.errors import UserError
+from hf_transfer.strategies import make_strategy
+from hf_transfer.tasks import task_class
+
+if TYPE_CHECKING:
+    from hf_transfer.config import RunConfig
+    from hf_transfer.models import Checkpoint
+    from hf_transfer.tasks import Task
+    from hf_transfer.tasks.base import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +39,8 @@ class Findings:
     notes: list[str] = field(default_factory=list)
 
 
-def check(run_cfg: Any, run_dir: Path | None = None) -> Findings:
+def check(run_cfg: RunConfig, run_dir: Path | None = None) -> Findings:
     """Every check that needs no training (and no weights), for a validated RunConfig."""
-    from hf_transfer import models, run_folder
-    from hf_transfer.strategies import make_strategy
-    from hf_transfer.tasks import task_class
-
     findings = Findings()
     if run_dir is not None:
         _stage(findings, lambda: run_folder.check_free(run_dir))
@@ -46,28 +51,25 @@ def check(run_cfg: Any, run_dir: Path | None = None) -> Findings:
         data = _stage(findings, task.load)
     if data is not None:
         findings.problems += problems_of(data)
-    _stage(findings, lambda: models.check_settings_fit(run_cfg.model, run_cfg.task, run_cfg.strategy))
-    tokenizer = _stage(findings, lambda: _tokenizer(run_cfg, task))
-    if tokenizer is not None:  # the checkpoint's config loads: its modules can be checked
+    checkpoint = _stage(findings, lambda: assembly.checkpoint(run_cfg, task))
+    if checkpoint is not None:  # the checkpoint's config loads: its modules can be checked
+        _stage(findings, lambda: models.check_settings_fit(checkpoint, run_cfg.task, run_cfg.strategy))
         strategy = make_strategy(run_cfg.strategy, run_cfg.model, task.new_head, task.peft_task_type)
-        _stage(findings, lambda: strategy.check(skeleton(run_cfg, task, data)))
+        _stage(findings, lambda: strategy.check(skeleton(checkpoint, task, data)))
         if task.auto_model == models.SEQUENCE_CLASSIFICATION:
-            findings.notes.append(_head_note(run_cfg.model, task.auto_model))
+            findings.notes.append(_head_note(checkpoint))
     if data is not None:
-        max_length = run_cfg.task.max_length
-        if max_length is None and tokenizer is not None:
-            config = models.load_base_config(run_cfg.model)
-            max_length = models.default_max_length(tokenizer, config)
+        tokenizer = checkpoint.tokenizer if checkpoint else None
+        max_length = checkpoint.max_length if checkpoint else run_cfg.task.max_length
         findings.notes = describe(data, tokenizer, max_length) + findings.notes
     return findings
 
 
-def _head_note(model_cfg: Any, auto_model: str) -> str:
-    from hf_transfer import models
-
-    if models.resolve_pooling(model_cfg, auto_model) == "mean":
-        return f"head: a cosine classifier on the mean of the token states (model.pooling={model_cfg.pooling})"
-    return f"head: the architecture's own (model.pooling={model_cfg.pooling})"
+def _head_note(checkpoint: Checkpoint) -> str:
+    pooling = checkpoint.settings.pooling
+    if checkpoint.pooling == "mean":
+        return f"head: a cosine classifier on the mean of the token states (model.pooling={pooling})"
+    return f"head: the architecture's own (model.pooling={pooling})"
 
 
 def _stage(findings: Findings, step: Any) -> Any:
@@ -93,22 +95,11 @@ class _warnings_into:
         logging.getLogger("hf_transfer").removeHandler(self.handler)
 
 
-def _tokenizer(run_cfg: Any, task: Any) -> Any:
-    from hf_transfer import models
-
-    family = models.detect_family(models.load_base_config(run_cfg.model), run_cfg.model.family)
-    tokenizer = models.load_tokenizer(run_cfg.model, family)
-    task.adapt_tokenizer(tokenizer, family)
-    return tokenizer
-
-
-def skeleton(run_cfg: Any, task: Any, data: Any | None) -> Any:
+def skeleton(checkpoint: Checkpoint, task: Task, data: TaskData | None) -> Any:
     """The task's model on the checkpoint's config, on the meta device: the modules a
     strategy will meet, without weights or memory."""
-    from hf_transfer import models
-
     # Without data (it failed to load) the head's size is a guess; the base's modules are not.
-    return models.skeleton(run_cfg.model, task.auto_model, **(task.model_config_kwargs(data) if data else {}))
+    return models.skeleton(checkpoint, task.auto_model, **(task.model_config_kwargs(data) if data else {}))
 
 
 def problems_of(data: Any) -> list[str]:

@@ -94,6 +94,12 @@ def test_the_cycle_finder_finds_a_cycle():
         ("hf_transfer.models", "hf_transfer.tasks"),
         ("hf_transfer.models", "hf_transfer.config"),
         ("hf_transfer.training", "hf_transfer.run"),
+        ("hf_transfer.assembly", "hf_transfer.run"),  # builds the parts; the run orders them
+        ("hf_transfer.assembly", "hf_transfer.head_first"),
+        ("hf_transfer.training", "hf_transfer.assembly"),
+        ("hf_transfer.models", "hf_transfer.assembly"),
+        ("hf_transfer.strategies", "hf_transfer.assembly"),
+        ("hf_transfer.feature_cache", "hf_transfer.assembly"),
         ("hf_transfer.predict", "hf_transfer.cli"),
         ("hf_transfer.report", "hf_transfer.cli"),
         ("hf_transfer.compare", "hf_transfer.cli"),
@@ -166,3 +172,48 @@ def test_a_new_task_is_one_module_and_one_yaml(tmp_path):
                           "PYTHONPATH": str(copy)}, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sentence_pairs" in done.stdout and "SentencePairsConfig SentencePairs" in done.stdout
+
+
+def test_a_run_changes_no_training_arguments_and_reads_the_checkpoint_config_once(
+    checkpoints, data_dir, tmp_path, monkeypatch
+):
+    """assembly.py builds each part once, whole: no TrainingArguments field is set after it is
+    built (its own checks saw every value), and config.json is read once, however many parts
+    need it. A few-label schedule (min_steps) and a head-first probe are in the run."""
+    import dataclasses
+
+    from conftest import compose_tiny
+    from transformers import AutoConfig, TrainingArguments
+
+    from hf_transfer.run import run
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    built, changed = set(), []
+    init, setattr_ = TrainingArguments.__init__, TrainingArguments.__setattr__
+
+    def __init__(self, *args, **kwargs):  # noqa: N807
+        init(self, *args, **kwargs)
+        built.add(id(self))
+
+    def __setattr__(self, name, value):  # noqa: N807
+        if name in fields and id(self) in built:
+            changed.append(name)
+        setattr_(self, name, value)
+
+    reads = []
+    from_pretrained = AutoConfig.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        reads.append(args[0] if args else kwargs)
+        return from_pretrained(cls, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingArguments, "__init__", __init__)
+    monkeypatch.setattr(TrainingArguments, "__setattr__", __setattr__)
+    monkeypatch.setattr(AutoConfig, "from_pretrained", classmethod(counting))
+    cfg = compose_tiny(checkpoints["bert"], data_dir, "strategy=partial_unfreeze", "strategy.min_steps=30",
+                       "strategy.head_epochs=1", "task.data.train_per_class=8")  # fmt: skip
+    result = run(cfg, tmp_path / "run")
+    assert result.metrics["train_batch_size"] == 4  # the schedule for 16 examples was in the arguments built
+    assert result.metrics["head_probe"]["epochs"] == 1
+    assert len(built) >= 3 and changed == []  # the check, the probe's and the run's
+    assert len(reads) == 1, reads

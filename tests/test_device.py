@@ -11,7 +11,7 @@ import torch
 from conftest import compose_tiny
 from huggingface_hub import constants
 
-from hf_transfer import device, models
+from hf_transfer import assembly, device
 from hf_transfer.config import validate
 from hf_transfer.errors import UserError
 from hf_transfer.run import run
@@ -94,8 +94,7 @@ def test_loading_on_a_gpu_offline_asks_for_no_hub_kernels(checkpoints, data_dir,
     cfg = validate(compose_tiny(checkpoints["bert"], data_dir))
     task = task_class("text_classification")(cfg.task, seed=0)
     data = task.load()
-    tokenizer = models.load_tokenizer(cfg.model, "encoder")
-    model = models.load_model(cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data))
+    model = assembly.model(assembly.checkpoint(cfg, task), task, data)
     assert load_calls and all(call.get("use_kernels") is False for call in load_calls)
     assert model.use_kernels is False
     # Cached kernels would be used: the decision reaches from_pretrained.
@@ -167,10 +166,10 @@ def test_batches_padded_as_on_a_gpu_train_as_before_with_the_feature_cache(check
     in for padded rows as they do for rows padded to the batch's longest."""
     from test_feature_cache import assert_same_training
 
-    from hf_transfer import training
+    from hf_transfer import assembly
 
     asked = []
-    monkeypatch.setattr(training, "pad_multiple", lambda device_type: asked.append(device_type) or 16)
+    monkeypatch.setattr(assembly, "pad_multiple", lambda device_type: asked.append(device_type) or 16)
     cached, plain = assert_same_training(tmp_path, checkpoints["bert"], data_dir, "strategy=head_only")
     assert cached.metrics["feature_cache"]["used"] is True and asked == ["cpu", "cpu"]  # both runs padded to 16
 
@@ -181,5 +180,5 @@ def test_use_cpu_on_a_gpu_machine_gets_the_cpu_defaults(checkpoints, data_dir, t
     monkeypatch.setattr(training, "accelerator", lambda: "cuda")  # a GPU machine, told to use its CPU
     cfg = validate(compose_tiny(checkpoints["bert"], data_dir))  # the tiny recipe sets trainer.use_cpu=true
     task = task_class("text_classification")(cfg.task, cfg.seed)
-    args = training.training_arguments(cfg, task, tmp_path)
+    args = training.arguments(training.trainer_settings(cfg, task, tmp_path))
     assert args.bf16 is False and args.dataloader_pin_memory is False

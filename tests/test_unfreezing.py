@@ -193,11 +193,10 @@ def test_gradual_unfreezing_is_refused_under_sharding_even_in_one_process(monkey
 
     for key, value in setting.items():
         monkeypatch.setenv(key, value)
-    one_process = SimpleNamespace(world_size=1, deepspeed=None, fsdp=None)
     gradual = SimpleNamespace(changes_trainable_set=True)
     if wrapper is None:
-        check_strategy(one_process, gradual)
+        check_strategy(1, {}, gradual)
         return
     with pytest.raises(UserError, match=f"cannot run under {wrapper}: it fixes the trainable parameters"):
-        check_strategy(one_process, gradual)
-    check_strategy(one_process, SimpleNamespace(changes_trainable_set=False))
+        check_strategy(1, {}, gradual)
+    check_strategy(1, {}, SimpleNamespace(changes_trainable_set=False))

@@ -54,7 +54,7 @@ def test_the_trainer_picks_its_evaluation_sampler_where_training_overrides_it():
 
 
 def test_predict_scores_with_the_trainer_compute_metrics_attribute():
-    """predict_in_order sets `trainer.compute_metrics` aside for the call (training.py)."""
+    """TransferTrainer gives the Trainer a scorer that stands aside while predicting (training.py)."""
     from transformers import Trainer
 
     assert "self.compute_metrics(" in inspect.getsource(Trainer.evaluation_loop)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hf_transfer.data import load_raw, make_splits
 from hf_transfer.errors import UserError, did_you_mean
-from hf_transfer.extra_test import load_extra_sets
+from hf_transfer.extra_sets import load_extra_sets
 
 if TYPE_CHECKING:
     from datasets import DatasetDict

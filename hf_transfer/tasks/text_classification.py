@@ -24,8 +24,8 @@ import numpy as np
 
 from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
-from hf_transfer.extra_test import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
-from hf_transfer.extra_test import warn_overlap
+from hf_transfer.extra_sets import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
+from hf_transfer.extra_sets import warn_overlap
 from hf_transfer.metrics import (
     classification_scores,
     load_extra_metrics,

@@ -21,7 +21,7 @@ import numpy as np
 
 from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
-from hf_transfer.extra_test import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
+from hf_transfer.extra_sets import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
 from hf_transfer.metrics import entity_scores, tag_scores
 from hf_transfer.tasks.base import (
     Baseline,

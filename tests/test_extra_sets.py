@@ -16,7 +16,7 @@ from conftest import NEGATIVE, PEOPLE, PLACES, POSITIVE, WORDS, compose_tiny, se
 from hf_transfer.cli import main
 from hf_transfer.config import validate
 from hf_transfer.errors import UserError
-from hf_transfer.extra_test import ExtraTestConfig, NumericLabels, label_names_of
+from hf_transfer.extra_sets import ExtraTestConfig, NumericLabels, label_names_of
 
 
 def tweets(n, seed=7):
