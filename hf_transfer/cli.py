@@ -310,15 +310,7 @@ def _take_run_dir(cfg: Any) -> Path:
         folder = run_folder.claim_new(folder)
         with open_dict(cfg):
             cfg.hydra.run.dir = str(folder)
-    if run_folder.state(folder) == "complete":  # refused before taking it: a finished run's folder stays as it is
-        run_folder.check_free(folder)
-    run_folder.take(folder)  # a folder another run holds is refused here
-    try:
-        run_folder.check_free(folder)  # again, now that no other run can start into it
-    except UserError:
-        run_folder.release(folder)
-        raise
-    return folder
+    return run_folder.prepare(folder, key="hydra.run.dir")  # taken and checked as the run takes it
 
 
 def _named_by_time(cfg: Any) -> bool:

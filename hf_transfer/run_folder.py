@@ -88,16 +88,19 @@ def check_free(folder: Path, key: str = "hydra.run.dir") -> None:
         raise UserError(f"{key} '{folder}': {resume_hint(folder)}; or choose another folder")
 
 
-def prepare(path: str | Path, resume: bool = False) -> Path:
+def prepare(path: str | Path, resume: bool = False, key: str = "output folder") -> Path:
     """Take the run folder for this run: a free one, or with `resume`, one whose run did not
-    finish. Returns its absolute path."""
+    finish (`key`: what named it, for the message). Returns its absolute path.
+
+    The one place a run folder is taken and checked: the CLI takes it before Hydra writes into
+    it, and the run, called from the CLI or from Python, takes it again (counted: see release)."""
     folder = Path(path).expanduser().resolve()
     if state(folder) == "complete" and not resume:  # refused before taking it: a finished run's folder stays as it is
-        check_free(folder, key="output folder")
+        check_free(folder, key=key)
     take(folder)  # a folder another run holds is refused here (FolderInUse)
     try:
         if not resume:
-            check_free(folder, key="output folder")
+            check_free(folder, key=key)
         elif state(folder) == "complete":
             raise UserError(f"'{folder}' holds a finished run: there is nothing to resume")
     except UserError:
