@@ -67,7 +67,7 @@ def trace_run(strategy: str, extra: list[str]) -> tuple[list[tuple[str, str, str
     inside = [False]
     hallway: list[str] = []
 
-    def profile(frame, event, arg):  # noqa: ANN001 - sys.setprofile's signature
+    def profile(frame, event, arg):
         if event != "call":
             return
         callee = module_of(frame.f_code.co_filename)
@@ -83,9 +83,9 @@ def trace_run(strategy: str, extra: list[str]) -> tuple[list[tuple[str, str, str
         if caller_frame is None:
             return
         caller = module_of(caller_frame.f_code.co_filename)
-        if caller_frame is frame.f_back and caller_frame.f_code.co_name == "_run" and caller == "hf_transfer.run":
-            if not hallway or hallway[-1] != callee:
-                hallway.append(callee)  # _run's own calls, into its own module too
+        own_call = caller_frame is frame.f_back and caller_frame.f_code.co_name == "_run" and caller == "hf_transfer.run"
+        if own_call and (not hallway or hallway[-1] != callee):
+            hallway.append(callee)  # _run's own calls, into its own module too
         if caller != callee and frame.f_code.co_name not in ("<genexpr>", "<listcomp>", "<lambda>"):
             site = (caller_frame.f_code.co_filename, caller_frame.f_lineno, frame.f_code.co_qualname)
             edges.setdefault(site, (caller, callee, frame.f_code.co_qualname))
@@ -109,11 +109,11 @@ def watch_arguments_and_configs() -> tuple[set[str], list[int]]:
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     init, setattr_ = TrainingArguments.__init__, TrainingArguments.__setattr__
 
-    def __init__(self, *args, **kwargs):  # noqa: N807, ANN001
+    def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
         object.__setattr__(self, "_built", True)
 
-    def __setattr__(self, name, value):  # noqa: N807, ANN001
+    def __setattr__(self, name, value):
         if name in fields and self.__dict__.get("_built"):
             caller = sys._getframe(1)
             if module_of(caller.f_code.co_filename):
@@ -124,7 +124,7 @@ def watch_arguments_and_configs() -> tuple[set[str], list[int]]:
     reads = [0]
     original = AutoConfig.from_pretrained.__func__
 
-    def from_pretrained(cls, *args, **kwargs):  # noqa: ANN001
+    def from_pretrained(cls, *args, **kwargs):
         reads[0] += 1
         return original(cls, *args, **kwargs)
 

@@ -57,7 +57,7 @@ def check(run_cfg: RunConfig, run_dir: Path | None = None) -> Findings:
         strategy = make_strategy(run_cfg.strategy, run_cfg.model, task.new_head, task.peft_task_type)
         _stage(findings, lambda: strategy.check(skeleton(checkpoint, task, data)))
         if task.auto_model == models.SEQUENCE_CLASSIFICATION:
-            findings.notes.append(_head_note(checkpoint))
+            findings.notes.append(_head_note(checkpoint, getattr(run_cfg.task, "problem_type", None)))
     if data is not None:
         tokenizer = checkpoint.tokenizer if checkpoint else None
         max_length = checkpoint.max_length if checkpoint else run_cfg.task.max_length
@@ -65,10 +65,11 @@ def check(run_cfg: RunConfig, run_dir: Path | None = None) -> Findings:
     return findings
 
 
-def _head_note(checkpoint: Checkpoint) -> str:
+def _head_note(checkpoint: Checkpoint, problem_type: str | None) -> str:
     pooling = checkpoint.settings.pooling
     if checkpoint.pooling == "mean":
-        return f"head: a cosine classifier on the mean of the token states (model.pooling={pooling})"
+        head = "a linear layer" if problem_type == "regression" else "a cosine classifier"
+        return f"head: {head} on the mean of the token states (model.pooling={pooling})"
     return f"head: the architecture's own (model.pooling={pooling})"
 
 

@@ -191,11 +191,11 @@ def test_a_run_changes_no_training_arguments_and_reads_the_checkpoint_config_onc
     built, changed = set(), []
     init, setattr_ = TrainingArguments.__init__, TrainingArguments.__setattr__
 
-    def __init__(self, *args, **kwargs):  # noqa: N807
+    def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
         built.add(id(self))
 
-    def __setattr__(self, name, value):  # noqa: N807
+    def __setattr__(self, name, value):
         if name in fields and id(self) in built:
             changed.append(name)
         setattr_(self, name, value)
