@@ -40,7 +40,9 @@ import torch
 from hf_transfer import disk
 
 if TYPE_CHECKING:
-    from hf_transfer.strategies import Applied
+    from transformers import TrainingArguments
+
+    from hf_transfer.strategies import Applied, StrategyConfig
     from hf_transfer.tasks.base import Encoded
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class Decision:
 
 
 def decide(
-    setting: Any, frozen_blocks: int, why_frozen: str, args: Any, train_examples: int, padding_side: str
+    setting: Any, frozen_blocks: int, why_frozen: str, args: TrainingArguments, train_examples: int, padding_side: str
 ) -> Decision:
     """`strategy.cache` (auto | true | false) against what the run is: on when it pays and is
     exact. `true` where it cannot be refuses with the reason (a UserError)."""
@@ -95,7 +97,7 @@ def decide(
     return Decision(frozen_blocks, f"{why_frozen}: their outputs are computed once")
 
 
-def _examples_trained(args: Any) -> int | None:
+def _examples_trained(args: TrainingArguments) -> int | None:
     """Examples a run with max_steps trains on (None: whole epochs)."""
     if getattr(args, "max_steps", -1) is None or args.max_steps <= 0:
         return None
@@ -469,7 +471,13 @@ def _from_numpy(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def prepare(
-    config: Any, applied: Applied, args: Any, collator: Callable, encoded: Encoded, padding_side: str, scratch: Path
+    config: StrategyConfig,
+    applied: Applied,
+    args: TrainingArguments,
+    collator: Callable,
+    encoded: Encoded,
+    padding_side: str,
+    scratch: Path,
 ) -> tuple[FeatureCache | None, dict[str, Any]]:
     """Decide whether the run trains on cached features (`strategy.cache`, `config`) and build
     the cache for the Trainer, before the Trainer is made. Returns the cache (None: off) and
@@ -523,7 +531,7 @@ def prepare(
     return None, {"used": False, "reason": decision.reason}
 
 
-def _autocast(args: Any) -> Callable[[], Any]:
+def _autocast(args: TrainingArguments) -> Callable[[], Any]:
     """The mixed precision the Trainer will train in (its accelerator is not made yet)."""
     if not (args.bf16 or args.fp16):
         return contextlib.nullcontext

@@ -103,7 +103,7 @@ def skeleton(checkpoint: Checkpoint, task: Task, data: TaskData | None) -> Any:
     return models.skeleton(checkpoint, task.auto_model, **(task.model_config_kwargs(data) if data else {}))
 
 
-def problems_of(data: Any) -> list[str]:
+def problems_of(data: TaskData) -> list[str]:
     """What is wrong with prepared data although each split could be read."""
     problems = [f"the {name} split has no rows" for name, split in data.splits.items() if len(split) == 0]
     counts = label_counts(data)
@@ -119,7 +119,7 @@ def problems_of(data: Any) -> list[str]:
     return problems
 
 
-def label_counts(data: Any) -> dict[str, dict[str, int]]:
+def label_counts(data: TaskData) -> dict[str, dict[str, int]]:
     """Rows per label name in each split, where the rows hold one class label."""
     from collections import Counter
 
@@ -135,7 +135,7 @@ def label_counts(data: Any) -> dict[str, dict[str, int]]:
 
 
 def describe(
-    data: Any, tokenizer: Any = None, max_length: int | None = None, lengths: list[int] | None = None
+    data: TaskData, tokenizer: Any = None, max_length: int | None = None, lengths: list[int] | None = None
 ) -> list[str]:
     """A few lines about prepared data: rows, labels, tag scheme, lengths in tokens (`lengths`:
     the train split's `token_lengths`, where already counted)."""
