@@ -532,8 +532,11 @@ def prepare(
 
 
 def _autocast(args: TrainingArguments) -> Callable[[], Any]:
-    """The mixed precision the Trainer will train in (its accelerator is not made yet)."""
-    if not (args.bf16 or args.fp16):
+    """The autocast the Trainer's accelerator will train in (it is not made yet): its mixed
+    precision (trainer.bf16/fp16 or accelerate's setting), none under DeepSpeed (its engine
+    casts the weights instead) and none for fp16 on a CPU, as accelerate decides."""
+    precision = getattr(args, "mixed_precision", None) or ("bf16" if args.bf16 else "fp16" if args.fp16 else "no")
+    if precision not in ("bf16", "fp16") or args.deepspeed or (precision == "fp16" and args.device.type == "cpu"):
         return contextlib.nullcontext
-    dtype = torch.bfloat16 if args.bf16 else torch.float16
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return lambda: torch.autocast(device_type=args.device.type, dtype=dtype)

@@ -44,7 +44,7 @@ class StrategyConfig:
     head_learning_rate: float | None = None
     # Train for at least this many optimizer steps: where the data makes fewer (few labelled
     # examples make few steps an epoch), batches shrink to 4 and epochs are added
-    # (training.apply_min_steps). 16 examples at batch 32 make one step, and a run of it learns
+    # (training.fit_schedule). 16 examples at batch 32 make one step, and a run of it learns
     # nothing (one class); 40 steps at batch 4 learn (BENCHMARKS.md, few labels). 0: exactly
     # the epochs and batch asked for.
     min_steps: int = 40

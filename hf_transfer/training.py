@@ -177,7 +177,8 @@ def fit_schedule(
         log.info("random batches, not trainer.train_sampling_strategy=group_by_length (%d training examples)",
                  train_examples)  # fmt: skip
         changes["train_sampling_strategy"] = "random"
-    if evaluations == 1 and not early_stopping:
+    # A scheduler that steps on the validation loss needs evaluations, as early stopping does.
+    if evaluations == 1 and not early_stopping and value("lr_scheduler_type") not in _STEPS_ON_EVALUATIONS:
         log.info(
             "evaluating after training only (%d training examples seen do not pay for evaluating %d during it); "
             "no checkpoints: a run this short trains again sooner than it would resume",
@@ -195,6 +196,7 @@ def fit_schedule(
     return changes
 
 
+_STEPS_ON_EVALUATIONS = ("reduce_lr_on_plateau", "greedy")
 # What TrainingArguments takes where a key is not given (fit_schedule reads them before it exists).
 _ARGUMENT_DEFAULTS = {
     field.name: field.default for field in dataclasses.fields(TrainingArguments) if field.init

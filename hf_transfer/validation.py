@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_transfer import assembly, models, run_folder
+from hf_transfer import models, run_folder
 from hf_transfer.errors import UserError
 from hf_transfer.strategies import make_strategy
 from hf_transfer.tasks import task_class
@@ -41,6 +41,8 @@ class Findings:
 
 def check(run_cfg: RunConfig, run_dir: Path | None = None) -> Findings:
     """Every check that needs no training (and no weights), for a validated RunConfig."""
+    from hf_transfer import assembly  # heavy (torch, transformers): `validate --help` and a typo stay quick
+
     findings = Findings()
     if run_dir is not None:
         _stage(findings, lambda: run_folder.check_free(run_dir))

@@ -240,3 +240,21 @@ def test_min_steps_schedule_for_few_labels(examples, validation, batch, epochs, 
         assert (args.eval_strategy, args.save_strategy) == ("epoch", "epoch")
     else:
         assert (args.eval_strategy, args.eval_steps, args.save_steps) == ("steps", every, every)
+
+
+def test_the_few_label_schedule_keeps_evaluations_for_a_scheduler_that_steps_on_them(tmp_path):
+    """reduce_lr_on_plateau steps on the validation loss: where 16 examples would otherwise get
+    no evaluation during training, they keep one (and TrainingArguments accepts the whole)."""
+    from transformers import TrainingArguments
+
+    from hf_transfer.training import fit_schedule
+
+    settings = {"output_dir": str(tmp_path), "per_device_train_batch_size": 32, "num_train_epochs": 1,
+                "eval_strategy": "epoch", "save_strategy": "epoch", "use_cpu": True}  # fmt: skip
+    plain = fit_schedule(settings, 40, 16, 1000)
+    assert plain["eval_strategy"] == "no"
+    plateau = {**settings, "lr_scheduler_type": "reduce_lr_on_plateau"}
+    changes = fit_schedule(plateau, 40, 16, 1000)
+    assert changes["eval_strategy"] != "no"
+    args = TrainingArguments(**{**plateau, **changes})
+    assert args.eval_strategy == "steps" and args.num_train_epochs == 10

@@ -46,3 +46,21 @@ def test_validate_finds_labels_that_train_never_has(checkpoints, tmp_path, capsy
     argv = [*tiny_overrides(checkpoints["bert"], folder), "task.labels=[neg,pos,mixed]"]
     assert main(["validate", *argv]) == 2
     assert "labels ['mixed'] occur in the validation split but never in train" in capsys.readouterr().err
+
+
+def test_a_validate_mistake_is_one_line_before_torch_loads(tmp_path):
+    """validate reaches torch and transformers (the assembly) only once the config is good."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    code = (
+        "import sys\nfrom hf_transfer.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as end:\n"
+        "    print(end.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, "validate", "strategy=ful"], cwd=tmp_path,
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr[-2000:]
+    assert "unknown strategy 'ful'" in done.stderr and "Traceback" not in done.stderr

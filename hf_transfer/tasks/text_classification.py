@@ -99,7 +99,7 @@ class TextClassificationConfig:
     metrics: list[str | dict[str, Any]] = field(default_factory=list)
     # Default: f1_macro (single label), f1_micro (multi-label), mse (regression).
     metric_for_best_model: str | None = None
-    # More labelled sets scored after training like the test split, by name (see extra_test.py).
+    # More labelled sets scored after training like the test split, by name (see extra_sets.py).
     extra_test: dict[str, ExtraTestConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

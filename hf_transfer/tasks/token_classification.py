@@ -74,7 +74,7 @@ class TokenClassificationConfig:
     tag_scheme: TagScheme | None = None
     # null: f1 for entity schemes, accuracy for none.
     metric_for_best_model: str | None = None
-    # More tagged sets scored after training like the test split, by name (see extra_test.py).
+    # More tagged sets scored after training like the test split, by name (see extra_sets.py).
     extra_test: dict[str, ExtraTestConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
