@@ -76,6 +76,9 @@ def training_arguments(run: RunConfig, task: Task, data: TaskData, folder: Path)
     """The run's TrainingArguments, built whole: trainer.* with the run's additions, the task's
     best metric for this data, and strategy.min_steps' schedule for this many examples."""
     settings = training.trainer_settings(run, task, folder)
+    if "learning_rate" in run.trainer:  # logged here, where the run's own arguments are built
+        log.info("trainer.learning_rate=%s overrides the strategy's %s", run.trainer["learning_rate"],
+                 run.strategy.learning_rate)  # fmt: skip
     settings.update(training.best_metric(run, task, data))
     min_steps, why = task.min_steps(run.strategy.min_steps)
     evaluated = len(data.splits["validation"]) if "validation" in data.splits else None

@@ -177,7 +177,7 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
     return converted
 
 
-def load_base_config(cfg: ModelConfig, location: str | None = None) -> Any:
+def load_base_config(cfg: ModelConfig, location: str) -> Any:
     """The checkpoint's config.json (`location`: where checkpoint_location found it)."""
     from transformers import AutoConfig
 
@@ -186,7 +186,7 @@ def load_base_config(cfg: ModelConfig, location: str | None = None) -> Any:
     mean_pooling.register()  # a run folder of a mean-pooling classifier loads like any model
     try:
         return AutoConfig.from_pretrained(
-            location or checkpoint_location(cfg), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+            location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
         )
     except (OSError, ValueError) as err:
         raise UserError(

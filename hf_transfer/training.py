@@ -41,10 +41,6 @@ def trainer_settings(run: RunConfig, task: Task, folder: Path) -> dict[str, Any]
     """The TrainingArguments keys of a run as its config gives them: trainer.*, then the
     strategy's learning rate, the task's and the device's defaults; checkpoints in `folder`."""
     kwargs = dict(run.trainer)
-    if "learning_rate" in kwargs:
-        log.info(
-            "trainer.learning_rate=%s overrides the strategy's %s", kwargs["learning_rate"], run.strategy.learning_rate
-        )
     kwargs.setdefault("learning_rate", run.strategy.learning_rate)
     for key, value in task.training_defaults.items():
         kwargs.setdefault(key, value)
