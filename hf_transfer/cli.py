@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer import versions
-from hf_transfer.errors import CommandParser, Interrupted, Terminated, UserError, first_line, unknown_choice
+from hf_transfer.errors import CommandParser, Interrupted, Terminated, UserError, unknown_choice
 
 PROG = "hf-transfer"
 
@@ -74,6 +74,7 @@ def _commands() -> dict[str, Callable[[list[str]], int | None]]:
 def validate(argv: list[str]) -> int:
     """Check a run's configuration, data and model before training; print what was found."""
     from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
+    from hf_transfer.jobs import explain_inherited, hydra_folder, named_by_time
     from hf_transfer.validation import check
 
     parse = CommandParser(
@@ -84,14 +85,11 @@ def validate(argv: list[str]) -> int:
     parse.add_argument("overrides", nargs="*", help="the training command's overrides (recipe=..., task.*=...)")
     parse.add_argument("--config-dir", help="a folder of your own recipes and groups, as for training")
     args = parse.parse_args(argv)
-    with hydra_session(args.config_dir) as hydra:
-        (job,) = compose_jobs(hydra, prepare_overrides(hydra, args.overrides))
-    run_dir = None if _named_by_time(job.config) else _hydra_folder(job.config, "hydra.run.dir")
+    with hydra_session(args.config_dir) as loader:
+        (job,) = compose_jobs(prepare_overrides(loader, args.overrides))
+    run_dir = None if named_by_time(job.config, "run") else hydra_folder(job.config, "hydra.run.dir")
     findings = check(job.run, run_dir)
-    choices = dict(job.config.hydra.runtime.choices)
-    findings.problems = [
-        str(explain_inherited(UserError(p), job.overrides, choices, job.run.task.type)) for p in findings.problems
-    ]
+    findings.problems = [str(explain_inherited(UserError(p), job)) for p in findings.problems]
     for note in findings.notes:
         print(f"  {note}")
     if findings.problems:
@@ -222,18 +220,11 @@ def _log_to(log_file: Path) -> Any:
 
 # -- train --------------------------------------------------------------------------------
 def train(argv: list[str]) -> int:
-    """Hydra's command line (overrides, --cfg, --help, -m, --config-dir), run on our search path."""
-    # Private to Hydra: the parser @hydra.main uses, so that every Hydra flag works as documented.
-    from hydra._internal.utils import get_args_parser
-
-    from hf_transfer.compose import CONFIG_NAME
+    """Hydra's command line (overrides, --help, --cfg, -m, --config-dir), run on our search path."""
     from hf_transfer.distributed import is_secondary_process
 
-    parser = get_args_parser()
-    parser.prog = f"{PROG} [train]"
-    parser.error = lambda message: exit_with_error(UserError(f"{message} (see {PROG} --help)"))  # one line
-    args = parser.parse_args(argv)
-    config_name = args.config_name or CONFIG_NAME
+    parser = _train_parser()
+    args = parser.parse_intermixed_args(argv)  # overrides before or after the flags
     secondary = is_secondary_process()
     if secondary and args.multirun:
         raise UserError("-m (multirun) cannot run under a multi-process launch: launch one run per command")
@@ -248,181 +239,48 @@ def train(argv: list[str]) -> int:
         if scratch is not None:
             args.overrides = [*args.overrides, f"hydra.run.dir={scratch}", "hydra.output_subdir=null",
                               "hydra.job_logging.root.level=WARNING"]  # fmt: skip
-        return _train(parser, args, config_name)
+        return _train(parser, args)
 
 
-def _train(parser: Any, args: Any, config_name: str) -> int:
+def _train_parser() -> CommandParser:
+    """The flags of Hydra's command line that hf-transfer runs (Hydra's names and short forms)."""
+    parser = CommandParser(prog=PROG, add_help=False)
+    parser.add_argument("overrides", nargs="*", help="GROUP=OPTION and KEY=VALUE")
+    parser.add_argument("--help", "-h", action="store_true", help="the config groups and examples")
+    parser.add_argument("--hydra-help", action="store_true", help="Hydra's own config groups")
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"], help="print the composed config; run nothing")
+    parser.add_argument("--package", "-p", help="with --cfg: print this node only (strategy, trainer, ...)")
+    parser.add_argument("--resolve", action="store_true", help="with --cfg: resolve the ${...} interpolations")
+    parser.add_argument("--multirun", "-m", action="store_true", help="one run for each combination of a,b values")
+    parser.add_argument("--config-dir", "-cd", help="a folder of your own recipes and groups (DIR/recipe/NAME.yaml)")
+    return parser
+
+
+def _train(parser: CommandParser, args: Any) -> int:
     """Each job is composed and validated once, up front: a mistake in any job of a sweep is
-    reported before anything runs or is written. A single run then runs that config; a sweep's
-    jobs are launched by Hydra's sweeper and launcher (plugins a user may swap), which compose
-    each job themselves, and each runs the config validated here."""
-    from hf_transfer import run_folder
-    from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides, run_job
+    reported before anything runs or is written. Then the jobs run, one after another, each
+    with the config validated here."""
+    from hf_transfer.compose import compose_jobs, config_text, help_text, hydra_session, prepare_overrides, split_sweeps
+    from hf_transfer.jobs import run_all, run_folder_of, run_one, sweep_folders
 
-    with hydra_session(args.config_dir) as hydra:
-        if args.help:
-            hydra.app_help(config_name=config_name, args_parser=parser, args=args)
+    with hydra_session(args.config_dir) as loader:
+        overrides = prepare_overrides(loader, args.overrides)
+        if args.help or args.hydra_help:
+            first = split_sweeps(overrides)[0] if args.multirun else overrides
+            print(help_text(loader, first, hydra_help=args.hydra_help, flags=parser.format_help()))
             return 0
-        if args.hydra_help:
-            hydra.hydra_help(config_name=config_name, args_parser=parser, args=args)
-            return 0
-        overrides = prepare_overrides(hydra, args.overrides)
-        if args.info:
-            hydra.show_info(args.info, config_name=config_name, overrides=overrides)
-            return 0
-        for_run = not (args.cfg or args.multirun)
-        jobs = compose_jobs(hydra, overrides, multirun=args.multirun, validate_schema=args.cfg is None, for_run=for_run)
+        jobs = compose_jobs(overrides, multirun=args.multirun, validate_schema=args.cfg is None)
         if args.cfg:
-            hydra.show_cfg(
-                config_name=config_name,
-                overrides=overrides,
-                cfg_type=args.cfg,
-                package=args.package,
-                resolve=args.resolve,
-            )
+            for job in jobs:
+                if len(jobs) > 1:
+                    print(f"# {' '.join(job.overrides)}")
+                sys.stdout.write(config_text(job, args.cfg, args.package, args.resolve))
             return 0
         if args.multirun:
-            sweep_dir = _take_sweep_dir(jobs[0].config)
-            validated = {tuple(job.overrides): job.run for job in jobs}
-            hydra.multirun(
-                config_name=config_name, task_function=_sweep_job(validated), overrides=overrides + sweep_dir
-            )
+            out, named = sweep_folders(jobs)
+            print(f"multirun: {len(named)} jobs into {out}", flush=True)
+            run_all(named, out, kind="job", secondary=False, say=lambda line: print(f"multirun {line}", flush=True))
         else:
             (job,) = jobs
-            folder = _take_run_dir(job.config)
-            try:
-                run_job(hydra, job, lambda cfg: _train_job(job.run))
-            finally:
-                run_folder.release(folder)
+            run_one(job, run_folder_of(job))
     return 0
-
-
-def _take_run_dir(cfg: Any) -> Path:
-    """Take the run folder before Hydra writes into it. A folder named by the time (the default)
-    that another run took in the same second gets a suffix (-2, -3, ...); a folder the user
-    named is refused when it holds a run or another run holds it."""
-    from omegaconf import open_dict
-
-    from hf_transfer import run_folder
-
-    folder = _hydra_folder(cfg, "hydra.run.dir")
-    if _named_by_time(cfg):
-        folder = run_folder.claim_new(folder)
-        with open_dict(cfg):
-            cfg.hydra.run.dir = str(folder)
-    return run_folder.prepare(folder, key="hydra.run.dir")  # taken and checked as the run takes it
-
-
-def _named_by_time(cfg: Any) -> bool:
-    """Whether the run folder's name holds the time it started (the default naming)."""
-    from omegaconf import OmegaConf
-
-    return "${now:" in str(OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir", ""))
-
-
-def _take_sweep_dir(cfg: Any) -> list[str]:
-    """As a run's folder: a sweep folder named by the time gets a suffix when another sweep
-    started in the same second took it (the override that names it); one the user named is
-    refused when it holds jobs."""
-    from omegaconf import OmegaConf
-
-    from hf_transfer import run_folder
-
-    if "${now:" not in str(OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("dir", "")):
-        _refuse_used_sweep_dir(cfg)
-        return []
-    folder = run_folder.claim_new(_hydra_folder(cfg, "hydra.sweep.dir"))
-    return [f'hydra.sweep.dir="{folder}"']
-
-
-def _refuse_used_sweep_dir(cfg: Any) -> None:
-    """Hydra writes each job's .hydra/ and log before the job starts: a sweep folder that
-    already holds jobs would have their records overwritten."""
-    sweep_dir = _hydra_folder(cfg, "hydra.sweep.dir")
-    if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
-        raise UserError(f"hydra.sweep.dir '{sweep_dir}' is not empty (an earlier multirun?); choose another folder")
-
-
-def _hydra_folder(cfg: Any, key: str) -> Path:
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return Path(str(OmegaConf.select(cfg, key, throw_on_missing=True)))
-    except OmegaConfBaseException as err:
-        raise UserError(f"{key} cannot be resolved: {first_line(err)}") from None
-
-
-def _sweep_job(validated: dict[tuple[str, ...], Any]) -> Callable[[Any], None]:
-    """The task function of a sweep: each job runs the config validated for its overrides."""
-
-    def task_function(cfg: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = tuple(HydraConfig.get().overrides.task)
-        # A sweeper plugin that chooses its own jobs (not the basic one) runs configs not seen
-        # up front: those are validated now.
-        _train_job(validated.get(overrides) or cfg)
-
-    return task_function
-
-
-def _train_job(cfg: Any) -> None:
-    """Run one training job in the run folder Hydra made for it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from hf_transfer.run import run
-    from hf_transfer.run_folder import FolderInUse
-
-    folder = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        run(cfg, output_dir=folder)
-    except UserError as err:
-        if not isinstance(err, FolderInUse):  # another run's folder: nothing in it is ours
-            _remove_hydra_files(folder)
-        hydra = HydraConfig.get()
-        choices = dict(hydra.runtime.choices)
-        task_type = cfg.task.type if hasattr(cfg, "task") else str(cfg["task"]["type"])
-        exit_with_error(explain_inherited(err, list(hydra.overrides.task), choices, task_type))
-    except Interrupted as err:
-        exit_interrupted(err)
-
-
-def explain_inherited(err: UserError, overrides: list[str], choices: dict[str, Any], task_type: str) -> UserError:
-    """Where a task.* value named in the message came from, when the user did not set it: a
-    dataset's label map failing on the user's own file is the recipe's, not theirs."""
-    import re
-
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    keys_given = {g for g in given if "." in g}  # task=X chooses an option: its keys are the option's
-    option, recipe = choices.get("task"), choices.get("recipe")
-    message = str(err)
-    named = re.finditer(r"\btask\.[a-z_]+(?:\.[a-z_]+)*", message)
-    # A key the message names as the fix (`task.data.encoding=...`) is not one that was inherited.
-    for key in dict.fromkeys(m.group() for m in named if not message.startswith("=", m.end())):
-        if option is None or option == task_type or any(key == g or key.startswith(g + ".") for g in keys_given):
-            continue
-        chosen_by = "you" if "task" in given else (f"recipe {recipe}" if recipe else "the defaults")
-        return UserError(
-            f"{err} ({key} comes from task={option}, chosen by {chosen_by}; for your own data start from "
-            f"the blank task: task={task_type} task.data.source=...)"
-        )
-    return err
-
-
-def _remove_hydra_files(folder: Path) -> None:
-    """Remove what Hydra wrote for a run that never started: nothing half-written is left."""
-    import shutil
-
-    ours = {".hydra", "train.log", ".lock"}
-    try:
-        if folder.is_dir() and {p.name for p in folder.iterdir()} <= ours:
-            shutil.rmtree(folder / ".hydra", ignore_errors=True)
-            (folder / "train.log").unlink(missing_ok=True)
-            (folder / ".lock").unlink(missing_ok=True)
-            folder.rmdir()
-            for parent in (folder.parent, folder.parent.parent):  # runs/NAME and runs, when empty
-                if parent != Path.cwd() and parent.is_dir() and not any(parent.iterdir()):
-                    parent.rmdir()
-    except OSError:  # another process of the same launch may be removing it too
-        pass

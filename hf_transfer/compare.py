@@ -18,12 +18,16 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hf_transfer.errors import CommandParser, Interrupted, UserError, unknown_choice
+from hf_transfer.errors import CommandParser, UserError, unknown_choice
+
+if TYPE_CHECKING:
+    from hf_transfer.compose import Job
+    from hf_transfer.config import RunConfig
+    from hf_transfer.jobs import Say
 
 DEFAULT_BUDGETS = "8/class,64/class,1000,all"
 STARTS = ("pretrained", "random")
@@ -124,8 +128,10 @@ class Grid:
             f"  budgets     {', '.join(b.text for b in self.budgets)}",
             f"  starts      {', '.join(self.starts)}",
             f"  seeds       {', '.join(seeds)}",
-            f"  {count} runs = {len(self.strategies)} strategies x {len(self.budgets)} budgets x "
-            f"{len(self.starts)} starts x {self.seeds} seeds",
+            (
+                f"  {count} runs = {len(self.strategies)} strategies x {len(self.budgets)} budgets x "
+                f"{len(self.starts)} starts x {self.seeds} seeds"
+            ),
         ]
 
 
@@ -187,14 +193,15 @@ def main(argv: list[str]) -> int:
     from hf_transfer import run_folder
     from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
     from hf_transfer.distributed import is_secondary_process
+    from hf_transfer.jobs import run_all
 
     secondary = is_secondary_process()
     say = (lambda line: None) if secondary else (lambda line: print(line, flush=True))
     # The other processes of a launch write nothing of their own (as for one run): their
     # Hydra records go to a scratch folder.
     scratch = tempfile.TemporaryDirectory(prefix="hf-transfer-rank-", ignore_cleanup_errors=True) if secondary else None
-    with hydra_session(args.config_dir) as hydra, scratch or contextlib.nullcontext():
-        (base,) = compose_jobs(hydra, prepare_overrides(hydra, args.overrides))
+    with hydra_session(args.config_dir) as loader, scratch or contextlib.nullcontext():
+        (base,) = compose_jobs(prepare_overrides(loader, args.overrides))
         out = Path(args.out or f"runs/{base.run.name}/compare")
         first_seed = base.run.seed
         split_seed = base.run.task.data.split_seed if base.run.task.data.split_seed is not None else first_seed
@@ -205,8 +212,7 @@ def main(argv: list[str]) -> int:
             extra = [f'hydra.run.dir="{where}"']
             if scratch:
                 extra += ["hydra.output_subdir=null", "hydra.job_logging.root.level=WARNING"]
-            overrides = prepare_overrides(hydra, [*args.overrides, *cell.overrides(split_seed), *extra])
-            (job,) = compose_jobs(hydra, overrides, for_run=True)
+            (job,) = compose_jobs(prepare_overrides(loader, [*args.overrides, *cell.overrides(split_seed), *extra]))
             jobs.append(job)
         states = [run_folder.state(out / cell.name) for cell in cells]
         for cell, job, found in zip(cells, jobs, states):
@@ -221,18 +227,14 @@ def main(argv: list[str]) -> int:
         if args.dry_run:
             _check_cells(cells, jobs, say)
             return 0
-        if not secondary:
-            run_folder.take(out)  # one comparison at a time in this folder
-        try:
-            _run_cells(hydra, cells, jobs, states, out, secondary, say)
-        finally:
-            if not secondary:
-                run_folder.release(out)
+        named = [(cell.name, job) for cell, job in zip(cells, jobs)]
+        again = "rerun the same compare command: finished cells are skipped"
+        run_all(named, out, kind="cell", secondary=secondary, say=lambda line: say(f"compare {line}"), again=again)
     say(f"compare: see the results with: hf-transfer report {out}")
     return 0
 
 
-def _check_cells(cells: list[Cell], jobs: list[Any], say: Any) -> None:
+def _check_cells(cells: list[Cell], jobs: list[Job], say: Say) -> None:
     """What `hf-transfer validate` checks (data, labels, budget, model), for one cell of each
     strategy, start and budget (seeds change no check): a grid whose cell would fail is refused
     now, not after the cells before it trained."""
@@ -250,50 +252,7 @@ def _check_cells(cells: list[Cell], jobs: list[Any], say: Any) -> None:
     say(f"  checked as the runs would be: {len(checked)} settings (data, labels, budgets, model); no problems")
 
 
-def _run_cells(hydra: Any, cells: list[Cell], jobs: list[Any], states: list[str], out: Path,
-               secondary: bool, say: Any) -> None:  # fmt: skip
-    from hf_transfer import run_folder
-
-    start = time.perf_counter()
-    for number, (cell, job, found) in enumerate(zip(cells, jobs, states), 1):
-        folder = out / cell.name
-        found = run_folder.state(folder)  # again: another process may have finished it meanwhile
-        elapsed = _clock(time.perf_counter() - start)
-        what = {"complete": "skipped (complete)", "incomplete": "resuming", "empty": "running"}[found]
-        say(f"compare [{number}/{len(cells)}] {cell.name}: {what} ({elapsed} so far)")
-        if found == "complete":
-            continue
-        try:
-            _run_cell(hydra, job, folder, resume=found == "incomplete", secondary=secondary)
-        except Interrupted as err:
-            raise Interrupted(f"{err}; or rerun the same compare command: finished cells are skipped") from None
-        except UserError as err:
-            raise UserError(f"cell {cell.name}: {err}") from None
-    say(f"compare: {len(cells)} cells done in {_clock(time.perf_counter() - start)}")
-
-
-def _run_cell(hydra: Any, job: Any, folder: Path, resume: bool, secondary: bool) -> None:
-    """One cell, as `hf-transfer` runs one job (Hydra's records and train.log in its folder)."""
-    from hf_transfer import run_folder
-    from hf_transfer.compose import run_job
-    from hf_transfer.run import resume as resume_run
-    from hf_transfer.run import run
-
-    if resume:
-        task = lambda cfg: resume_run(folder)  # noqa: E731 - with its own config.yaml, from its checkpoint
-    else:
-        task = lambda cfg: run(job.run, output_dir=folder)  # noqa: E731
-    if secondary:
-        run_job(hydra, job, task)
-        return
-    run_folder.take(folder)  # before Hydra writes into it; a folder another run holds is refused
-    try:
-        run_job(hydra, job, task)
-    finally:
-        run_folder.release(folder)
-
-
-def _check_same_config(out: Path, cell: Cell, run_cfg: Any) -> None:
+def _check_same_config(out: Path, cell: Cell, run_cfg: RunConfig) -> None:
     """A cell folder that holds a run of another config (other overrides, another recipe) is
     refused: skipping it would mix two comparisons in one report."""
     import yaml
@@ -321,8 +280,3 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in data.items():
         flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,38 +1,59 @@
-"""Hydra glue: compose conf/ + recipes/ + overrides, and own every composition error.
+"""The one door into Hydra: compose conf/ + recipes/ + overrides, and own every composition error.
 
-Hydra reports its own composition errors (an unknown group option, a malformed override) with
-exit status 1 and its own text, before the application runs. The CLI therefore composes every
-job here first, through the same search path `@hydra.main` uses, and turns any failure into a
-`UserError` (one line, exit status 2) before Hydra writes anything.
+Everything goes through Hydra's public API: `initialize_config_module` opens a session, the
+search-path plugin (hydra_plugins/hf_transfer_search_path.py) adds the recipes and a user's
+`--config-dir`, `hydra.compose` composes, the session's config loader lists the groups.
+Hydra's own composition errors (an unknown group option, a malformed override) become a
+`UserError` here (one line, exit status 2) before anything is written.
 
 Plain `key=value` overrides are passed to Hydra as `++key=value` (set or add): an unknown key
 is then reported by our schema with the closest valid names, and any TrainingArguments field
 can be set as `trainer.KEY=VALUE` without Hydra's `+` prefix.
+
+A sweep (`-m key=a,b`) is expanded here into its jobs, each composed and validated before any
+runs; they run one after another through hf_transfer.jobs, as `compare`'s cells do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import itertools
 import logging
 import os
+import re
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import hydra
+import yaml
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf import Container, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+import hf_transfer.config  # (called through the module: tests observe validate)
 from hf_transfer.errors import UserError, first_line, unknown_choice
 
 if TYPE_CHECKING:
-    from hydra._internal.hydra import Hydra
-    from omegaconf import DictConfig
-
-    from hf_transfer.config import RunConfig
+    from hydra.core.config_loader import ConfigLoader
 
 CONFIG_MODULE = "hf_transfer.conf"
-CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 CONFIG_NAME = "config"
 RECIPES_PATH = "pkg://hf_transfer.recipes"
 
 log = logging.getLogger(__name__)
+
+# The search path of the session hydra_session opened: None outside one (other Hydra apps).
+_session_config_dir: contextvars.ContextVar[tuple[str | None] | None] = contextvars.ContextVar(
+    "hf_transfer_session", default=None
+)
 
 
 @dataclass
@@ -42,47 +63,45 @@ class Job:
 
     overrides: list[str]
     config: DictConfig
-    run: RunConfig | None = None
+    run: hf_transfer.config.RunConfig | None = None
 
 
 @contextlib.contextmanager
-def hydra_session(config_dir: str | None = None) -> Iterator[Hydra]:
-    """A Hydra instance on our search path: conf/, then recipes/, then `--config-dir` first,
-    with the strategy and hub defaults of config.py registered.
+def hydra_session(config_dir: str | None = None) -> Iterator[ConfigLoader]:
+    """A Hydra session on our search path (conf/, then recipes/, with `--config-dir` first),
+    with the strategy and hub defaults of config.py registered; yields its config loader."""
 
-    The recipes folder is added here rather than through `hydra.searchpath` in config.yaml:
-    Hydra applies that key only while composing, so `--help` would not list the recipes.
-    """
-    # Private to Hydra: its public entry points (@hydra.main, initialize + compose) either run
-    # the app themselves, with Hydra's own errors and exit status 1, or cannot --help, --info or
-    # multirun. This instance does all of it, with our messages. tests/test_upstream.py checks it.
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_automatic_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
-    from hydra.core.global_hydra import GlobalHydra
-
-    from hf_transfer.config import register_defaults
-
-    register_defaults()
-
-    search_path = create_automatic_config_search_path(None, None, CONFIG_PATH)
-    search_path.append(provider="hf_transfer", path=RECIPES_PATH, anchor=SearchPathQuery(provider="main"))
+    hf_transfer.config.register_defaults()
+    folder = None
     if config_dir is not None:
         folder = os.path.abspath(config_dir)
         if not os.path.isdir(folder):
             raise UserError(f"--config-dir '{config_dir}' is not a folder")
-        search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
+    token = _session_config_dir.set((folder,))
     GlobalHydra.instance().clear()
     try:
-        yield Hydra.create_main_hydra2(task_name="hf_transfer", config_search_path=search_path)
+        with hydra.initialize_config_module(CONFIG_MODULE, job_name="hf_transfer", version_base=None):
+            yield GlobalHydra.instance().config_loader()
     finally:
+        _session_config_dir.reset(token)
         GlobalHydra.instance().clear()
 
 
-def prepare_overrides(hydra: Hydra, overrides: list[str]) -> list[str]:
+def extend_search_path(search_path: ConfigSearchPath) -> None:
+    """The recipes after conf/, a user's --config-dir before both: called by Hydra through the
+    search-path plugin, inside a session hydra_session opened (and only there)."""
+    session = _session_config_dir.get()
+    if session is None:
+        return
+    search_path.append(provider="hf_transfer", path=RECIPES_PATH, anchor=SearchPathQuery(provider="main"))
+    (folder,) = session
+    if folder is not None:
+        search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
+
+
+def prepare_overrides(loader: ConfigLoader, overrides: list[str]) -> list[str]:
     """Check group choices against what exists; turn plain key overrides into `++key=value`."""
     parsed = _parse(overrides)
-    loader = hydra.config_loader
     groups = set(loader.list_groups(""))
     prepared = []
     for override, text in zip(parsed, overrides):
@@ -97,7 +116,7 @@ def prepare_overrides(hydra: Hydra, overrides: list[str]) -> list[str]:
     return prepared + _name_after_data(parsed)
 
 
-def _name_after_data(parsed: list[Any]) -> list[str]:
+def _name_after_data(parsed: list[Override]) -> list[str]:
     """A run on data the user gives is named after it (runs/NAME/...), not after the recipe it
     started from, unless they give name=...: `task.data.source=~/data/tickets.csv` names it
     `tickets`."""
@@ -127,17 +146,12 @@ def _data_file(key: str, value: Any) -> str | None:
 
 def data_name(source: str) -> str:
     """'~/data/tickets.csv.gz' -> 'tickets'; 'org/dataset' -> 'dataset'; a package file -> its stem."""
-    import re
-
     last = source.split("#")[0].rstrip("/").rsplit("/", 1)[-1]
     stem = last.split(".")[0] or last
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "data"
 
 
-def _parse(overrides: list[str]) -> list[Any]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
+def _parse(overrides: list[str]) -> list[Override]:
     parser = OverridesParser.create()
     parsed = []
     for override in overrides:
@@ -159,7 +173,7 @@ def _quoting_hint(override: str) -> str:
     return "write overrides as key=value"
 
 
-def _check_choices(loader: Any, group: str, override: Any) -> None:
+def _check_choices(loader: ConfigLoader, group: str, override: Override) -> None:
     options = loader.get_group_options(group)
     values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
     for value in values:
@@ -170,81 +184,68 @@ def _check_choices(loader: Any, group: str, override: Any) -> None:
             raise unknown_choice(group, str(value), options, hint=hint)
 
 
-def compose_jobs(
-    hydra: Hydra, overrides: list[str], multirun: bool = False, validate_schema: bool = True, for_run: bool = False
-) -> list[Job]:
-    """Compose (and validate) each job a command line describes; raise UserError on any mistake.
-
-    `overrides` are prepared ones (see prepare_overrides). `for_run`: a single run's config
-    with Hydra's logging set up, ready for `run_job`.
-    """
-    from hydra.types import RunMode
-
-    from hf_transfer.config import validate
-
-    job_overrides = _split_sweeps(overrides) if multirun else [overrides]
+def compose_jobs(overrides: list[str], multirun: bool = False, validate_schema: bool = True) -> list[Job]:
+    """Compose (and validate) each job a command line describes, in an open session; raise
+    UserError on any mistake. `overrides` are prepared ones (see prepare_overrides); with
+    `multirun`, its sweeps (`key=a,b`) are expanded into one job per combination."""
     jobs = []
-    for job in job_overrides:
-        cfg = _compose(hydra, job, RunMode.MULTIRUN if multirun else RunMode.RUN, with_logging=for_run)
-        jobs.append(Job(overrides=job, config=cfg, run=validate(cfg) if validate_schema else None))
+    for job in split_sweeps(overrides) if multirun else [overrides]:
+        cfg = _compose(job)
+        _refuse_hydra_runners(cfg)
+        jobs.append(Job(overrides=job, config=cfg, run=hf_transfer.config.validate(cfg) if validate_schema else None))
     return jobs
 
 
-def run_job(hydra: Hydra, job: Job, task_function: Any) -> None:
-    """Run one composed job as Hydra's own `run` does (run folder, .hydra/ records, logging,
-    callbacks), without composing it again."""
-    from hydra._internal.callbacks import Callbacks  # private; Hydra.run builds its callbacks so too
-    from hydra.core.utils import run_job as hydra_run_job
-    from hydra.types import HydraContext, RunMode
-    from omegaconf import open_dict
+def _refuse_hydra_runners(cfg: DictConfig) -> None:
+    """Jobs run one after another in this process (hf_transfer.jobs, as compare's cells do):
+    a Hydra launcher or sweeper plugin chosen would silently do nothing."""
+    for group in ("hydra/launcher", "hydra/sweeper"):
+        choice = cfg.hydra.runtime.choices.get(group)
+        if choice not in (None, "basic"):
+            raise UserError(
+                f"{group}={choice}: hf-transfer runs a sweep's jobs itself, one after another, as compare runs its "
+                f"cells; Hydra's launcher and sweeper plugins are not used: remove {group}=..."
+            )
 
-    cfg = job.config
-    with open_dict(cfg):
-        cfg.hydra.mode = RunMode.RUN
-    callbacks = Callbacks(cfg)
-    callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
-    ret = hydra_run_job(
-        hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=callbacks),
-        task_function=task_function,
-        config=cfg,
-        job_dir_key="hydra.run.dir",
-        job_subdir_key=None,
-    )
-    callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
-    _ = ret.return_value  # raises what the job raised
+
+def split_sweeps(overrides: list[str]) -> list[list[str]]:
+    """`a=1,2 b=x` -> [[a=1, b=x], [a=2, b=x]]: every combination of the sweeps' values, in
+    the order Hydra's basic sweeper gives them (a key given twice keeps its last value)."""
+    choices: dict[str, list[str]] = {}
+    for override in _parse(overrides):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():  # a,b or choice(), range(), glob()
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise UserError(
+                f"'{override.input_line}': -m runs choices (a,b), range() and glob(); an interval() is for a "
+                "sweeper that picks values, which hf-transfer does not run"
+            )
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def compose(overrides: list[str] | None = None, config_dir: str | None = None) -> DictConfig:
     """The composed config of a single run, for calling `hf_transfer.run.run` from Python."""
-    from omegaconf import OmegaConf
-
-    with hydra_session(config_dir) as hydra:
-        (job,) = compose_jobs(hydra, prepare_overrides(hydra, list(overrides or [])), validate_schema=False)
+    with hydra_session(config_dir) as loader:
+        (job,) = compose_jobs(prepare_overrides(loader, list(overrides or [])), validate_schema=False)
     cfg = job.config
-    with _unlocked(cfg):
+    with open_dict(cfg):
         cfg.pop("hydra", None)
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
 
 
-def _compose(hydra: Hydra, overrides: list[str], mode: Any, with_logging: bool = False) -> DictConfig:
-    import re
-
-    import yaml
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+def _compose(overrides: list[str]) -> DictConfig:
     try:
-        return hydra.compose_config(
-            CONFIG_NAME, overrides, run_mode=mode, with_log_configuration=with_logging, validate_sweep_overrides=False
-        )
+        return hydra.compose(CONFIG_NAME, overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         # ~KEY of a key this config lacks (~task.extra_test on a task without extra sets): it is
         # not there, as asked; the same command works for every task.
         absent = re.search(r"Could not delete from config\. '([^']+)' does not exist", str(err))
         if absent and f"~{absent.group(1)}" in overrides:
             log.info("~%s: the config has no such key; nothing to remove", absent.group(1))
-            rest = [o for o in overrides if o != f"~{absent.group(1)}"]
-            return _compose(hydra, rest, mode, with_logging)
+            return _compose([o for o in overrides if o != f"~{absent.group(1)}"])
         raise UserError(f"cannot compose the config: {first_line(err)}{_hint(str(err))}") from None
     except yaml.YAMLError as err:
         raise UserError(f"cannot read a config file: {_yaml_problem(err)}") from None
@@ -252,12 +253,12 @@ def _compose(hydra: Hydra, overrides: list[str], mode: Any, with_logging: bool =
 
 def _hint(message: str) -> str:
     """The fix for the Hydra composition errors a user makes most."""
-    import re
-
     if "Got NoneType" in message:
         return " (to run without the default recipe, write ~recipe)"
     if found := re.search(r"An item is already at '([^']+)'", message):
         return f" (the key is there already: write {found.group(1)}=VALUE, without the +)"
+    if "Ambiguous value for argument" in message:
+        return " (to run one job per value, add -m; for a list, write key=[a,b])"
     return ""
 
 
@@ -269,26 +270,66 @@ def _yaml_problem(err: Exception) -> str:
     return where + (what or first_line(err))
 
 
-def _split_sweeps(overrides: list[str]) -> list[list[str]]:
-    # Private to Hydra: the basic sweeper's own expansion of `key=a,b` into jobs, so that every
-    # job of a sweep is composed and checked before the first one runs.
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+# -- what --help and --cfg print ------------------------------------------------------------
+def help_text(loader: ConfigLoader, overrides: list[str], hydra_help: bool = False, flags: str = "") -> str:
+    """The config's help template (hydra.help, or hydra.hydra_help for Hydra's own groups),
+    filled in as Hydra fills it: $APP_CONFIG_GROUPS, $HYDRA_CONFIG_GROUPS, $FLAGS_HELP, $CONFIG."""
+    cfg = _compose(overrides)
+    HydraConfig.instance().set_config(cfg)
+    template = cfg.hydra.hydra_help.template if hydra_help else cfg.hydra.help.template
+    groups = _all_groups(loader, "")
+    return string.Template(template).safe_substitute(
+        APP_CONFIG_GROUPS=_list_groups(loader, [g for g in groups if g.split("/")[0] != "hydra"]),
+        HYDRA_CONFIG_GROUPS=_list_groups(loader, [g for g in groups if g.split("/")[0] == "hydra"]),
+        FLAGS_HELP=flags,
+        CONFIG=OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}),
+    )
 
-    batches = BasicSweeper.split_arguments(_parse(overrides), max_batch_size=None)
-    return [job for batch in batches for job in batch]
+
+def _all_groups(loader: ConfigLoader, parent: str) -> list[str]:
+    found = []
+    for group in loader.list_groups(parent):
+        name = f"{parent}/{group}" if parent else group
+        found += [name, *_all_groups(loader, name)]
+    return found
 
 
-class _unlocked:
-    def __init__(self, cfg: Any):
-        self.cfg = cfg
+def _list_groups(loader: ConfigLoader, groups: list[str]) -> str:
+    lines = [f"{group}: {', '.join(sorted(loader.get_group_options(group)))}" for group in sorted(groups)]
+    return "".join(line + "\n" for line in lines if not line.endswith(": "))
 
-    def __enter__(self) -> None:
-        from omegaconf import OmegaConf
 
-        self.struct = OmegaConf.is_struct(self.cfg)
-        OmegaConf.set_struct(self.cfg, False)
+def config_text(job: Job, part: str, package: str | None = None, resolve: bool = False) -> str:
+    """A composed job's config as `--cfg job|hydra|all` prints it (`--package` picks a node)."""
+    HydraConfig.instance().set_config(job.config)
+    # Resolved whole: the hydra node's folders name the job's keys (${strategy.name}).
+    plain = OmegaConf.to_container(job.config)
+    cfg = OmegaConf.create(_resolved(job.config, plain) if resolve else plain)
+    if part == "job":
+        cfg.pop("hydra", None)
+    elif part == "hydra":
+        cfg = OmegaConf.create({"hydra": cfg.hydra})
+    if package in (None, "_global_"):
+        return OmegaConf.to_yaml(cfg)
+    node = OmegaConf.select(cfg, package)
+    if node is None:
+        raise UserError(f"--package '{package}' is not in the config (--cfg {part})")
+    if isinstance(node, Container):
+        return f"# @package {package}\n" + OmegaConf.to_yaml(node)
+    return f"{node}\n"
 
-    def __exit__(self, *exc: Any) -> None:
-        from omegaconf import OmegaConf
 
-        OmegaConf.set_struct(self.cfg, self.struct)
+def _resolved(cfg: DictConfig, node: Any, path: str = "") -> Any:
+    """`node` (a part of `cfg` as plain data) with its interpolations resolved; one that cannot
+    be outside a sweep (hydra.sweep.subdir reads ${hydra.job.num}) stays as written."""
+    if isinstance(node, dict):
+        return {key: _resolved(cfg, value, f"{path}.{key}" if path else str(key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolved(cfg, value, f"{path}[{number}]") for number, value in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        try:
+            found = OmegaConf.select(cfg, path)
+        except OmegaConfBaseException:
+            return node
+        return OmegaConf.to_container(found) if isinstance(found, Container) else found
+    return node

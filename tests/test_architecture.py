@@ -103,6 +103,9 @@ def test_the_cycle_finder_finds_a_cycle():
         ("hf_transfer.predict", "hf_transfer.cli"),
         ("hf_transfer.report", "hf_transfer.cli"),
         ("hf_transfer.compare", "hf_transfer.cli"),
+        ("hf_transfer.jobs", "hf_transfer.cli"),  # runs the jobs a command composed
+        ("hf_transfer.jobs", "hf_transfer.compare"),
+        ("hf_transfer.compose", "hf_transfer.jobs"),  # composes; never runs
         ("hf_transfer.report_summary", "hf_transfer.run"),  # reads run folders; never runs
         ("hf_transfer.report_render", "hf_transfer.run"),
         ("hf_transfer.hub", "hf_transfer.cli"),

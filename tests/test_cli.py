@@ -179,3 +179,53 @@ def test_cfg_job_prints_the_composed_config(capsys):
     )
     assert code == 0
     assert "name: bert_sentiment" in out and "name: lora" in out and "gradient_checkpointing: true" in out
+
+
+def test_a_sweep_runs_its_jobs_one_after_another_and_a_failing_job_leaves_nothing(capsys, checkpoints, data_dir,
+                                                                                  tmp_path, monkeypatch):  # fmt: skip
+    """`-m` is a thin door into the one way jobs run (hf_transfer.jobs, as compare's cells):
+    each job in its own folder, Hydra's records there; a job that fails on a user's mistake
+    stops the sweep with one line naming it, and leaves nothing of its own behind."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    code, out, err = run_main(
+        capsys, "-m", *tiny_overrides(checkpoints["bert"], data_dir), "trainer.max_steps=1",
+        "task.columns.label=sentiment,stars", "strategy=head_only", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert code == 2 and err.count("hf-transfer: error") == 1 and "Traceback" not in err + out  # (and job 0's bars)
+    last = err.strip().splitlines()[-1]
+    assert (
+        last.startswith("hf-transfer: error: job 1-head_only: ") and "column 'stars' (key 'task.columns.label')" in last
+    )
+    assert "multirun [1/2] 0-head_only: running" in out and "multirun [2/2] 1-head_only: running" in out
+    assert sorted(p.name for p in sweep.iterdir()) == [".lock", "0-head_only"]
+    first = sweep / "0-head_only"
+    assert (first / "COMPLETE").exists() and (first / ".hydra" / "overrides.yaml").exists()
+    hydra_record = (first / ".hydra" / "hydra.yaml").read_text()
+    assert "mode: MULTIRUN" in hydra_record and "num: 0" in hydra_record
+
+
+def test_a_sweep_refuses_what_it_would_not_run(capsys, tmp_path, monkeypatch):
+    """A Hydra launcher or sweeper plugin, or an interval() only such a sweeper could sample,
+    would silently do nothing: refused, in one line."""
+    from hydra.core.config_store import ConfigStore
+
+    monkeypatch.chdir(tmp_path)
+    ConfigStore.instance().store(group="hydra/launcher", name="elsewhere", node={"_target_": "somewhere.Launcher"})
+    code, _, err = run_main(capsys, "-m", "strategy=full,lora", "hydra/launcher=elsewhere")
+    assert code == 2 and "hydra/launcher=elsewhere: hf-transfer runs a sweep's jobs itself" in err
+    code, _, err = run_main(capsys, "-m", "trainer.learning_rate=interval(1e-5,1e-3)")
+    assert code == 2 and "an interval() is for a sweeper that picks values" in err and "\n" not in err.strip()
+    code, _, err = run_main(capsys, "strategy=full,lora")
+    assert code == 2 and "Ambiguous value for argument 'strategy=full,lora' (to run one job per value, add -m" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cfg_hydra_resolve_shows_the_folders_a_run_would_take(capsys):
+    code, out, err = run_main(capsys, "recipe=bert_sentiment", "strategy=lora", "--cfg", "hydra", "--resolve")
+    assert code == 0, err
+    run_dir = out.split("  run:\n    dir: ", 1)[1].splitlines()[0]
+    assert run_dir.startswith("runs/bert_sentiment/") and run_dir.endswith("-lora") and "${" not in run_dir
+    assert "subdir: ${hydra.job.num}-${strategy.name}" in out  # a sweep's own: left as written
+    code, out, _ = run_main(capsys, "-m", "strategy=full,lora", "--cfg", "job", "--package", "strategy")
+    assert code == 0 and out.count("# @package strategy") == 2 and "name: full" in out and "name: lora" in out
