@@ -17,7 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from hf_transfer.assets import COMPLETE_MARK, cache_root, is_package_source, parse_package_source
+from hf_transfer.compose import compose
 from hf_transfer.disk import folder_size, megabytes
 from hf_transfer.errors import CommandParser, UserError
 
@@ -51,7 +54,6 @@ def cached() -> list[Cached]:
 def config_sources(overrides: list[str]) -> list[str]:
     """The package sources a config group names (`model=mpnet`: its model; `task=NAME`: its data
     and extra test sets; `recipe=NAME`: both)."""
-    from hf_transfer.compose import compose
 
     groups = {o.split("=", 1)[0] for o in overrides}
     cfg = compose(overrides)
@@ -66,7 +68,6 @@ def config_sources(overrides: list[str]) -> list[str]:
 
 def delete(folder: Path) -> None:
     """Delete one cache folder, under its fetch's lock taken without waiting: a fetch under way is refused, not cut."""
-    from filelock import FileLock, Timeout
 
     key = folder.name.removeprefix(".").split(".partial-")[0]
     try:

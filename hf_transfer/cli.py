@@ -22,14 +22,21 @@ with one line saying how to resume, and exit status 130.
 from __future__ import annotations
 
 import contextlib
+import logging
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from hf_transfer import versions
 from hf_transfer.errors import CommandParser, Interrupted, Terminated, UserError, unknown_choice
+
+# Each command imports its own modules inside its function: they load after versions.check()
+# (an unsupported version is one line, not an ImportError) and only for the command chosen.
 
 PROG = "hf-transfer"
 
@@ -150,8 +157,6 @@ def cache(argv: list[str]) -> int:
 
 def accelerate_config(argv: list[str]) -> int:
     """The path of a shipped accelerate config file, or the list of them."""
-    from importlib.resources import files
-
     folder = files("hf_transfer.accelerate_configs")
     names = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
     parse = CommandParser(
@@ -184,8 +189,6 @@ def exit_interrupted(err: Interrupted) -> None:
 def _terminate_as_interrupt() -> None:
     """SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread: the run stops as on
     Ctrl-C, with its message and the resume command, not silently."""
-    import signal
-    import threading
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise Terminated()
@@ -197,8 +200,6 @@ def _terminate_as_interrupt() -> None:
 @contextlib.contextmanager
 def _log_to(log_file: Path) -> Any:
     """Log as a run does (to the console and, appended, to the run's train.log), outside Hydra."""
-    import logging
-
     root = logging.getLogger()
     handlers = (
         [logging.StreamHandler(), logging.FileHandler(log_file, encoding="utf-8")] if log_file.parent.is_dir() else []

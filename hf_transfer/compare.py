@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from hf_transfer import run_folder
+from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
+from hf_transfer.config import as_dict, validate
+from hf_transfer.distributed import is_secondary_process
 from hf_transfer.errors import CommandParser, UserError, unknown_choice
+from hf_transfer.jobs import run_all
+from hf_transfer.strategies import STRATEGIES
+from hf_transfer.validation import check
 
 if TYPE_CHECKING:
     from hf_transfer.compose import Job
@@ -144,7 +153,6 @@ def _items(text: str, what: str) -> list[str]:
 
 def parse_grid(strategies: str | None, budgets: str, starts: str, seeds: int) -> Grid:
     """The grid the options ask for; any unknown value is refused before anything loads."""
-    from hf_transfer.strategies import STRATEGIES
 
     names = _items(strategies, "strategies") if strategies else list(STRATEGIES)
     for name in names:
@@ -190,11 +198,6 @@ def main(argv: list[str]) -> int:
     grid = parse_grid(args.strategies, args.budgets, args.starts, args.seeds)
     _refuse_axis_overrides(args.overrides)
 
-    from hf_transfer import run_folder
-    from hf_transfer.compose import compose_jobs, hydra_session, prepare_overrides
-    from hf_transfer.distributed import is_secondary_process
-    from hf_transfer.jobs import run_all
-
     secondary = is_secondary_process()
     say = (lambda line: None) if secondary else (lambda line: print(line, flush=True))
     # The other processes of a launch write nothing of their own (as for one run): their
@@ -238,7 +241,6 @@ def _check_cells(cells: list[Cell], jobs: list[Job], say: Say) -> None:
     """What `hf-transfer validate` checks (data, labels, budget, model), for one cell of each
     strategy, start and budget (seeds change no check): a grid whose cell would fail is refused
     now, not after the cells before it trained."""
-    from hf_transfer.validation import check
 
     checked = set()
     for cell, job in zip(cells, jobs):
@@ -255,9 +257,6 @@ def _check_cells(cells: list[Cell], jobs: list[Job], say: Say) -> None:
 def _check_same_config(out: Path, cell: Cell, run_cfg: RunConfig) -> None:
     """A cell folder that holds a run of another config (other overrides, another recipe) is
     refused: skipping it would mix two comparisons in one report."""
-    import yaml
-
-    from hf_transfer.config import as_dict, validate
 
     saved_file = out / cell.name / "config.yaml"
     if not saved_file.is_file():

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
+
 from hf_transfer import schema
 from hf_transfer.errors import UserError, did_you_mean, first_line, unknown_choice
 from hf_transfer.hub import HubConfig
@@ -100,7 +102,6 @@ def register_defaults() -> None:
     (`strategy=lora`, `hub: default`): the dataclass states each default once. Plain mappings,
     not typed nodes, so that a wrong key or value is reported by `validate` (with the closest
     valid names), not by Hydra."""
-    from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for name, strategy in STRATEGIES.items():

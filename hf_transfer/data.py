@@ -7,16 +7,24 @@ the splits are made is the same for every task; what the columns mean is the tas
 from __future__ import annotations
 
 import codecs
-import csv
 import contextlib
+import csv
+import io
+import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hf_transfer.assets import is_package_source, parse_package_source, resolve_source
 from hf_transfer.encodings import check_encoding, open_binary, refuse_undecodable
-from hf_transfer.errors import UserError, first_line
+from hf_transfer.errors import UserError, did_you_mean, first_line
+
+# Imported inside the functions that use them, not here: datasets and numpy. This module is on the
+# path of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -83,8 +91,6 @@ class DatasetConfig:
     train_size: int | None = None  # this many training examples in all, classes in proportion
 
     def __post_init__(self) -> None:
-        from hf_transfer.assets import is_package_source, parse_package_source
-
         if self.source is not None and is_package_source(self.source):
             parse_package_source(self.source, "task.data.source")
         if self.source is None and self.data_files is None:
@@ -114,7 +120,6 @@ def load_raw(cfg: DatasetConfig) -> DatasetDict:
 def load_source(cfg: DatasetConfig, key: str = "task.data") -> DatasetDict:
     """The data as it is, with the source's own split names (a single file is "train"). `key`
     is where the config names it, for the messages (extra test sets have their own)."""
-    from hf_transfer.assets import resolve_source
 
     source = resolve_source(cfg.source, kind="dataset") if cfg.source else None
     if cfg.data_files is not None:
@@ -225,7 +230,6 @@ def label_budget(train: Any, cfg: DatasetConfig, seed: int, stratify_by: str = "
 
 def require_columns(dataset: Any, columns: dict[str, str | None], split: str) -> None:
     """Fail with the config key and the available columns when a named column is missing."""
-    from hf_transfer.errors import did_you_mean
 
     available = list(dataset.column_names)
     for key, column in columns.items():
@@ -371,7 +375,6 @@ def _load_files(
 def _first_bad_json_line(paths: list[Path], encoding: str | None) -> str | None:
     """'FILE, line N: what is wrong' for the first line of a JSON Lines file that is not JSON
     (a whole-file JSON document gets the reader's own message)."""
-    import json
 
     for path in paths:
         lines = Path(path).read_text(encoding=encoding or "utf-8", errors="replace").splitlines()
@@ -392,9 +395,6 @@ def _as_utf8(paths: list[Path], encoding: str | None, key: str) -> Iterator[list
     """utf-8 copies of JSON files in another encoding, in a temporary folder (not next to the
     data): datasets' JSON reader parses a JSON array before it decodes anything, and cuts JSON
     lines at newline bytes (not characters, in utf-16). The rows land in datasets' cache."""
-    import io
-    import shutil
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hf-transfer-json-") as folder:
         copies = []
@@ -559,8 +559,6 @@ def _refuse_duplicate_columns(path: Path, delimiter: str, encoding: str | None, 
 
 
 def _open_text(path: Path, encoding: str | None = None) -> Any:
-    import io
-
     # utf-8-sig reads utf-8 and drops a byte-order mark, which would otherwise start the first token.
     with io.TextIOWrapper(open_binary(path), encoding=encoding or "utf-8-sig") as stream:
         yield from stream

@@ -7,11 +7,16 @@ what a GPU user would pick without thinking and says what it picked.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+# Imported inside the functions that use them, not here: torch and huggingface_hub. This module is on
+# the path of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +91,11 @@ def decide_hub_kernels(
 
 
 def _kernels_package() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("kernels") is not None
 
 
 def _kernels_cached() -> bool:
     """Any kernels-community repository in the hub cache: a user who fetched kernels once."""
-    from pathlib import Path
-
     from huggingface_hub import constants
 
     cache = Path(constants.HF_HUB_CACHE)

@@ -19,7 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hf_transfer import run_folder
 from hf_transfer.errors import UserError
+
+# Imported inside the functions that use them, not here: torch and transformers. This module is on the
+# path of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 
 def launched_world_size() -> int:
@@ -90,7 +94,6 @@ def _sharding_wrapper(deepspeed: Any, fsdp: Any) -> str | None:
 
 def shared_run_folder(world_size: int, process_index: int, requested: Path, resume: bool = False) -> Path:
     """The run folder, taken by the main process; the others get its path (and its error)."""
-    from hf_transfer import run_folder
 
     if world_size <= 1:
         return run_folder.prepare(requested, resume)

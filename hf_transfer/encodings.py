@@ -6,7 +6,10 @@ guess at its encoding, and the option that sets it (`task.data.encoding`, `--enc
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import gzip
+import lzma
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,6 @@ _ENCODING_EXAMPLES = "e.g. cp1252, latin-1, utf-16"
 
 def open_binary(path: Path) -> Any:
     """A file as bytes, uncompressed where its name says gzip, bz2 or xz."""
-    import bz2
-    import gzip
-    import lzma
 
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
     return opener(path, "rb")

@@ -20,11 +20,17 @@ This module imports nothing heavy: config checks use it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hf_transfer.assets import is_package_source, looks_like_path, parse_package_source
+from hf_transfer.data import DatasetConfig, load_source
+from hf_transfer.encodings import check_encoding
 from hf_transfer.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
@@ -76,10 +82,6 @@ class ExtraTestConfig:
 def check_sets(sets: dict[str, ExtraTestConfig], columns: type) -> None:
     """What can be said of `task.extra_test` without reading anything (ValueError: the schema
     turns it into one line). `columns` is the task's Columns dataclass: the keys a set may rename."""
-    import dataclasses
-
-    from hf_transfer.assets import is_package_source, parse_package_source
-    from hf_transfer.encodings import check_encoding
 
     seen: dict[str, str] = {}
     for name, cfg in sets.items():
@@ -130,7 +132,6 @@ def check_sets(sets: dict[str, ExtraTestConfig], columns: type) -> None:
 
 def set_columns(cfg: ExtraTestConfig, task_columns: Any) -> Any:
     """The task's Columns, with the set's own names where it gives them."""
-    import dataclasses
 
     return dataclasses.replace(task_columns, **cfg.columns)
 
@@ -169,10 +170,6 @@ def load_extra_sets(task: Any, data: Any) -> Any:
 
 def read_set(name: str, cfg: ExtraTestConfig) -> Dataset:
     """The rows of one extra set as the source holds them (one split of it)."""
-    from pathlib import Path
-
-    from hf_transfer.assets import is_package_source, looks_like_path
-    from hf_transfer.data import DatasetConfig, load_source
 
     key = f"task.extra_test.{name}"
     if cfg.source is not None and not is_package_source(cfg.source):
@@ -213,7 +210,6 @@ def label_names_of(
     """The rows to keep and the task's label name for each: the set's raw values mapped by
     name, through the set's label_map, or through the task's; refused when any does not map.
     `unit`: what a value is, for the message (rows; tags, where each word has one)."""
-    from collections import Counter
 
     key = f"task.extra_test.{name}"
     dropped = {str(v) for v in cfg.drop_labels or []}

@@ -35,9 +35,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import psutil
 import torch
+import transformers
+from accelerate import PartialState
+from tqdm.auto import tqdm
 
 from hf_transfer import disk
+from hf_transfer.distributed import zero3_enabled
+from hf_transfer.errors import UserError
+from hf_transfer.models import anatomy
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -71,8 +78,6 @@ def decide(
 ) -> Decision:
     """`strategy.cache` (auto | true | false) against what the run is: on when it pays and is
     exact. `true` where it cannot be refuses with the reason (a UserError)."""
-    from hf_transfer.distributed import zero3_enabled
-    from hf_transfer.errors import UserError
 
     if setting is False:
         return Decision(0, "strategy.cache=false")
@@ -271,8 +276,6 @@ def build(
         if loaded is None:
             partial = _partial(folder, scratch)
             features = _allocate(partial, (int(offsets[-1]), hidden), dtype, on_disk, process_index, wait)
-            from tqdm.auto import tqdm
-
             mine = batches[process_index::world_size]  # each process computes its share
             for batch in tqdm(mine, desc="Caching frozen features", disable=process_index != 0):
                 out, _ = _run_frozen(model, blocks[frozen - 1], collator([rows[i] for i in batch]), device, autocast)
@@ -369,7 +372,6 @@ def _key(
 ) -> str:
     """Everything the cached values depend on: the weights up to the boundary, the model's
     config, the inputs, the boundary and the dtype."""
-    import transformers
 
     digest = hashlib.sha256()
     digest.update(f"{frozen}|{dtype}|{transformers.__version__}|".encode())
@@ -445,8 +447,6 @@ def _partial(folder: Path, scratch: Path) -> Path:
 
 
 def _available_memory() -> int:
-    import psutil
-
     return psutil.virtual_memory().available
 
 
@@ -482,9 +482,6 @@ def prepare(
     """Decide whether the run trains on cached features (`strategy.cache`, `config`) and build
     the cache for the Trainer, before the Trainer is made. Returns the cache (None: off) and
     what metrics.json records of it."""
-    from accelerate import PartialState
-
-    from hf_transfer.models import anatomy
 
     model = applied.model
     # cache=true asks for the probe's cache where the strategy itself has nothing frozen.

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_transfer import run_folder
 from hf_transfer.errors import CommandParser, UserError, first_line
+from hf_transfer.outputs import ships_model_code
+
+# Imported inside the functions that use them, not here: huggingface_hub. This module is on the path
+# of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +110,6 @@ def adapter_branch(revision: str | None) -> str:
 
 
 def _check_finished(folder: Path) -> None:
-    from hf_transfer import run_folder
-
     if folder.is_dir() and run_folder.state(folder) == "incomplete":
         raise UserError(f"'{folder}' is not a finished run folder: {run_folder.resume_hint(folder)}")
     missing = [name for name in ("config.json", "metrics.json", "README.md") if not (folder / name).exists()]
@@ -116,7 +119,6 @@ def _check_finished(folder: Path) -> None:
 
 def _unshareable_adapter(folder: Path) -> str | None:
     """Why no one else could load the run's LoRA adapter with peft's Auto classes, else None."""
-    from hf_transfer.outputs import ships_model_code
 
     adapter_config = folder / "adapter" / "adapter_config.json"
     if not adapter_config.exists():

@@ -15,6 +15,11 @@ import random
 import time
 from typing import Any
 
+import torch
+from torch import nn
+
+from hf_transfer.models import anatomy, is_mean_pooling
+
 log = logging.getLogger(__name__)
 
 # Centroids of a few thousand examples barely move with more; the pass stays short on big data.
@@ -23,8 +28,6 @@ BATCH = 64
 
 
 def can_imprint(model: Any) -> bool:
-    from hf_transfer.models import is_mean_pooling
-
     return is_mean_pooling(model.config) and model.config.logit_scale is not None
 
 
@@ -32,7 +35,6 @@ def imprint_head(model: Any, train: Any, collator: Any, device: Any) -> dict[str
     """Imprint the head of `model` (see `can_imprint`) from the encoded training split `train`
     (a seeded sample of at most IMPRINT_EXAMPLES rows), batched by `collator` on `device`;
     returns the record for metrics.json."""
-    import torch
 
     started = time.perf_counter()
     # A seeded sample, not the first rows: a user's file may be sorted by label.
@@ -66,9 +68,6 @@ MAX_GAIN = 3.0
 
 def output_layer(model: Any) -> Any | None:
     """The new head's last linear layer (what makes the one number), or None."""
-    from torch import nn
-
-    from hf_transfer.models import anatomy
 
     head = anatomy(model).head
     layers = [
@@ -86,7 +85,6 @@ def fit_number_head(model: Any, train: Any, collator: Any, device: Any) -> dict[
     takes thousands of steps to reach targets around 5: a run of the usual length then predicts
     a constant. This one starts at least at the training mean (where the features tell nothing),
     in the targets' own units. Returns the record for metrics.json."""
-    import torch
 
     started = time.perf_counter()
     layer = output_layer(model)
@@ -129,7 +127,6 @@ def _ridge(x: Any, y: Any, intercept: bool) -> tuple[Any, float, float | None]:
     out, refitted on all of them; the mean (weight 0) where no fit beats it there. A layer
     without a bias (`intercept` False: GPT-2's score) takes the intercept along the features'
     mean direction, which every pretrained feature vector shares."""
-    import torch
 
     def fit(rows: Any, penalty: float | None) -> tuple[Any, Any]:
         xs, ys = x[rows], y[rows]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobStatus
@@ -95,12 +96,13 @@ def run_one(job: Job, folder: Path, *, resume: bool = False, take: bool = True) 
 
     `take`: the folder is taken first, as the run itself takes it (run_folder.prepare). A job
     that fails on a user's mistake leaves nothing of Hydra's behind."""
-    from hf_transfer.run import resume as resume_run  # torch and transformers: not on the path of a config error
-    from hf_transfer.run import run
-
-    if take:
+    if take:  # first: a folder in use or holding a run is refused before anything heavy loads
         run_folder.prepare(folder, resume=resume, key="hydra.run.dir")
     try:
+        # torch and transformers: after every check that needs none, and never for a config error
+        from hf_transfer.run import resume as resume_run
+        from hf_transfer.run import run
+
         task = (lambda cfg: resume_run(folder)) if resume else (lambda cfg: run(job.run, output_dir=folder))
         _run_in_hydra(job.config, task)
     except UserError as err:
@@ -149,7 +151,6 @@ def _run_in_hydra(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None
     hydra.callbacks of the config; what the task raised is raised here."""
     # Private to Hydra: the object that calls the config's hydra.callbacks (Hydra's own run and
     # launchers build it so); there is no public one. tests/test_upstream.py checks it.
-    from hydra._internal.callbacks import Callbacks
 
     if cfg.hydra.get("mode") is None:
         _set_hydra(cfg, {"mode": RunMode.RUN})

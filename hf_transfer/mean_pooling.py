@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
+from transformers.loss.loss_utils import ForSequenceClassificationLoss
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
@@ -163,7 +164,6 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """transformers' own sequence-classification loss (the problem type from the labels if
         unset), with number and multi-hot labels in the logits' dtype."""
-        from transformers.loss.loss_utils import ForSequenceClassificationLoss
 
         numbers = labels.is_floating_point() or self.config.problem_type in ("regression", "multi_label_classification")
         return ForSequenceClassificationLoss(labels.to(logits.dtype) if numbers else labels, logits, self.config)

@@ -13,14 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+import torch
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 class PeakMemory:
     def __init__(self) -> None:
-        import torch
-
         self.on_gpu = torch.cuda.is_available()
         self._sampler: threading.Thread | None = None
         self._stop = threading.Event()
@@ -41,8 +42,6 @@ class PeakMemory:
 
     def result(self) -> dict[str, Any]:
         if self.on_gpu:
-            import torch
-
             return {
                 "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
                 "peak_memory_kind": "gpu max allocated",
@@ -70,7 +69,6 @@ def _reset_high_water_mark() -> bool:
 def _rss_bytes() -> int:
     if _STATUS.exists():
         return _status_kb("VmRSS") * 1024
-    import psutil  # accelerate depends on it
 
     return psutil.Process(os.getpid()).memory_info().rss
 
@@ -96,11 +94,9 @@ class Stopwatch:
 def memory_for_training(device: Any) -> tuple[int, str]:
     """(bytes, where): the memory a run can still take on `device`: the accelerator's total less
     what other processes hold, or the machine's available memory on the CPU."""
-    import torch
 
     if device is not None and device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free, f"free on {torch.cuda.get_device_name(device)}"
-    import psutil
 
     return psutil.virtual_memory().available, "available on this machine"

@@ -13,6 +13,9 @@ import numpy as np
 
 from hf_transfer.errors import UserError, first_line
 
+# Imported inside the functions that use them, not here: evaluate. This module is on the path of
+# --help and of a config error, which stay quick (tests/test_architecture.py).
+
 
 def classification_scores(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:
     """Accuracy and macro precision / recall / F1 (classes absent from both sides are skipped)."""

@@ -7,13 +7,25 @@ BERT-family encoder or GPT-family decoder without a table per architecture.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from filelock import FileLock
+
 from hf_transfer.assets import cache_root, count_one_time, is_package_source, model_location, parse_package_source
+from hf_transfer.device import hub_kernels
 from hf_transfer.errors import UserError, first_line
+
+# Imported inside the functions that use them, not here: torch, transformers, tokenizers, safetensors
+# and mean_pooling (torch). This module is on the path of --help and of a config error, which stay
+# quick (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from torch import nn
@@ -132,9 +144,6 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
     transformers dequantises GGUF weights to float on load, but a GGUF-loaded model cannot
     be saved; a model rebuilt from its config, with the state dict copied in, can.
     """
-    import hashlib
-
-    from filelock import FileLock
 
     if not (folder / gguf_file).is_file():
         raise UserError(f"model.gguf_file '{gguf_file}' is not in {folder}")
@@ -153,9 +162,6 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
             raise UserError(
                 "model.gguf_file needs the gguf package: pip install 'hf-transfer-learning[gguf]' (or pip install gguf)"
             ) from None
-        import tempfile
-        import time
-
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -221,8 +227,6 @@ def load_model(checkpoint: Checkpoint, auto_model: str, new_head: bool, **config
     """`auto_model` (an AutoModelFor* class name) on the checkpoint, with a fresh head when
     `new_head`; `config_kwargs` are model config values such as the labels."""
     import torch
-
-    from hf_transfer.device import hub_kernels
 
     cfg, tokenizer = checkpoint.settings, checkpoint.tokenizer
     wrap, config, auto_class = _build_plan(checkpoint, auto_model, tokenizer.pad_token_id, config_kwargs)
@@ -353,7 +357,6 @@ def resolve_pooling(cfg: ModelConfig, auto_model: str, config: Any, location: st
 def sentence_transformers_pooling(cfg: ModelConfig, location: str) -> str | None:
     """How a sentence-transformers checkpoint pools ("mean", "cls", "lasttoken", ...), read from
     its modules.json and pooling config; None for any other checkpoint."""
-    import json
 
     from transformers.utils import cached_file
 
@@ -500,7 +503,6 @@ def check_settings_fit(checkpoint: Checkpoint, task_cfg: Any, strategy_cfg: Any)
     """Settings the checkpoint cannot take, refused from its config before weights load: a
     task.max_length past its positions, a LoRA rank above its layers' width. A task's own
     default length is left to the task (QA's 384 is cut to a smaller model's)."""
-    import dataclasses
 
     cfg, model_config = checkpoint.settings, checkpoint.config
     model = cfg.name or cfg.source
@@ -572,7 +574,6 @@ def ensure_prefix_space(tokenizer: Any) -> None:
     """Byte-level BPE (GPT-2, RoBERTa) marks a word's leading space: pre-split words need one
     added, or a word tokenizes differently alone than in running text. Written into the
     tokenizer's own pre-tokenizer, so the saved tokenizer (and `pipeline`) does the same."""
-    import json
 
     from tokenizers import Tokenizer
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from typing import Any
 import yaml
 
 from hf_transfer import baselines
+from hf_transfer.assets import hub_id, is_package_source
+
+# Imported inside the functions that use them, not here: huggingface_hub. This module is on the path
+# of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -57,7 +62,6 @@ def _atomic_write(path: Path, text: str) -> None:
 def save_whole_files(folder: Path, save: Any) -> None:
     """`save(temporary_folder)` (a save_pretrained), then each file it wrote moved into `folder`
     by a rename: a run killed while saving leaves whole files or none, never a 0-byte one."""
-    import shutil
 
     work = Path(tempfile.mkdtemp(dir=folder, prefix=".saving-"))
     try:
@@ -121,7 +125,6 @@ def model_card(
     and datasets by hub id where they have one, and the scores (`model-index`). `extra_sets`:
     the task's extra test sets by name (their configs: source, data_files, split);
     `dataset_name`: what the card calls the training data (default: the run's name)."""
-    from hf_transfer.assets import hub_id, is_package_source
 
     extra_sets = extra_sets or {}
     base_id = base_model if base_on_hub else hub_id(base_model)
@@ -308,8 +311,6 @@ def eval_results(
 
 
 def _set_hub_id(cfg: Any) -> str | None:
-    from hf_transfer.assets import hub_id
-
     return hub_id(cfg.source) if cfg.source is not None and cfg.data_files is None else None
 
 

@@ -27,11 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from hf_transfer import run_folder
 from hf_transfer.assets import looks_like_path
 from hf_transfer.data import shown
 from hf_transfer.encodings import check_encoding, decode_text
 from hf_transfer.errors import CommandParser, UserError, did_you_mean, first_line
 from hf_transfer.tasks import TASKS, task_class
+
+# Imported inside the functions that use them, not here: transformers, huggingface_hub and
+# mean_pooling (torch). This module is on the path of --help and of a config error, which stay quick
+# (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from hf_transfer.tasks.base import Predictor, Task
@@ -289,8 +296,6 @@ def run_task(model: str, revision: str | None = None) -> tuple[type[Task], dict[
 
 
 def _refuse_unfinished_run(model: str) -> None:
-    from hf_transfer import run_folder
-
     folder = Path(model)
     if folder.is_dir() and run_folder.state(folder) == "incomplete":
         raise UserError(f"'{model}' is not a finished run: {run_folder.resume_hint(folder)}")
@@ -300,7 +305,6 @@ def _refuse_unfinished_run(model: str) -> None:
 def task_config(model: str, revision: str | None = None) -> dict[str, Any]:
     """The `task` section of the run's config.yaml (in the run folder, or pushed with it), or {}
     for a model no hf_transfer run made. Read once: the input columns and the task both need it."""
-    import yaml
 
     _refuse_missing_folder(model)
     _refuse_unfinished_run(model)
@@ -342,7 +346,6 @@ def _refuse_incomplete_folder(model: str) -> None:
     folder = Path(model).expanduser()
     if not folder.is_dir() or any(folder.glob("*.gguf")):
         return
-    from hf_transfer import run_folder
 
     unfinished = run_folder.state(folder) == "incomplete"
     fix = (f"the run did not finish: resume it (hf-transfer resume {model})" if unfinished

@@ -22,17 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from hf_transfer import disk, report_plots, report_render, run_folder
 from hf_transfer.errors import CommandParser, UserError
-from hf_transfer.outputs import headline, minority_class, never_predicted, split_value
+from hf_transfer.outputs import headline, minority_class, never_predicted, split_value, write_text
 from hf_transfer.report_plots import INSTALL
+from hf_transfer.report_summary import findings, summarise
 
 COLUMNS = ["run", "strategy", "pretrained", "trainable", "trainable %", "metric", "validation", "test",
            "test f1_macro", "minority F1", "train s", "samples/s", "wall s", "peak MB"]  # fmt: skip
 
 
 def collect(folders: list[Path]) -> list[dict[str, Any]]:
-    from hf_transfer import run_folder
-
     rows = []
     for folder in folders:
         if not folder.exists():
@@ -63,7 +65,6 @@ NOT_SETTINGS = ("seed", "name", "hub.", "expected_world_size", "trainer.disable_
 
 def settings_of(run: Path) -> dict[str, str]:
     """The run's config.yaml as flat `key: value` text, less NOT_SETTINGS ({} without one)."""
-    import yaml
 
     config_file = run / "config.yaml"
     config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.exists() else None
@@ -82,9 +83,6 @@ def settings_of(run: Path) -> dict[str, str]:
 
 def incomplete_row(run: Path, root: Path) -> dict[str, Any]:
     """A run that did not finish: its strategy, and how far it got."""
-    import yaml
-
-    from hf_transfer import run_folder
 
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
     checkpoint = run_folder.last_complete_checkpoint(run)
@@ -174,7 +172,6 @@ def main(argv: list[str]) -> int:
     for line in warnings(metrics_of):
         print(line)
     out = Path(args.out or args.folders[0])
-    from hf_transfer import disk, run_folder
 
     if run_folder.state(out) == "incomplete":  # its files would be taken for the run's, and go stale
         raise UserError(f"'{out}' is an unfinished run: report.md and report.html do not go into it; give --out FOLDER")
@@ -206,9 +203,6 @@ class Written:
 
 def write_documents(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Path, where: str) -> Written:
     """report.md (figures as files in report_files/) and report.html (figures inside) in `out`."""
-    from hf_transfer import report_plots, report_render
-    from hf_transfer.outputs import write_text
-    from hf_transfer.report_summary import findings, summarise
 
     tasks = summarise(runs)
     plots = report_plots.available()

@@ -13,6 +13,10 @@ from typing import Any
 
 from hf_transfer.report_summary import Cell, Task
 
+# Imported inside the functions that use them, not here: matplotlib (optional, and slow to import).
+# This module is on the path of --help and of a config error, which stay quick
+# (tests/test_architecture.py).
+
 INSTALL = "pip install 'hf-transfer-learning[report]'"  # the extra that brings matplotlib
 
 

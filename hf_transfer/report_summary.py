@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hf_transfer.outputs import headline, split_value
+from hf_transfer.strategies import STRATEGIES
 
 
 @dataclass
@@ -75,8 +76,6 @@ class Task:
 
 
 def strategy_order() -> list[str]:
-    from hf_transfer.strategies import STRATEGIES
-
     return list(STRATEGIES)
 
 

@@ -22,16 +22,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from transformers import set_seed
+from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from hf_transfer import baselines, device, disk, distributed, models, outputs, run_folder, versions
+from hf_transfer import (
+    assembly,
+    baselines,
+    device,
+    disk,
+    distributed,
+    models,
+    outputs,
+    run_folder,
+    validation,
+    versions,
+)
 from hf_transfer.assets import one_time_seconds, resolve_source
+from hf_transfer.calibration import calibrate
+from hf_transfer.checkpoints import Progress, ResumableCheckpoints, StopOnInterrupt
 from hf_transfer.config import RunConfig, as_dict, validate
 from hf_transfer.data import budget_name
 from hf_transfer.errors import Interrupted, UserError
+from hf_transfer.head_first import train_head_first
+from hf_transfer.hub import push
 from hf_transfer.imprint import can_imprint, fit_number_head, imprint_head, output_layer
 from hf_transfer.measure import PeakMemory, Stopwatch, memory_for_training
 from hf_transfer.strategies import make_strategy
 from hf_transfer.tasks import task_class
+from hf_transfer.training import predict_in_order
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -97,8 +115,6 @@ def run(
         run_folder.release(folder)
     if run_cfg.hub.push and result.is_main_process:
         # After the run is complete and saved: a failed push leaves the run folder as it is.
-        from hf_transfer.hub import push
-
         push(result.folder, run_cfg.hub)
     return result
 
@@ -179,13 +195,6 @@ def _interrupted_message(folder: Path, step: int | None) -> str:
 
 
 def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: bool) -> RunResult:
-    # Heavy (torch, transformers): imported once the versions and the config are known to be good.
-    from transformers import set_seed
-
-    from hf_transfer import assembly
-    from hf_transfer.checkpoints import Progress, ResumableCheckpoints, StopOnInterrupt
-    from hf_transfer.head_first import train_head_first
-
     wall, one_time_before = Stopwatch(), one_time_seconds()
     set_seed(run_cfg.seed)
     task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
@@ -403,7 +412,6 @@ def _imprint(
 def _check_data(task: Task, data: TaskData, checkpoint: Checkpoint) -> None:
     """What `hf-transfer validate` says of the data, first: problems stop the run, the rest is
     logged; a warning where many texts are longer than the model will read."""
-    from hf_transfer import validation  # heavy: it checks through the assembly
 
     tokenizer, max_length = checkpoint.tokenizer, checkpoint.max_length
     problems = validation.problems_of(data)
@@ -442,12 +450,9 @@ def _before_training(
 
 def _whole_model(checkpoint: Checkpoint, task: Task, data: TaskData) -> Any:
     """A complete copy of the run's starting model in this process, after a sharded run."""
-    from hf_transfer import assembly
 
     if distributed.zero3_enabled():
         # Training is over: this process alone loads a whole copy, not a ZeRO-3 partition.
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
         unset_hf_deepspeed_config()
     return assembly.model(checkpoint, task, data)
 
@@ -514,8 +519,6 @@ def _whole_run(trainer: TransferTrainer, train_output: Any) -> dict[str, Any]:
 
 def _calibrate(trainer: TransferTrainer, task: Task, encoded: Encoded) -> dict[str, Any] | None:
     """A new regression head's output drawn toward the mean on the validation split (calibration.py)."""
-    from hf_transfer.calibration import calibrate  # heavy (torch)
-    from hf_transfer.training import predict_in_order
 
     regression = getattr(trainer.model.config, "problem_type", None) == "regression"
     if not (task.new_head and regression and "validation" in encoded.inputs):
@@ -534,7 +537,6 @@ def _evaluate(
 ) -> tuple[dict[str, Any], dict[str, list]]:
     """Metrics and prediction records of the validation and test splits, in dataset order; the
     extra test sets (task.extra_test) are scored as the test split is, under "extra_test"."""
-    from hf_transfer.training import predict_in_order  # heavy (torch, transformers)
 
     metrics, predictions = {}, {}
     for split in ("validation", "test", *data.extra_test):

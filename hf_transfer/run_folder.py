@@ -17,6 +17,7 @@ Nothing here imports torch: `report`, `push` and the CLI ask it before anything 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -61,7 +62,6 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
 
 def remove_incomplete_checkpoints(folder: Path) -> list[Path]:
     """Remove the checkpoints a stopped save left half-written (they are never resumed from)."""
-    import shutil
 
     half = [p for p in (folder / "checkpoints").glob("checkpoint-*") if not (p / COMPLETE_CHECKPOINT).is_file()]
     for checkpoint in half:

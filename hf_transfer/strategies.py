@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from hf_transfer.errors import UserError
 from hf_transfer.models import Anatomy, anatomy, base_config
 
+# Imported inside the functions that use them, not here: peft, transformers and unfreezing (torch).
+# This module is on the path of --help and of a config error, which stay quick
+# (tests/test_architecture.py).
+
 if TYPE_CHECKING:
     from hf_transfer.models import ModelConfig
     from hf_transfer.unfreezing import GradualUnfreezing, Layer

@@ -14,17 +14,24 @@ each with its reason; tests/test_upstream.py fails when upstream changes them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.integrations import TensorBoardCallback
 
 from hf_transfer.checkpoints import Progress
 from hf_transfer.device import accelerator, trainer_defaults
+from hf_transfer.distributed import check_wrapped
 from hf_transfer.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -97,7 +104,6 @@ _INTEGRATION_PACKAGES = {"comet_ml": "comet_ml", "neptune": "neptune", "clearml"
 
 def _check_integrations(report_to: list[str]) -> None:
     """A logging integration whose package is missing fails inside the Trainer: refused first."""
-    import importlib.util
 
     for name in report_to:
         package = _INTEGRATION_PACKAGES.get(name)
@@ -132,7 +138,6 @@ def fit_schedule(
     (the run scores the validation split after it anyway) and no checkpoint (`early_stopping`:
     keep them for it). A run with trainer.max_steps trains exactly that many steps, at its own
     batch size. `why`: where the minimum comes from, for the log."""
-    import math
 
     why = why or f"strategy.min_steps={min_steps}"
 
@@ -253,7 +258,6 @@ def build_trainer(
 
 def by_length(dataset: Any) -> tuple[Any, Any]:
     """The dataset sorted longest first (batches of similar length: less padding), and the order."""
-    import numpy as np
 
     lengths = np.fromiter((len(ids) for ids in dataset["input_ids"]), dtype=np.int64, count=len(dataset))
     order = np.argsort(-lengths, kind="stable")
@@ -267,7 +271,6 @@ def predict_in_order(trainer: Trainer, dataset: Any, prefix: str, sort: bool = T
     batches evaluated gpt_sentiment's validation split 1.6 times as fast (74 s, not 119 s).
     Scores are left to the task (TransferTrainer.predict scores nothing).
     """
-    import numpy as np
 
     ordered, order = by_length(dataset) if sort else (dataset, np.arange(len(dataset)))
     output = trainer.predict(ordered, metric_key_prefix=prefix)
@@ -288,8 +291,6 @@ def predict_in_order(trainer: Trainer, dataset: Any, prefix: str, sort: bool = T
 
 
 def _tensorboard_callback(log_dir: Path) -> Any:
-    from transformers.integrations import TensorBoardCallback
-
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -360,14 +361,10 @@ class TransferTrainer(Trainer):
         return {} if self._predicting else self._validation_metrics(eval_prediction)
 
     def _cached_features(self) -> Any:
-        import contextlib
-
         return self.feature_cache.attached(self.model) if self.feature_cache else contextlib.nullcontext()
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
         if not self._checked_wrapping:
-            from hf_transfer.distributed import check_wrapped
-
             check_wrapped(self)
             self._checked_wrapping = True
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -449,8 +446,6 @@ class TransferTrainer(Trainer):
         if eval_dataset is None:
             return None
         if self.args.world_size <= 1:
-            from torch.utils.data import SequentialSampler
-
             return SequentialSampler(eval_dataset)
         return None
 

@@ -12,6 +12,7 @@ A training run describes its data the same way first (`describe`, logged).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,10 @@ from hf_transfer import models, run_folder
 from hf_transfer.errors import UserError
 from hf_transfer.strategies import make_strategy
 from hf_transfer.tasks import task_class
+
+# Imported inside the functions that use them, not here: datasets, numpy and the assembly (torch,
+# transformers). This module is on the path of --help and of a config error, which stay quick
+# (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from hf_transfer.config import RunConfig
@@ -123,7 +128,6 @@ def problems_of(data: TaskData) -> list[str]:
 
 def label_counts(data: TaskData) -> dict[str, dict[str, int]]:
     """Rows per label name in each split, where the rows hold one class label."""
-    from collections import Counter
 
     from datasets import ClassLabel
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
 from hf_transfer.errors import UserError
 
 DISTRIBUTION = "hf-transfer-learning"
@@ -35,9 +39,6 @@ def out_of_range() -> tuple[str, ...]:
 
 
 def _problem(requirement_line: str) -> str | None:
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     requirement = Requirement(requirement_line)
     name = canonicalize_name(requirement.name)
     if name not in CHECKED or requirement.marker is not None or not requirement.specifier:
@@ -56,7 +57,6 @@ def _problem(requirement_line: str) -> str | None:
 
 def _release(version: str) -> str:
     """The release numbers of a version: NGC's torch `2.11.0a0+git...` is a 2.11.0 build."""
-    from packaging.version import InvalidVersion, Version
 
     try:
         return ".".join(map(str, Version(version).release))

@@ -8,6 +8,9 @@ when some function runs is caught too.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +223,22 @@ def test_a_run_changes_no_training_arguments_and_reads_the_checkpoint_config_onc
     assert result.metrics["head_probe"]["epochs"] == 1
     assert len(built) >= 3 and changed == []  # the check, the probe's and the run's
     assert len(reads) == 1, reads
+
+
+def test_help_and_a_config_mistake_load_nothing_heavy(tmp_path):
+    """The modules on these paths keep torch, transformers, datasets and the like inside the
+    functions that use them (each says so at its imports); everything else imports at the top."""
+    code = (
+        "import sys, contextlib, io; from hf_transfer.cli import main\n"
+        "for argv in (['--help'], ['trainer.num_train_epoch=3'], ['validate', 'seed=x'], ['recipe=gpt_sentiment', "
+        "'--cfg', 'job'], ['predict', '--help'], ['compare', '--help'], ['report', '--help'], ['cache', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "        try: main(argv)\n"
+        "        except SystemExit: pass\n"
+        "heavy = ('torch', 'transformers', 'datasets', 'peft', 'accelerate', 'huggingface_hub', 'matplotlib', 'evaluate')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -21,9 +21,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tqdm.auto import tqdm
+
 from hf_transfer.data import load_raw, make_splits
+from hf_transfer.device import hub_kernels
 from hf_transfer.errors import UserError, did_you_mean
 from hf_transfer.extra_sets import load_extra_sets
+from hf_transfer.models import default_max_length
+
+# Imported inside the functions that use them, not here: torch, transformers and mean_pooling (torch).
+# This module is on the path of --help and of a config error, which stay quick
+# (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -215,8 +223,6 @@ class Predictor:
         self.cut = 0
 
     def predict(self, records: list[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
-        from tqdm.auto import tqdm
-
         batches = range(0, len(records), batch_size)
         progress = tqdm(batches, desc="Predicting", unit="batch", disable=len(batches) < 2, file=sys.stderr)
         for start in progress:
@@ -252,7 +258,6 @@ class PipelinePredictor(Predictor):
 
 def prediction_length(settings: dict[str, Any], tokenizer: Any, model_config: Any) -> int:
     """The run's max_length where it recorded one, within the model's limit."""
-    from hf_transfer.models import default_max_length
 
     limit = default_max_length(tokenizer, model_config)
     recorded = settings.get("max_length")
@@ -274,7 +279,6 @@ def load_pipeline(task: str, model: str, revision: str | None, device: str | Non
     from transformers import pipeline
 
     from hf_transfer import mean_pooling
-    from hf_transfer.device import hub_kernels
 
     mean_pooling.register()  # hf_transfer's own model classes load without trust_remote_code
     return pipeline(

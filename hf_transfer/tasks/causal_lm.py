@@ -32,6 +32,9 @@ from hf_transfer.tasks.base import (
     trust_remote_code,
 )
 
+# Imported inside the functions that use them, not here: torch, transformers and datasets. This module
+# is on the path of --help and of a config error, which stay quick (tests/test_architecture.py).
+
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 

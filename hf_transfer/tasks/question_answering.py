@@ -20,8 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from hf_transfer.data import DatasetConfig, require_columns
+from hf_transfer.device import hub_kernels
 from hf_transfer.errors import UserError
 from hf_transfer.tasks.base import Encoded, MetricFunctions, Predictor, Task, TaskData
+
+# Imported inside the functions that use them, not here: torch, transformers and datasets. This module
+# is on the path of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -211,8 +215,6 @@ class QuestionAnswering(Task):
     @classmethod
     def predictor(cls, model: str, settings: dict[str, Any], revision: str | None, device: str | None) -> Predictor:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
-        from hf_transfer.device import hub_kernels
 
         qa_model = AutoModelForQuestionAnswering.from_pretrained(model, revision=revision, use_kernels=hub_kernels())
         if device:

@@ -14,6 +14,8 @@ The saved model config carries id2label/label2id and `problem_type`, so that
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -24,8 +26,15 @@ import numpy as np
 
 from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
-from hf_transfer.extra_sets import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
-from hf_transfer.extra_sets import warn_overlap
+from hf_transfer.extra_sets import (
+    ExtraTestConfig,
+    check_sets,
+    column_key,
+    label_names_of,
+    set_columns,
+    split_name,
+    warn_overlap,
+)
 from hf_transfer.metrics import (
     classification_scores,
     load_extra_metrics,
@@ -33,6 +42,7 @@ from hf_transfer.metrics import (
     per_class_scores,
     regression_scores,
 )
+from hf_transfer.models import ensure_pair_separator
 from hf_transfer.tasks.base import (
     Baseline,
     Encoded,
@@ -43,9 +53,12 @@ from hf_transfer.tasks.base import (
     check_metric,
     label_config,
     load_pipeline,
-    recorded_max_length,
     mean_share_of_step,
+    recorded_max_length,
 )
+
+# Imported inside the functions that use them, not here: torch and datasets. This module is on the
+# path of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -174,8 +187,6 @@ class TextClassification(Task):
 
     def prepare_extra(self, raw: Dataset, name: str, extra: ExtraTestConfig, data: TaskData) -> Dataset:
         """An extra test set in the task's columns, its labels mapped to the task's by name."""
-        import copy
-        import dataclasses
 
         columns = set_columns(extra, self.config.columns)
         if columns.text_pair is None and self.uses_text_pairs():
@@ -390,8 +401,6 @@ class TextClassification(Task):
 
     def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
         if family == "decoder" and self.uses_text_pairs():
-            from hf_transfer.models import ensure_pair_separator
-
             ensure_pair_separator(tokenizer)
 
     # -- preprocessing -------------------------------------------------------------------

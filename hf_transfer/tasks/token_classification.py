@@ -12,6 +12,8 @@ get token accuracy, macro F1 over tags and per-tag scores.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from hf_transfer.data import DatasetConfig, list_class_label, require_columns
 from hf_transfer.errors import UserError
 from hf_transfer.extra_sets import ExtraTestConfig, check_sets, column_key, label_names_of, set_columns, split_name
 from hf_transfer.metrics import entity_scores, tag_scores
+from hf_transfer.models import ensure_prefix_space
 from hf_transfer.tasks.base import (
     Baseline,
     Encoded,
@@ -33,10 +36,13 @@ from hf_transfer.tasks.base import (
     check_metric,
     label_config,
     labelled_cross_entropy,
-    recorded_max_length,
     load_pipeline,
+    recorded_max_length,
     trust_remote_code,
 )
+
+# Imported inside the functions that use them, not here: torch, transformers and datasets. This module
+# is on the path of --help and of a config error, which stay quick (tests/test_architecture.py).
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -149,8 +155,6 @@ class TokenClassification(Task):
 
     def prepare_extra(self, raw: Dataset, name: str, extra: ExtraTestConfig, data: TaskData) -> Dataset:
         """An extra tagged set in the task's columns, its tags mapped to the task's by name."""
-        import copy
-        import dataclasses
 
         from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
@@ -220,8 +224,6 @@ class TokenClassification(Task):
         return label_config(data.labels)
 
     def adapt_tokenizer(self, tokenizer: Any, family: str) -> None:
-        from hf_transfer.models import ensure_prefix_space
-
         if not getattr(tokenizer, "is_fast", False):
             raise UserError("token classification needs a fast tokenizer (to map sub-tokens back to words)")
         ensure_prefix_space(tokenizer)
