@@ -224,6 +224,7 @@ def train(argv: list[str]) -> int:
     """Hydra's command line (overrides, --help, --cfg, -m, --config-dir), run on our search path."""
     from hf_transfer.distributed import is_secondary_process
 
+    _refuse_hydra_only_flags(argv)
     parser = _train_parser()
     args = parser.parse_intermixed_args(argv)  # overrides before or after the flags
     secondary = is_secondary_process()
@@ -243,9 +244,36 @@ def train(argv: list[str]) -> int:
         return _train(parser, args)
 
 
+# Flags of Hydra's command line that hf-transfer does not take, and what to use instead.
+_HYDRA_ONLY_FLAGS = {
+    ("--config-name", "-cn", "--config-path", "-cp"): "choose a recipe with recipe=NAME; your own go in "
+    "DIR/recipe/NAME.yaml with --config-dir DIR",
+    ("--info", "-i"): "--cfg job (or hydra, all) prints the composed config",
+    ("--version",): "pip show hf-transfer-learning says the version",
+    (
+        "--shell-completion",
+        "-sc",
+        "--run",
+        "-r",
+        "--experimental-rerun",
+    ): "see hf-transfer --help for the flags it takes",
+}
+
+
+def _refuse_hydra_only_flags(argv: list[str]) -> None:
+    """One line naming the flag, where argparse would read `-cn x` as `-c n` (--cfg)."""
+    for word in argv:
+        flag = word.split("=", 1)[0]
+        for flags, instead in _HYDRA_ONLY_FLAGS.items():
+            if flag in flags:
+                raise UserError(
+                    f"{flag} is a flag of Hydra's command line that hf-transfer does not take: {instead}"
+                )
+
+
 def _train_parser() -> CommandParser:
     """The flags of Hydra's command line that hf-transfer runs (Hydra's names and short forms)."""
-    parser = CommandParser(prog=PROG, add_help=False)
+    parser = CommandParser(prog=PROG, add_help=False, allow_abbrev=False)
     parser.add_argument("overrides", nargs="*", help="GROUP=OPTION and KEY=VALUE")
     parser.add_argument("--help", "-h", action="store_true", help="the config groups and examples")
     parser.add_argument("--hydra-help", action="store_true", help="Hydra's own config groups")
@@ -262,7 +290,7 @@ def _train(parser: CommandParser, args: Any) -> int:
     reported before anything runs or is written. Then the jobs run, one after another, each
     with the config validated here."""
     from hf_transfer.compose import compose_jobs, config_text, help_text, hydra_session, prepare_overrides, split_sweeps
-    from hf_transfer.jobs import run_all, run_folder_of, run_one, sweep_folders
+    from hf_transfer.jobs import run_folder_of, run_one, run_sweep
 
     with hydra_session(args.config_dir) as loader:
         overrides = prepare_overrides(loader, args.overrides)
@@ -278,9 +306,7 @@ def _train(parser: CommandParser, args: Any) -> int:
                 sys.stdout.write(config_text(job, args.cfg, args.package, args.resolve))
             return 0
         if args.multirun:
-            out, named = sweep_folders(jobs)
-            print(f"multirun: {len(named)} jobs into {out}", flush=True)
-            run_all(named, out, kind="job", secondary=False, say=lambda line: print(f"multirun {line}", flush=True))
+            run_sweep(jobs, say=lambda line: print(line, flush=True))
         else:
             (job,) = jobs
             run_one(job, run_folder_of(job))

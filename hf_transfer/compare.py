@@ -232,7 +232,7 @@ def main(argv: list[str]) -> int:
             return 0
         named = [(cell.name, job) for cell, job in zip(cells, jobs)]
         again = "rerun the same compare command: finished cells are skipped"
-        run_all(named, out, kind="cell", secondary=secondary, say=lambda line: say(f"compare {line}"), again=again)
+        run_all(named, out, kind="cell", secondary=secondary, say=say, prefix="compare", again=again)
     say(f"compare: see the results with: hf-transfer report {out}")
     return 0
 

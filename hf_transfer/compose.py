@@ -68,7 +68,7 @@ class Job:
 
 @contextlib.contextmanager
 def hydra_session(config_dir: str | None = None) -> Iterator[ConfigLoader]:
-    """A Hydra session on our search path (conf/, then recipes/, with `--config-dir` first),
+    """A Hydra session on our search path (conf/, then recipes/, then `--config-dir`),
     with the strategy and hub defaults of config.py registered; yields its config loader."""
 
     hf_transfer.config.register_defaults()
@@ -88,15 +88,16 @@ def hydra_session(config_dir: str | None = None) -> Iterator[ConfigLoader]:
 
 
 def extend_search_path(search_path: ConfigSearchPath) -> None:
-    """The recipes after conf/, a user's --config-dir before both: called by Hydra through the
+    """The recipes after conf/, then a user's --config-dir: called by Hydra through the
     search-path plugin, inside a session hydra_session opened (and only there)."""
     session = _session_config_dir.get()
     if session is None:
         return
     search_path.append(provider="hf_transfer", path=RECIPES_PATH, anchor=SearchPathQuery(provider="main"))
     (folder,) = session
-    if folder is not None:
-        search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
+    if folder is not None:  # after ours, where @hydra.main puts it: a shipped recipe keeps its name
+        after_recipes = SearchPathQuery(provider="hf_transfer")
+        search_path.append(provider="command-line", path=f"file://{folder}", anchor=after_recipes)
 
 
 def prepare_overrides(loader: ConfigLoader, overrides: list[str]) -> list[str]:
@@ -152,7 +153,8 @@ def data_name(source: str) -> str:
 
 
 def _parse(overrides: list[str]) -> list[Override]:
-    parser = OverridesParser.create()
+    session = GlobalHydra.instance()  # glob() sweeps list a group's options through the session's loader
+    parser = OverridesParser.create(config_loader=session.config_loader() if session.is_initialized() else None)
     parsed = []
     for override in overrides:
         try:
@@ -188,9 +190,14 @@ def compose_jobs(overrides: list[str], multirun: bool = False, validate_schema: 
     """Compose (and validate) each job a command line describes, in an open session; raise
     UserError on any mistake. `overrides` are prepared ones (see prepare_overrides); with
     `multirun`, its sweeps (`key=a,b`) are expanded into one job per combination."""
+    every = split_sweeps(overrides) if multirun else [overrides]
+    configs = [_compose(job) for job in every]
+    params = configs[0].hydra.sweeper.get("params") if multirun else None
+    if params:  # a sweep a config states (hydra.sweeper.params), then the command line's, as Hydra sweeps
+        every = split_sweeps([f"{key}={value}" for key, value in params.items()] + overrides)
+        configs = [_compose(job) for job in every]
     jobs = []
-    for job in split_sweeps(overrides) if multirun else [overrides]:
-        cfg = _compose(job)
+    for job, cfg in zip(every, configs):
         _refuse_hydra_runners(cfg)
         jobs.append(Job(overrides=job, config=cfg, run=hf_transfer.config.validate(cfg) if validate_schema else None))
     return jobs
@@ -204,7 +211,7 @@ def _refuse_hydra_runners(cfg: DictConfig) -> None:
         if choice not in (None, "basic"):
             raise UserError(
                 f"{group}={choice}: hf-transfer runs a sweep's jobs itself, one after another, as compare runs its "
-                f"cells; Hydra's launcher and sweeper plugins are not used: remove {group}=..."
+                f"cells; Hydra's launcher and sweeper plugins are not used: leave {group} at basic"
             )
 
 
@@ -214,7 +221,9 @@ def split_sweeps(overrides: list[str]) -> list[list[str]]:
     choices: dict[str, list[str]] = {}
     for override in _parse(overrides):
         key = override.get_key_element()
-        if not override.is_sweep_override():
+        if override.is_delete() and override.value() is None:
+            choices[key] = [key]  # ~key: removed whatever its value (~key=null removes a null only)
+        elif not override.is_sweep_override():
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
         elif override.is_discrete_sweep():  # a,b or choice(), range(), glob()
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
@@ -239,7 +248,9 @@ def compose(overrides: list[str] | None = None, config_dir: str | None = None) -
 def _compose(overrides: list[str]) -> DictConfig:
     try:
         return hydra.compose(CONFIG_NAME, overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
+    # (Hydra's loader fails on some overrides it cannot apply with an assert or an AttributeError:
+    # hydra.sweeper.params.KEY=... where params is null.)
+    except (HydraException, OmegaConfBaseException, ValueError, AssertionError, AttributeError) as err:
         # ~KEY of a key this config lacks (~task.extra_test on a task without extra sets): it is
         # not there, as asked; the same command works for every task.
         absent = re.search(r"Could not delete from config\. '([^']+)' does not exist", str(err))
@@ -307,8 +318,8 @@ def config_text(job: Job, part: str, package: str | None = None, resolve: bool =
     cfg = OmegaConf.create(_resolved(job.config, plain) if resolve else plain)
     if part == "job":
         cfg.pop("hydra", None)
-    elif part == "hydra":
-        cfg = OmegaConf.create({"hydra": cfg.hydra})
+    elif part == "hydra":  # as Hydra shows it: without the help texts
+        cfg = OmegaConf.create({"hydra": {k: v for k, v in cfg.hydra.items() if k not in ("help", "hydra_help")}})
     if package in (None, "_global_"):
         return OmegaConf.to_yaml(cfg)
     node = OmegaConf.select(cfg, package)

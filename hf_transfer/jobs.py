@@ -3,7 +3,8 @@
 The one way jobs run: one after another in this process, each as Hydra's own `run` runs one
 (its .hydra/ records, train.log, Hydra callbacks), its folder named and taken here before
 Hydra writes into it. In a list of jobs, a finished job's folder is skipped and an unfinished
-one resumed, so the same command goes on after an interruption.
+one resumed: the same `compare` command goes on after an interruption. (A `-m` sweep starts
+in a new folder each time; a job of it that stopped goes on with `hf-transfer resume`.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# Private to Hydra: the object that calls a config's hydra.callbacks (Hydra's own run and
+# launchers build it so); there is no public one. tests/test_upstream.py checks it.
 from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -46,24 +49,45 @@ def run_folder_of(job: Job) -> Path:
 def sweep_folders(jobs: list[Job]) -> tuple[Path, list[tuple[str, Job]]]:
     """The sweep folder of `-m` (named by the time: a new one, suffixed when another sweep took
     it in the same second; named by the user: refused when it holds jobs) and each job's
-    folder in it (hydra.sweep.subdir, with hydra.job.num), as Hydra's launcher names them."""
+    folder in it (hydra.sweep.subdir, with hydra.job.num), as Hydra's launcher names them.
+    Two jobs that would share a folder are refused before anything is written."""
     first = jobs[0].config
     out = hydra_folder(first, "hydra.sweep.dir")
+    subdirs = []
+    for number, job in enumerate(jobs):
+        _set_hydra(job.config, {"mode": RunMode.MULTIRUN, "job.num": number, "job.id": str(number)})
+        HydraConfig.instance().set_config(job.config)  # a subdir may read ${hydra:job.override_dirname}
+        subdirs.append(str(_select(job.config, "hydra.sweep.subdir")))
+    for number, subdir in enumerate(subdirs):
+        if (earlier := subdirs.index(subdir)) != number:
+            raise UserError(
+                f"jobs {earlier} and {number} of the sweep would share the folder '{subdir}' (hydra.sweep.subdir); "
+                "name it after what the sweep changes, e.g. hydra.sweep.subdir='${hydra.job.num}-${strategy.name}'"
+            )
     if named_by_time(first, "sweep"):
         out = run_folder.claim_new(out)
     elif out.is_dir() and any(out.iterdir()):
         # Hydra's records (.hydra/, train.log) would be written over an earlier sweep's.
         raise UserError(f"hydra.sweep.dir '{out}' is not empty (an earlier multirun?); choose another folder")
-    named = []
-    for number, job in enumerate(jobs):
-        _set_hydra(
-            job.config, {"mode": RunMode.MULTIRUN, "job.num": number, "job.id": str(number), "sweep.dir": str(out)}
-        )
-        HydraConfig.instance().set_config(job.config)  # a subdir may read ${hydra:job.override_dirname}
-        subdir = str(_select(job.config, "hydra.sweep.subdir"))
-        _set_hydra(job.config, {"run.dir": str(out / subdir)})
-        named.append((subdir, job))
-    return out, named
+    for job, subdir in zip(jobs, subdirs):
+        _set_hydra(job.config, {"sweep.dir": str(out), "run.dir": str(out / subdir)})
+    return out, list(zip(subdirs, jobs))
+
+
+def run_sweep(jobs: list[Job], say: Say) -> None:
+    """A `-m` sweep: its folder and the jobs' (sweep_folders), Hydra's multirun.yaml record and
+    the hydra.callbacks' sweep start and end, then the jobs one after another (run_all)."""
+    out, named = sweep_folders(jobs)
+    first = jobs[0].config
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(first, out / "multirun.yaml")
+    say(f"multirun: {_count(len(named), 'job')} into {out}")
+    for number, (_, job) in enumerate(named):
+        say(f"  #{number} : {' '.join(o for o in job.overrides if not o.startswith('hydra.'))}")
+    callbacks = Callbacks(first)
+    callbacks.on_multirun_start(config=first, config_name=CONFIG_NAME)
+    run_all(named, out, kind="job", secondary=False, say=say, prefix="multirun")
+    callbacks.on_multirun_end(config=first, config_name=CONFIG_NAME)
 
 
 def _set_hydra(cfg: DictConfig, values: dict[str, object]) -> None:
@@ -96,6 +120,7 @@ def run_one(job: Job, folder: Path, *, resume: bool = False, take: bool = True) 
 
     `take`: the folder is taken first, as the run itself takes it (run_folder.prepare). A job
     that fails on a user's mistake leaves nothing of Hydra's behind."""
+    folder = folder.expanduser().resolve()  # absolute: with hydra.job.chdir=true, Hydra moves into it first
     if take:  # first: a folder in use or holding a run is refused before anything heavy loads
         run_folder.prepare(folder, resume=resume, key="hydra.run.dir")
     try:
@@ -115,12 +140,19 @@ def run_one(job: Job, folder: Path, *, resume: bool = False, take: bool = True) 
 
 
 def run_all(
-    jobs: list[tuple[str, Job]], out: Path, *, kind: str, secondary: bool, say: Say, again: str | None = None
+    jobs: list[tuple[str, Job]],
+    out: Path,
+    *,
+    kind: str,
+    secondary: bool,
+    say: Say,
+    prefix: str,
+    again: str | None = None,
 ) -> None:
     """Run each (name, job) into out/NAME, one after another: a complete folder is skipped, an
-    incomplete one resumed. `kind` names a job in messages ('cell', 'job'); `again`: how to go
-    on after Ctrl-C, besides resuming the job. The other processes of a launch walk the same
-    jobs, without taking folders (the main one does)."""
+    incomplete one resumed. `kind` names a job in messages ('cell', 'job'), `prefix` starts
+    each progress line; `again`: how to go on after Ctrl-C, besides resuming the job. The
+    other processes of a launch walk the same jobs, without taking folders (the main one does)."""
     if not secondary:
         run_folder.take(out)  # one such list at a time in this folder
     try:
@@ -129,7 +161,7 @@ def run_all(
             folder = out / name
             found = run_folder.state(folder)  # read now: another process may have finished it meanwhile
             what = {"complete": "skipped (complete)", "incomplete": "resuming", "empty": "running"}[found]
-            say(f"[{number}/{len(jobs)}] {name}: {what} ({_clock(time.perf_counter() - start)} so far)")
+            say(f"{prefix} [{number}/{len(jobs)}] {name}: {what} ({_clock(time.perf_counter() - start)} so far)")
             if found == "complete":
                 continue
             try:
@@ -140,7 +172,7 @@ def run_all(
                 raise Interrupted(f"{err}; or {again}", err.status) from None
             except UserError as err:
                 raise UserError(f"{kind} {name}: {err}") from None
-        say(f"done: {len(jobs)} {kind}s in {_clock(time.perf_counter() - start)}")
+        say(f"{prefix}: {_count(len(jobs), kind)} done in {_clock(time.perf_counter() - start)}")
     finally:
         if not secondary:
             run_folder.release(out)
@@ -149,13 +181,12 @@ def run_all(
 def _run_in_hydra(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
     """Run `task` as Hydra's `run` runs a job: its folder, .hydra/ records, logging, the
     hydra.callbacks of the config; what the task raised is raised here."""
-    # Private to Hydra: the object that calls the config's hydra.callbacks (Hydra's own run and
-    # launchers build it so); there is no public one. tests/test_upstream.py checks it.
-
     if cfg.hydra.get("mode") is None:
         _set_hydra(cfg, {"mode": RunMode.RUN})
+    single = cfg.hydra.mode == RunMode.RUN  # a sweep's job: its callbacks see the sweep start and end (run_sweep)
     callbacks = Callbacks(cfg)
-    callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
+    if single:
+        callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
     context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=callbacks)
     raised: list[Exception] = []
 
@@ -169,7 +200,8 @@ def _run_in_hydra(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None
     done = hydra_run_job(
         hydra_context=context, task_function=job, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None
     )
-    callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=done)
+    if single:
+        callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=done)
     if done.status is JobStatus.FAILED and raised:
         raise raised[0]  # (JobReturn.return_value would print Hydra's own line first)
 
@@ -211,6 +243,10 @@ def _remove_hydra_files(folder: Path) -> None:
                     parent.rmdir()
     except OSError:  # another process of the same launch may be removing it too
         pass
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
 
 
 def _clock(seconds: float) -> str:

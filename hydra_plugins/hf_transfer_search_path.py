@@ -16,5 +16,6 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 class HfTransferSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         compose = sys.modules.get("hf_transfer.compose")  # not imported here: other apps never load hf_transfer
-        if compose is not None:
-            compose.extend_search_path(search_path)
+        extend = getattr(compose, "extend_search_path", None)  # None: not loaded, or a version without it
+        if extend is not None:
+            extend(search_path)

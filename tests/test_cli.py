@@ -198,7 +198,8 @@ def test_a_sweep_runs_its_jobs_one_after_another_and_a_failing_job_leaves_nothin
         last.startswith("hf-transfer: error: job 1-head_only: ") and "column 'stars' (key 'task.columns.label')" in last
     )
     assert "multirun [1/2] 0-head_only: running" in out and "multirun [2/2] 1-head_only: running" in out
-    assert sorted(p.name for p in sweep.iterdir()) == [".lock", "0-head_only"]
+    assert sorted(p.name for p in sweep.iterdir()) == [".lock", "0-head_only", "multirun.yaml"]
+    assert (sweep / "multirun.yaml").exists()  # Hydra's record of the sweep
     first = sweep / "0-head_only"
     assert (first / "COMPLETE").exists() and (first / ".hydra" / "overrides.yaml").exists()
     hydra_record = (first / ".hydra" / "hydra.yaml").read_text()
@@ -229,3 +230,39 @@ def test_cfg_hydra_resolve_shows_the_folders_a_run_would_take(capsys):
     assert "subdir: ${hydra.job.num}-${strategy.name}" in out  # a sweep's own: left as written
     code, out, _ = run_main(capsys, "-m", "strategy=full,lora", "--cfg", "job", "--package", "strategy")
     assert code == 0 and out.count("# @package strategy") == 2 and "name: full" in out and "name: lora" in out
+
+
+def test_a_sweep_takes_its_jobs_from_a_config_and_refuses_two_jobs_in_one_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "sweepy.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      strategy: head_only,lora\n"
+    )
+    argv = ["--config-dir", str(tmp_path / "mine"), "recipe=sweepy"]
+    code, out, err = run_main(capsys, "-m", *argv, "--cfg", "job", "--package", "strategy")
+    assert code == 0, err
+    assert out.count("# @package strategy") == 2 and "name: head_only" in out and "name: lora" in out
+    code, out, _ = run_main(capsys, "-m", "strategy=glob(*_*)", "--cfg", "job", "--package", "strategy")
+    assert code == 0 and "name: head_only" in out and "name: partial_unfreeze" in out and "name: full" not in out
+    code, _, err = run_main(capsys, "-m", "seed=1,2", "hydra.sweep.subdir=same", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert code == 2 and "jobs 0 and 1 of the sweep would share the folder 'same' (hydra.sweep.subdir)" in err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "runs").exists()
+    code, _, err = run_main(capsys, "-m", 'hydra.sweeper.params.strategy="full,lora"')  # Hydra cannot apply it
+    assert code == 2 and "cannot compose the config" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", [["-cn", "config"], ["--config-name=config"], ["--info"], ["-cp", "conf"]])
+def test_a_flag_of_hydras_own_command_line_is_named_with_what_to_use(capsys, flag):
+    code, _, err = run_main(capsys, *flag, "recipe=bert_sentiment")
+    assert code == 2 and f"{flag[0].split('=')[0]} is a flag of Hydra's command line" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_run_that_changes_directory_still_writes_into_its_own_folder(capsys, checkpoints, data_dir, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    argv = [*tiny_overrides(checkpoints["bert"], data_dir), "trainer.max_steps=1", "hydra.run.dir=runs/here",
+            "hydra.job.chdir=true"]  # fmt: skip
+    code, _, err = run_main(capsys, *argv)
+    assert code == 0, err
+    assert (tmp_path / "runs" / "here" / "COMPLETE").exists() and not (tmp_path / "runs" / "here" / "runs").exists()

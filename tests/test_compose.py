@@ -20,7 +20,10 @@ def test_the_search_path_plugin_adds_recipes_to_our_sessions_only():
         assert {"bert_sentiment", "gpt_sentiment"} <= set(loader.get_group_options("recipe"))
         assert "tiny" not in loader.get_group_options("recipe")
     with hydra_session(str(TEST_RECIPES)) as loader:
-        assert "tiny" in loader.get_group_options("recipe")  # --config-dir, first on the path
+        assert "tiny" in loader.get_group_options("recipe")
+        providers = [entry.provider for entry in loader.get_search_path().get_path()]
+        # --config-dir after ours, where @hydra.main puts it: a shipped recipe keeps its name
+        assert providers == ["hydra", "main", "hf_transfer", "command-line", "schema"]
     with initialize_config_module("hf_transfer.conf", version_base=None):
         other = GlobalHydra.instance().config_loader()
         assert other.get_group_options("recipe") == []
@@ -31,7 +34,7 @@ def test_the_search_path_plugin_adds_recipes_to_our_sessions_only():
     "overrides",
     [
         ["a=1,2", "b=x"],
-        ["++a=1,2", "b=x,y", "~c", "+d=range(0,3)"],
+        ["++a=1,2", "b=x,y", "+d=range(0,3)"],
         ["a=1", "b=x,y", "a=3"],  # a key given twice keeps its last value, in its first place
         ["a='x,y'", "b=choice(p,q)"],
     ],
@@ -48,3 +51,8 @@ def test_a_sweep_expands_as_hydras_basic_sweeper_expands_it(overrides):
 def test_an_interval_sweep_is_refused_with_the_override_named():
     with pytest.raises(UserError, match=r"'lr=interval\(0,1\)': -m runs choices"):
         split_sweeps(["a=1,2", "lr=interval(0,1)"])
+
+
+def test_a_removal_in_a_sweep_stays_a_removal_whatever_the_value():
+    # (Hydra's basic sweeper writes ~c=null, which removes c only where it is null)
+    assert split_sweeps(["~c", "a=1,2"]) == [["~c", "a=1"], ["~c", "a=2"]]
