@@ -191,11 +191,12 @@ def compose_jobs(overrides: list[str], multirun: bool = False, validate_schema: 
     UserError on any mistake. `overrides` are prepared ones (see prepare_overrides); with
     `multirun`, its sweeps (`key=a,b`) are expanded into one job per combination."""
     every = split_sweeps(overrides) if multirun else [overrides]
-    configs = [_compose(job) for job in every]
-    params = configs[0].hydra.sweeper.get("params") if multirun else None
+    first = _compose(every[0])
+    params = first.hydra.sweeper.get("params") if multirun else None
     if params:  # a sweep a config states (hydra.sweeper.params), then the command line's, as Hydra sweeps
         every = split_sweeps([f"{key}={value}" for key, value in params.items()] + overrides)
-        configs = [_compose(job) for job in every]
+        first = _compose(every[0])
+    configs = [first, *(_compose(job) for job in every[1:])]  # each job composed once
     jobs = []
     for job, cfg in zip(every, configs):
         _refuse_hydra_runners(cfg)
