@@ -6,7 +6,7 @@ run.py trains with these parts, head_first.py builds its probe with them and val
     start               trainer.* checked (before any data loads), the processes checked, the run folder taken
     checkpoint          the pretrained checkpoint: where, its config (read once), family, pooling,
                         the tokenizer adapted to the task, the length inputs are cut to
-    training_arguments  TrainingArguments, whole and once, when the data is known
+    training_arguments  TrainingArguments, whole and once, when the data is known (and whether it is a few labels)
     model               the checkpoint with the task's new head
     trainer             the collator, the feature cache (computed once) and the Trainer holding both
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate import PartialState
 
-from hf_transfer import distributed, feature_cache, models, training
+from hf_transfer import distributed, feature_cache, few_labels, models, training
 from hf_transfer.device import pad_multiple
 from hf_transfer.models import Checkpoint
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from hf_transfer.checkpoints import Progress
     from hf_transfer.config import RunConfig
+    from hf_transfer.few_labels import FewLabels
     from hf_transfer.strategies import Applied, Strategy
     from hf_transfer.tasks import Task
     from hf_transfer.tasks.base import Encoded, TaskData
@@ -72,14 +73,19 @@ def checkpoint(run: RunConfig, task: Task) -> Checkpoint:
     )
 
 
-def training_arguments(run: RunConfig, task: Task, data: TaskData, folder: Path) -> TrainingArguments:
+def training_arguments(
+    run: RunConfig, task: Task, data: TaskData, folder: Path, few: FewLabels | None = None
+) -> TrainingArguments:
     """The run's TrainingArguments, built whole: trainer.* with the run's additions, the task's
-    best metric for this data, and strategy.min_steps' schedule for this many examples."""
+    best metric for this data, and the schedule for this many examples: the few-label one
+    (`few`, few_labels.py) or strategy.min_steps'."""
     settings = training.trainer_settings(run, task, folder)
     if "learning_rate" in run.trainer:  # logged here, where the run's own arguments are built
         log.info("trainer.learning_rate=%s overrides the strategy's %s", run.trainer["learning_rate"],
                  run.strategy.learning_rate)  # fmt: skip
     settings.update(training.best_metric(run, task, data))
+    if few is not None:
+        return training.arguments(few_labels.apply(settings, few))
     min_steps, why = task.min_steps(run.strategy.min_steps)
     evaluated = len(data.splits["validation"]) if "validation" in data.splits else None
     settings.update(
@@ -96,9 +102,11 @@ def training_arguments(run: RunConfig, task: Task, data: TaskData, folder: Path)
     return training.arguments(settings)
 
 
-def model(checkpoint: Checkpoint, task: Task, data: TaskData) -> Any:
-    """The pretrained model with the task's new head, as the run starts from it."""
-    return models.load_model(checkpoint, task.auto_model, task.new_head, **task.model_config_kwargs(data))
+def model(checkpoint: Checkpoint, task: Task, data: TaskData, few: FewLabels | None = None) -> Any:
+    """The pretrained model with the task's new head, as the run starts from it (a few-label
+    run's cosine head at its own scale)."""
+    head = {"logit_scale": few.head_scale} if few is not None else {}
+    return models.load_model(checkpoint, task.auto_model, task.new_head, **task.model_config_kwargs(data), **head)
 
 
 def trainer(

@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 
 from hf_transfer import schema
 from hf_transfer.errors import UserError, did_you_mean, first_line, unknown_choice
+from hf_transfer.few_labels import FewLabelsConfig
 from hf_transfer.hub import HubConfig
 from hf_transfer.models import SEQUENCE_CLASSIFICATION, ModelConfig
 from hf_transfer.strategies import STRATEGIES
@@ -47,6 +48,7 @@ class RunConfig:
     trainer: dict[str, Any]  # handed to transformers.TrainingArguments as it is
     hub: HubConfig = field(default_factory=HubConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    few_labels: FewLabelsConfig = field(default_factory=FewLabelsConfig)
     seed: int = 42
     # Refuse to train unless the run has this many processes (catches launches that fell back to one).
     expected_world_size: int | None = None

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -570,7 +571,7 @@ def _load_folder(
     """A folder of files named after their splits (train.csv, test.jsonl, ...)."""
     files: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
-        split = FOLDER_SPLIT_NAMES.get(path.name.split(".")[0].lower())
+        split = _split_named(path.name)
         if path.is_file() and split is not None:
             files.setdefault(split, []).append(path)
     if not files:
@@ -581,6 +582,14 @@ def _load_folder(
     read_as = "; ".join(f"{split} <- {', '.join(p.name for p in paths)}" for split, paths in files.items())
     log.info("data files: %s", read_as)
     return _load_files(files, fmt, encoding, key=key, quoted=quoted)
+
+
+def _split_named(file_name: str) -> str | None:
+    """The split a file's name names, as a word of it: train.csv, questions_train.csv,
+    train-00000-of-00002.parquet, imdb.dev.tsv; None where it names none, or two."""
+    words = re.split(r"[-._ ]+", file_name.lower())
+    named = {FOLDER_SPLIT_NAMES[word] for word in words[:-1] or words if word in FOLDER_SPLIT_NAMES}
+    return next(iter(named)) if len(named) == 1 else None
 
 
 # A folder's files by the usual names of their splits (train.txt, valid.txt, dev.csv, ...).

@@ -9,9 +9,10 @@ own headline metric (the one that chose its best checkpoint, recorded in its met
 A run that did not finish is listed with the step it got to.
 
 It also writes report.md and a self-contained report.html into the folder (or --out): a table
-per task of the runs grouped by setting (strategy, start, label budget; mean and spread over
-seeds), plots (report_plots.py, with matplotlib) and findings computed from the numbers
-(report_summary.py). `hf-transfer compare` makes folders of runs to report on this way.
+per task of the runs grouped by setting (model where there are several, strategy, start, label
+budget; mean and spread over seeds), plots (report_plots.py, with matplotlib) and findings
+computed from the numbers (report_summary.py). `hf-transfer compare` makes folders of runs to
+report on this way.
 """
 
 from __future__ import annotations

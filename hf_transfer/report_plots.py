@@ -3,7 +3,8 @@
 Each figure is one question: how quality grows with labelled data (the learning curve), what
 it costs in training time, in trainable parameters, and how much of it holds out of domain.
 Colour is the strategy; a solid line or filled marker the pretrained start, a dashed line or
-hollow marker the random one.
+hollow marker the random one; where a task's runs have several models, the marker's shape is
+the model (and the legend names it: "full, mpnet (pretrained)").
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hf_transfer.report_summary import Cell, Task
 # (tests/test_architecture.py).
 
 INSTALL = "pip install 'hf-transfer-learning[report]'"  # the extra that brings matplotlib
+MARKERS = "o^sDvP*X"  # one shape per model, or per out-of-domain set
 
 
 def available() -> bool:
@@ -81,27 +83,42 @@ def _png(figure: Any, axes: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _series(task: Task) -> dict[tuple[str, str], list[Cell]]:
-    series: dict[tuple[str, str], list[Cell]] = {}
+def _label(task: Task, cell: Cell) -> str:
+    """'full (pretrained)'; 'full, mpnet (pretrained)' where the task has several models."""
+    model = f", {cell.model}" if task.several_models else ""
+    return f"{cell.strategy}{model} ({cell.start})"
+
+
+def _model_number(task: Task, cell: Cell) -> int:
+    return task.models.index(cell.model) if task.several_models else 0
+
+
+def _series(task: Task) -> dict[tuple[str, str, str], list[Cell]]:
+    """A line per model, strategy and start, its cells from the least training data to the most."""
+    series: dict[tuple[str, str, str], list[Cell]] = {}
     for cell in task.cells:
-        series.setdefault((cell.strategy, cell.start), []).append(cell)
+        series.setdefault((cell.model, cell.strategy, cell.start), []).append(cell)
     return {key: sorted(cells, key=lambda c: c.examples) for key, cells in series.items()}
 
 
 def _learning_curve(task: Task) -> bytes:
     colours = _colours(task)
     figure, axes = _figure()
-    for (strategy, start), cells in _series(task).items():
+    for (_, strategy, start), cells in _series(task).items():
+        pretrained = start == "pretrained"
+        # One model: a circle for the pretrained start, a square for the random one (as always);
+        # several: the model's shape, filled or hollow.
+        marker = MARKERS[_model_number(task, cells[0]) % len(MARKERS)] if task.several_models else "os"[not pretrained]
         axes.errorbar(
             [c.examples for c in cells],
             [c.mean for c in cells],
             yerr=[c.spread or 0 for c in cells],
             color=colours[strategy],
-            linestyle="-" if start == "pretrained" else "--",
-            marker="o" if start == "pretrained" else "s",
-            markerfacecolor=colours[strategy] if start == "pretrained" else "white",
+            linestyle="-" if pretrained else "--",
+            marker=marker,
+            markerfacecolor=colours[strategy] if pretrained else "white",
             capsize=3,
-            label=f"{strategy} ({start})",
+            label=_label(task, cells[0]),
         )
     _log_x(axes)
     axes.set_xlabel("training examples (log scale)")
@@ -116,15 +133,16 @@ def _scatter(task: Task, against: str) -> bytes:
     labelled = set()
     for cell in task.cells:
         x = cell.seconds if against == "time" else cell.trainable[0]
-        key = (cell.strategy, cell.start)
+        key = (cell.model, cell.strategy, cell.start)
         axes.scatter(
             [x],
             [cell.mean],
             s=20 + 12 * len(str(int(cell.examples))),  # a larger marker, more training data
+            marker=MARKERS[_model_number(task, cell) % len(MARKERS)],
             color=colours[cell.strategy] if cell.start == "pretrained" else "white",
             edgecolors=colours[cell.strategy],
             linewidths=1.5,
-            label=f"{cell.strategy} ({cell.start})" if key not in labelled else None,
+            label=_label(task, cell) if key not in labelled else None,
         )
         labelled.add(key)
     _log_x(axes)
@@ -137,7 +155,6 @@ def _scatter(task: Task, against: str) -> bytes:
 
 def _out_of_domain(task: Task) -> bytes:
     colours = _colours(task)
-    markers = "o^sDvP*X"
     figure, axes = _figure()
     labelled = set()
     values = []
@@ -147,15 +164,16 @@ def _out_of_domain(task: Task) -> bytes:
             if outside is None:
                 continue
             values += [cell.mean, outside]
-            key = (cell.strategy, cell.start, name)
+            key = (cell.model, cell.strategy, cell.start, name)
+            shape = _model_number(task, cell) * len(task.extra_sets) + number  # one per model and set
             axes.scatter(
                 [cell.mean],
                 [outside],
-                marker=markers[number % len(markers)],
+                marker=MARKERS[shape % len(MARKERS)],
                 color=colours[cell.strategy] if cell.start == "pretrained" else "white",
                 edgecolors=colours[cell.strategy],
                 linewidths=1.5,
-                label=f"{cell.strategy} ({cell.start}) on {name}" if key not in labelled else None,
+                label=f"{_label(task, cell)} on {name}" if key not in labelled else None,
             )
             labelled.add(key)
     if values:

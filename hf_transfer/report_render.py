@@ -32,7 +32,10 @@ def _spread(value: float | None) -> str:
 
 
 def task_table(task: Task) -> tuple[list[str], list[list[str]]]:
-    header = ["strategy", "start", "budget", "train examples", "seeds", f"test {task.metric}", "± (sd)"]
+    """A row per cell; a model column first only where the task's runs have several models."""
+    models = task.several_models
+    header = [*(["model"] if models else []), "strategy", "start", "budget", "train examples", "seeds",
+              f"test {task.metric}", "± (sd)"]  # fmt: skip
     header += [f"{name} {task.metric}" for name in task.extra_sets]
     header += ["train s", "samples/s", "trainable", "peak MB"]
     rows = []
@@ -40,7 +43,8 @@ def task_table(task: Task) -> tuple[list[str], list[list[str]]]:
         extra = [cell.extra_mean(name) for name in task.extra_sets]
         peak = max(cell.peak_mb) if cell.peak_mb else None
         rows.append([
-            cell.strategy + (f" ({cell.variant})" if cell.variant else ""), cell.start, cell.budget,
+            *([cell.model] if models else []), cell.strategy + (f" ({cell.variant})" if cell.variant else ""),
+            cell.start, cell.budget,
             f"{cell.examples:,.0f}", str(len(cell.test)),
             f"{cell.mean:.4f}", _spread(cell.spread), *("-" if e is None else f"{e:.4f}" for e in extra),
             f"{cell.seconds:.1f}", f"{sum(cell.samples_per_s) / len(cell.samples_per_s):.1f}",

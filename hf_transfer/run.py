@@ -31,6 +31,7 @@ from hf_transfer import (
     device,
     disk,
     distributed,
+    few_labels,
     models,
     outputs,
     run_folder,
@@ -54,6 +55,7 @@ from hf_transfer.training import predict_in_order
 if TYPE_CHECKING:
     from transformers import TrainingArguments
 
+    from hf_transfer.few_labels import FewLabels
     from hf_transfer.models import Checkpoint
     from hf_transfer.strategies import Applied, Strategy
     from hf_transfer.tasks import Task
@@ -210,9 +212,12 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     # Data problems first, as everywhere; then what the checkpoint cannot take, before weights load.
     _check_data(task, data, checkpoint)
     models.check_settings_fit(checkpoint, run_cfg.task, run_cfg.strategy)
-    args = assembly.training_arguments(run_cfg, task, data, folder)
+    few = few_labels.plan(run_cfg, task, data, checkpoint)
+    if few is not None:
+        log.info("%s", few.summary())
+    args = assembly.training_arguments(run_cfg, task, data, folder, few)
     set_seed(run_cfg.seed)  # again: a first run's one-time conversion must not change the head's init
-    model = assembly.model(checkpoint, task, data)
+    model = assembly.model(checkpoint, task, data, few)
     encoded = task.tokenize(data, checkpoint.tokenizer, checkpoint.max_length)
     imprinted = _imprint(task, model, checkpoint, encoded, args)
     probe = None
@@ -226,7 +231,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     callbacks = [ResumableCheckpoints(resume_from=resume_from), interrupt, *callbacks]
     trainer, cache = assembly.trainer(run_cfg, args, task, strategy, applied, checkpoint, data, encoded, folder,
                                       folder / SCRATCH, callbacks, Progress.of(resume_from), wall.start)  # fmt: skip
-    setup = _describe_setup(task, applied, checkpoint, counts, cache, probe, imprinted)
+    setup = _describe_setup(task, applied, checkpoint, counts, cache, probe, imprinted, few)
     untrained, samples_before = _before_training(trainer, task, data, encoded, checkpoint.tokenizer, folder, resume)
     _mark_started(run_cfg, trainer, folder, resume, resume_from)
     train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -242,7 +247,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     results, predictions = _results_after_training(trainer, task, data, encoded, checkpoint, metrics["best_metric"],
                                                    untrained, samples_before)  # fmt: skip
     metrics.update(**results, **memory.result())
-    _save_model(trainer, strategy, folder, lambda: _whole_model(checkpoint, task, data))
+    _save_model(trainer, strategy, folder, lambda: _whole_model(checkpoint, task, data, few))
     if trainer.is_world_process_zero():
         _finish(run_cfg, task, trainer, checkpoint, folder, metrics, predictions, wall.seconds(), one_time_before)
     return RunResult(folder=folder, metrics=metrics, is_main_process=trainer.is_world_process_zero())
@@ -256,9 +261,10 @@ def _describe_setup(
     cache: dict[str, Any],
     probe: dict[str, Any] | None,
     imprinted: dict[str, Any] | None,
+    few: FewLabels | None,
 ) -> dict[str, Any]:
     """What metrics.json records of how the run was set up: what trains, the inputs' length, the
-    head, the feature cache, the head-first probe."""
+    head, the feature cache, the head-first probe, the few-label schedule."""
     trainable, total = counts
     return {
         "trainable_parameters": trainable,
@@ -271,6 +277,7 @@ def _describe_setup(
         "feature_cache": cache,
         **({"head_probe": probe} if probe else {}),
         **({"head_init": imprinted} if imprinted else {}),
+        **({"few_labels": few.describe()} if few else {}),
     }
 
 
@@ -448,13 +455,13 @@ def _before_training(
     return untrained, samples
 
 
-def _whole_model(checkpoint: Checkpoint, task: Task, data: TaskData) -> Any:
+def _whole_model(checkpoint: Checkpoint, task: Task, data: TaskData, few: FewLabels | None) -> Any:
     """A complete copy of the run's starting model in this process, after a sharded run."""
 
     if distributed.zero3_enabled():
         # Training is over: this process alone loads a whole copy, not a ZeRO-3 partition.
         unset_hf_deepspeed_config()
-    return assembly.model(checkpoint, task, data)
+    return assembly.model(checkpoint, task, data, few)
 
 
 def _run_metrics(
@@ -470,6 +477,7 @@ def _run_metrics(
         # The headline of the run: what chose its best checkpoint, and which way is better.
         "best_metric": {"name": metric, "greater_is_better": greater_is_better},
         "model": run_cfg.model.source,
+        "model_name": run_cfg.model.name,  # the model group's option (minilm, mpnet) where one was chosen
         "pretrained": run_cfg.model.pretrained,
         "strategy": run_cfg.strategy.name,
         "seed": run_cfg.seed,
@@ -478,8 +486,9 @@ def _run_metrics(
         **_whole_run(trainer, train_output),
         # Of train_runtime_s, the evaluations during training (the validation split).
         "train_evaluation_s": round(sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history), 2),
-        # As trained: strategy.min_steps may shrink batches and add epochs on little data.
+        # As trained: strategy.min_steps and few_labels may change batches, epochs and the rate.
         "train_batch_size": trainer.args.per_device_train_batch_size,
+        "learning_rate": trainer.args.learning_rate,
         "steps": trainer.state.global_step,
         # The Trainer's estimate of the training's floating-point operations (6 x tokens x parameters).
         "total_flos": trainer.state.total_flos,
@@ -567,7 +576,6 @@ def _write_results(
         outputs.write_jsonl(folder / f"{name}.jsonl", records)
     data = run_cfg.task.data
     dataset = data.source or str(data.data_files)
-    args = run_cfg.trainer
     card = outputs.model_card(
         name=run_cfg.name,
         base_model=run_cfg.model.source,
@@ -582,8 +590,8 @@ def _write_results(
         metrics=metrics,
         settings={
             "epochs": metrics["epochs"],
-            "learning rate": args.get("learning_rate", run_cfg.strategy.learning_rate),
-            "batch size (per device)": args.get("per_device_train_batch_size", 8),
+            "learning rate": metrics["learning_rate"],
+            "batch size (per device)": metrics["train_batch_size"],
             "max length": metrics["max_length"],
             "seed": run_cfg.seed,
             "train examples": metrics["examples"]["train"],

@@ -1,5 +1,5 @@
 """`hf-transfer compare`: a grid of runs that skips what is finished and resumes what is not;
-label budgets that keep validation and test the same."""
+label budgets that keep validation and test the same; a model axis (--models) in folders of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import cli_env, tiny_overrides
+import yaml
+from conftest import TEST_RECIPES, cli_env, tiny_overrides
 
 from hf_transfer import run_folder
 from hf_transfer.cli import main
@@ -34,6 +35,24 @@ def test_budget_words():
         parse_grid("full", "all", "scratch", 1)
 
 
+def test_a_model_axis_adds_a_folder_level_and_no_model_axis_keeps_the_old_layout():
+    plain = parse_grid("full", "8/class", "pretrained", 1)
+    assert plain.models is None and [c.name for c in plain.cells(42)] == ["full/pretrained/n8pc/seed42"]
+    assert not any(o.startswith("model=") for o in plain.cells(42)[0].overrides(7))  # the recipe's model
+    assert plain.describe(42)[-1] == "  1 runs = 1 strategies x 1 budgets x 1 starts x 1 seeds"
+    grid = parse_grid("full,lora", "8/class,all", "pretrained", 2, "minilm,mpnet,minilm")
+    assert grid.models == ["minilm", "mpnet"]  # as the other axes: each once
+    cells = grid.cells(42)
+    assert len(cells) == 2 * 2 * 2 * 2 and cells[0].name == "minilm/full/pretrained/n8pc/seed42"
+    assert cells[-1].name == "mpnet/lora/pretrained/all/seed43"
+    assert cells[2].overrides(7)[0] == "model=mpnet"  # a budget's models side by side, before the next budget
+    lines = grid.describe(42)
+    assert lines[0] == "  models      minilm, mpnet"
+    assert lines[-1] == "  16 runs = 2 models x 2 strategies x 2 budgets x 1 starts x 2 seeds"
+    with pytest.raises(UserError, match="--models needs at least one value"):
+        parse_grid("full", "all", "pretrained", 1, " , ")
+
+
 def test_a_mistake_is_one_line_and_exit_2_before_anything_loads(tmp_path):
     code = (
         "import sys\nfrom hf_transfer.cli import main\n"
@@ -42,7 +61,10 @@ def test_a_mistake_is_one_line_and_exit_2_before_anything_loads(tmp_path):
     )
     for argv, message in ((["--budgets", "8/klass"], "bad budget '8/klass'"),
                           (["--strategies", "full,lorra"], "unknown strategy 'lorra'"),
-                          (["strategy=lora"], "give its values with --strategies")):  # fmt: skip
+                          (["strategy=lora"], "give its values with --strategies"),
+                          (["--models", "minilm,mpnett"],
+                           "unknown model 'mpnett' in key '--models' (did you mean 'mpnet'"),
+                          (["--models", "mpnet", "model=minilm"], "'model=minilm': compare sets model")):  # fmt: skip
         done = subprocess.run([sys.executable, "-c", code, "compare", *argv], cwd=tmp_path, env=cli_env(tmp_path),
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert done.stdout.split() == ["2", "False", "False"], done.stderr[-2000:]
@@ -169,3 +191,102 @@ def test_a_dry_run_checks_each_cell_as_the_run_would(checkpoints, tmp_path, caps
     assert main(["compare", *common, "--strategies", "full", "--budgets", "all", "--starts", "pretrained",
                  "--out", str(out), "--dry-run"]) == 0  # fmt: skip
     assert "checked as the runs would be: 1 settings" in capsys.readouterr().out
+
+
+def _two_models(tmp_path, checkpoints, data_dir):
+    """A --config-dir with two options of the model group (tiny_bert, tiny_mpnet: two tiny
+    checkpoints) and a recipe that, unlike tests' tiny, leaves the model and the run's name
+    to them (runs named ${task.name}-${model.name}; the data in the recipe, not an override,
+    which would name the runs after the data folder)."""
+    config_dir = tmp_path / "conf"
+    (config_dir / "model").mkdir(parents=True)
+    for name, arch in (("tiny_bert", "bert"), ("tiny_mpnet", "mpnet")):
+        model = {"name": name, "source": str(checkpoints[arch])}
+        (config_dir / "model" / f"{name}.yaml").write_text(yaml.safe_dump(model))
+    (config_dir / "task").mkdir()
+    for task in (TEST_RECIPES / "task").glob("*.yaml"):
+        (config_dir / "task" / task.name).write_text(task.read_text())
+    recipe = yaml.safe_load((TEST_RECIPES / "recipe" / "tiny.yaml").read_text())
+    for key in ("model", "name"):
+        recipe.pop(key)
+    recipe.setdefault("task", {}).setdefault("data", {})["source"] = str(data_dir)
+    (config_dir / "recipe").mkdir()
+    header = "# @package _global_\n"
+    (config_dir / "recipe" / "two_models.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
+    named = {**recipe, "model": {"name": "tiny"}}  # a recipe that names the model itself, as tests' tiny does
+    (config_dir / "recipe" / "one_name.yaml").write_text(header + yaml.safe_dump(named, sort_keys=False))
+    return config_dir
+
+
+def test_a_grid_over_two_models_runs_each_in_its_folder_and_is_one_task_in_the_report(
+    checkpoints, data_dir, tmp_path, capsys
+):
+    config_dir = _two_models(tmp_path, checkpoints, data_dir)
+    out = tmp_path / "cmp"
+    common = [f"--config-dir={config_dir}", "recipe=two_models", "trainer.max_steps=2", "--strategies", "full",
+              "--budgets", "4/class", "--starts", "pretrained", "--out", str(out)]  # fmt: skip
+    argv = ["compare", *common, "--models", "tiny_bert,tiny_mpnet"]
+    names = ["tiny_bert/full/pretrained/n4pc/seed42", "tiny_mpnet/full/pretrained/n4pc/seed42"]
+
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "  models      tiny_bert, tiny_mpnet" in printed
+    assert "2 runs = 2 models x 1 strategies x 1 budgets x 1 starts x 1 seeds" in printed
+    assert "checked as the runs would be: 2 settings" in printed and not out.exists()
+
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"compare [1/2] {names[0]}: running" in printed and f"compare [2/2] {names[1]}: running" in printed
+    assert sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("metrics.json")) == names
+    for name, arch in zip(names, ("bert", "mpnet")):
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert (metrics["model_name"], metrics["model"]) == (name.split("/")[0], str(checkpoints[arch]))
+        assert metrics["name"] == f"tiny_sentiment-{metrics['model_name']}"  # ${task.name}-${model.name}
+        assert run_folder.state(out / name) == "complete"
+
+    before = _metrics_mtimes(out)
+    assert main(argv) == 0  # the same command again: nothing to do
+    printed = capsys.readouterr().out
+    assert printed.count("skipped (complete)") == 2 and ": running" not in printed
+    assert _metrics_mtimes(out) == before
+
+    # Another config into the folder; the same runs asked for in the other layout: refused, nothing run.
+    in_the_other_layout = f"cell full/pretrained/n4pc/seed42: '{out / names[0]}' holds a run of it already"
+    for again, message in (([*argv, "trainer.learning_rate=0.5"], "holds a run of another config"),
+                           (["compare", *common, "model=tiny_bert"], in_the_other_layout)):  # fmt: skip
+        with pytest.raises(SystemExit) as end:
+            main(again)
+        err = capsys.readouterr().err
+        assert end.value.code == 2 and message in err and err.count("\n") == 1
+    assert _metrics_mtimes(out) == before and not (out / "full").exists()
+
+    # One task, a row per model, the sentences naming the model.
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text().split("## Every run")[0]
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections == ["## tiny_sentiment (text_classification)"]  # the runs' names less -MODEL
+    assert "| model | strategy | start | budget | train examples | seeds |" in report
+    for name in names:
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        score = metrics["test"][metrics["best_metric"]["name"]]
+        assert f"| {metrics['model_name']} | full | pretrained | 4/class | 8 | 1 | {score:.4f} |" in report
+    assert "came from full on tiny_" in report
+
+
+def test_models_are_checked_against_the_model_group_and_must_be_told_apart(checkpoints, data_dir, tmp_path, capsys):
+    config_dir = _two_models(tmp_path, checkpoints, data_dir)
+    common = ["compare", f"--config-dir={config_dir}", "--strategies", "full", "--budgets", "all", "--starts",
+              "pretrained", "--out", str(tmp_path / "cmp"), "--dry-run"]  # fmt: skip
+    errors = []
+    for argv, message in (([*common, "recipe=two_models", "--models", "tiny_bert,tiny_mpnett"],
+                           "unknown model 'tiny_mpnett' in key '--models' (did you mean 'tiny_mpnet'"),
+                          ([*common, "recipe=one_name", "--models", "tiny_bert,tiny_mpnet"],
+                           "--models tiny_bert and tiny_mpnet both run model.name 'tiny'")):  # fmt: skip
+        with pytest.raises(SystemExit) as end:
+            main(argv)
+        err = capsys.readouterr().err
+        assert end.value.code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+        errors.append(err)
+    assert "choose one of: bert_base, " in errors[0] and ", mpnet, " in errors[0]  # conf/'s options
+    assert errors[0].endswith(", tiny_bert, tiny_mpnet\n")  # and --config-dir's
+    assert not (tmp_path / "cmp").exists()

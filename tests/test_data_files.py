@@ -399,3 +399,18 @@ def test_a_tables_delimiter_decides_between_csv_and_tsv(tmp_path):
     assert format_for(tabs, None) == "tsv" and format_for(tabs, "csv") == "tsv"
     assert format_for(single, "csv") == "csv" and format_for(single, None) == "tsv"
     assert format_for(tmp_path / "x.jsonl", "conll") == "json"  # another kind of data: the name wins
+
+
+def test_a_folders_files_are_told_by_the_split_word_in_their_names(tmp_path, caplog):
+    """questions_train.csv, train-00000-of-00002.csv, imdb.dev.csv: the names users' files
+    and the hub's exports have; a name with two split words, or none, is left out."""
+    write_csv(tmp_path / "questions_train.csv", sentiment_rows(40, seed=1))
+    write_csv(tmp_path / "train-00001-of-00002.csv", sentiment_rows(20, seed=2))
+    write_csv(tmp_path / "imdb.dev.csv", sentiment_rows(12, seed=3))
+    write_csv(tmp_path / "questions_test.csv", sentiment_rows(10, seed=4))
+    write_csv(tmp_path / "train_test_notes.csv", sentiment_rows(7, seed=5))
+    write_csv(tmp_path / "retrained.csv", sentiment_rows(9, seed=6))
+    with caplog.at_level(logging.INFO):
+        splits = load_raw(DatasetConfig(source=str(tmp_path)))
+    assert {name: len(split) for name, split in splits.items()} == {"train": 60, "validation": 12, "test": 10}
+    assert "train <- questions_train.csv, train-00001-of-00002.csv" in caplog.text

@@ -179,6 +179,9 @@ def test_mpnet_joined_from_its_five_packages_learns_eight_labels_a_class(tmp_pat
     result = run(cfg, output_dir=tmp_path / "run")
     metrics = json.loads((result.folder / "metrics.json").read_text())
     assert metrics["total_parameters"] > 100_000_000 and metrics["pooling"] == "mean"
+    # The few-label way, without options: the head at scale 5, MPNet's width halves full's rate.
+    assert metrics["few_labels"]["per_class"] == 8 and metrics["few_labels"]["head_scale"] == 5.0
+    assert metrics["learning_rate"] == 5e-5
     # Imprinted from 16 reviews, the head already reads sentiment in MPNet's sentence vectors.
     assert metrics["baseline"]["beaten"] and metrics["baseline"]["score"] > metrics["baseline"]["baseline_score"] + 0.1
     assert "base_model: sentence-transformers/all-mpnet-base-v2" in (result.folder / "README.md").read_text()

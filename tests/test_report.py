@@ -86,11 +86,17 @@ CELLS = [
 
 
 @pytest.fixture(scope="module")
-def comparison(checkpoints, data_dir, tmp_path_factory):
-    """A comparison folder: one real tiny run, copied into cells whose figures are set here."""
+def template(checkpoints, data_dir, tmp_path_factory):
+    """One real tiny run, for the comparison folders below to copy into their cells."""
+    root = tmp_path_factory.mktemp("template")
+    return run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=1",
+                            "task.metric_for_best_model=accuracy"), output_dir=root / "template").folder  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def comparison(template, tmp_path_factory):
+    """A comparison folder: the template run, copied into cells whose figures are set here."""
     root = tmp_path_factory.mktemp("comparison")
-    template = run(compose_tiny(checkpoints["bert"], data_dir, "trainer.max_steps=1",
-                                "task.metric_for_best_model=accuracy"), output_dir=root / "template").folder  # fmt: skip
     for strategy, pretrained, budget, examples, seed, test, seconds, outside in CELLS:
         cell = (
             root / "cmp" / strategy / ("pretrained" if pretrained else "random") / budget.replace("/", "") / str(seed)
@@ -241,3 +247,128 @@ def test_no_report_is_written_into_an_unfinished_run(checkpoints, data_dir, tmp_
     assert refused.value.code == 2 and "unfinished run" in capsys.readouterr().err
     assert not (folder / "report.md").exists()
     assert main(["report", str(folder), "--out", str(tmp_path / "elsewhere")]) == 0
+
+
+# -- runs of two models ----------------------------------------------------------------------
+# (model, pretrained, budget, train examples, seed, test accuracy, train s): `full` throughout,
+# as `compare --models minilm,mpnet --strategies full` makes them; mpnet has no random start.
+MODEL_CELLS = [
+    ("minilm", True, "4/class", 8, 42, 0.70, 1.0),
+    ("minilm", True, "4/class", 8, 43, 0.72, 1.0),
+    ("minilm", True, "all", 72, 42, 0.925, 8.0),
+    ("minilm", False, "all", 72, 42, 0.66, 9.0),
+    ("mpnet", True, "4/class", 8, 42, 0.78, 3.0),
+    ("mpnet", True, "4/class", 8, 43, 0.80, 3.0),
+    ("mpnet", True, "all", 72, 42, 0.93, 20.0),
+]
+
+
+@pytest.fixture(scope="module")
+def two_models(template, tmp_path_factory):
+    """A comparison folder of cells of two models (OUT/MODEL/STRATEGY/START/BUDGET/seedN), the
+    runs named as a run is by default, ${task.name}-${model.name}."""
+    root = tmp_path_factory.mktemp("two_models") / "cmp"
+    for model, pretrained, budget, examples, seed, test, seconds in MODEL_CELLS:
+        start = "pretrained" if pretrained else "random"
+        cell = root / model / "full" / start / budget.replace("/", "") / f"seed{seed}"
+        shutil.copytree(template, cell, ignore=shutil.ignore_patterns("checkpoints"))
+        metrics = json.loads((cell / "metrics.json").read_text())
+        metrics.update(name=f"tiny_sentiment-{model}", model_name=model, model=f"org/{model}-checkpoint",
+                       strategy="full", pretrained=pretrained, train_budget=budget, seed=seed,
+                       train_runtime_s=seconds)  # fmt: skip
+        metrics["examples"]["train"] = examples
+        metrics["test"]["accuracy"] = test
+        metrics.pop("baseline", None)  # (no sentence on the tiny run's trivial baseline: not a figure set here)
+        (cell / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+def test_runs_of_two_models_are_one_task_with_a_row_a_line_and_a_sentence_naming_each_model(
+    two_models, tmp_path, monkeypatch
+):
+    import statistics
+
+    from hf_transfer import report_plots
+
+    curves = []  # each learning curve's legend: (label, marker) of each line
+    draw = report_plots._png
+
+    def legend_of(figure, axes):
+        if axes.get_title().endswith("learning curve"):
+            handles, labels = axes.get_legend_handles_labels()
+            curves.append([(label, bars[0].get_marker()) for bars, label in zip(handles, labels)])
+        return draw(figure, axes)
+
+    monkeypatch.setattr(report_plots, "_png", legend_of)
+    out = tmp_path / "report"
+    assert main(["report", str(two_models), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    task_part = text.split("## Every run")[0]
+
+    # One section (the runs' names less their -MODEL ending), a model column, a row per model's setting.
+    assert [line for line in task_part.splitlines() if line.startswith("## ")] == [
+        "## tiny_sentiment (text_classification)"
+    ]
+    assert "| model | strategy | start | budget | train examples | seeds | test accuracy | ± (sd) |" in task_part
+    rows = [[c.strip() for c in line.strip("|").split("|")][:7] for line in task_part.splitlines()
+            if line.startswith(("| minilm ", "| mpnet "))]  # fmt: skip
+    mean = statistics.fmean
+    assert rows == [
+        ["minilm", "full", "pretrained", "4/class", "8", "2", f"{mean([0.70, 0.72]):.4f}"],
+        ["minilm", "full", "pretrained", "all", "72", "1", "0.9250"],
+        ["minilm", "full", "random", "all", "72", "1", "0.6600"],
+        ["mpnet", "full", "pretrained", "4/class", "8", "2", f"{mean([0.78, 0.80]):.4f}"],
+        ["mpnet", "full", "pretrained", "all", "72", "1", "0.9300"],
+    ]
+
+    # The sentences, computed here from MODEL_CELLS, each naming the model. mpnet has no random
+    # start of its own: its labels are counted against minilm's.
+    random_best = "From minilm's random weights the best test accuracy with all the data (72 examples) was 0.6600"
+    expected = [
+        ("The best test accuracy, 0.9300, came from full on mpnet from the pretrained start with all 72 training "
+         "examples."),
+        ("The fastest to get within one point (0.01) of it was full on minilm from the pretrained start with all 72 "
+         "training examples: 0.9250 in 8.0 s of training, against 20.0 s for the best (2.5x the time)."),
+        (f"{random_best} (full); minilm's pretrained start matched it with 8 labelled examples (full, budget 4/class: "
+         f"{mean([0.70, 0.72]):.4f}), 9.0x fewer."),
+        (f"{random_best} (full); mpnet's pretrained start matched it with 8 labelled examples (full, budget 4/class: "
+         f"{mean([0.78, 0.80]):.4f}), 9.0x fewer."),
+    ]  # fmt: skip
+    for sentence in expected:
+        assert f"- {sentence}" in task_part
+        assert html.escape(sentence) in (out / "report.html").read_text()
+
+    # The learning curve: a line per model and start, the strategy's colour, the model's marker.
+    assert curves == [[("full, minilm (pretrained)", "o"), ("full, minilm (random)", "o"),
+                       ("full, mpnet (pretrained)", "^")]]  # fmt: skip
+    assert len(list((out / "report_files").glob("*learning_curve.png"))) == 1
+
+
+def test_a_runs_model_is_its_model_name_else_what_older_runs_recorded():
+    from hf_transfer.report_summary import findings, model_of, summarise
+
+    assert model_of({"model_name": "mpnet", "model": "org/all-mpnet-base-v2"}) == "mpnet"
+    assert model_of({"model": "org/all-mpnet-base-v2", "_settings": {"model.name": '"mpnet"'}}) == "mpnet"
+    assert model_of({"model": "org/all-mpnet-base-v2", "_settings": {"model.name": "null"}}) == "all-mpnet-base-v2"
+    assert model_of({"model": "/checkpoints/tiny_bert/"}) == "tiny_bert"
+
+    def metrics(name, model, accuracy):
+        return {"name": name, "model": f"org/{model}", "task": "text_classification", "strategy": "full", "seed": 1,
+                "best_metric": {"name": "accuracy", "greater_is_better": True}, "test": {"accuracy": accuracy},
+                "examples": {"train": 100}, "train_runtime_s": 1.0, "train_samples_per_second": 1.0,
+                "trainable_parameters": 1}  # fmt: skip
+
+    # One model: titled, shown and said as before there were models.
+    (task,) = summarise([metrics("rotten_tomatoes-minilm", "minilm", 0.8)])
+    assert (task.title, task.several_models) == ("rotten_tomatoes-minilm (text_classification)", False)
+    assert findings(task)[0] == (
+        "The best test accuracy, 0.8000, came from full from the pretrained start with all 100 training examples."
+    )
+    # Two (older runs, no model_name): one task, named after the task; the cells named after the model.
+    two = [metrics("rotten_tomatoes-minilm", "minilm", 0.8), metrics("rotten_tomatoes-mpnet", "mpnet", 0.9)]
+    (task,) = summarise(two)
+    assert (task.title, task.models) == ("rotten_tomatoes (text_classification)", ["minilm", "mpnet"])
+    assert findings(task)[0].startswith("The best test accuracy, 0.9000, came from full on mpnet from the pretrained")
+    # A recipe's name (bert_sentiment) has no -MODEL ending: the title is the name.
+    (task,) = summarise([metrics("bert_sentiment", "minilm", 0.8), metrics("bert_sentiment", "mpnet", 0.9)])
+    assert task.title == "bert_sentiment (text_classification)" and task.several_models

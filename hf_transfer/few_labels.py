@@ -1,0 +1,118 @@
+"""Few labels: how a classifier is taught from a handful of examples a class.
+
+A training split whose every class has at most `few_labels.max_per_class` examples does not
+fine-tune a 100 M-parameter encoder with the schedule of a full dataset. It trains the way that
+measured best with little data (BENCHMARKS.md, "Few labels"): the cosine head, imprinted at the
+class centroids, at a lower logit scale (at 20 it fits 16 examples before the first step and
+teaches the encoder nothing), a few whole passes over the examples in batches of up to 16, a
+low rate, and no evaluation or checkpoint during the run (there are too few examples to carve a
+validation split from, and the run is shorter than a resume).
+
+It applies to the strategies that move the encoder (full, partial_unfreeze, lora) under the
+mean-pooling cosine head; head_only keeps its own schedule on cached features.
+`few_labels.max_per_class=0` trains as asked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hf_transfer.models import SEQUENCE_CLASSIFICATION
+
+if TYPE_CHECKING:
+    from hf_transfer.config import RunConfig
+    from hf_transfer.models import Checkpoint
+    from hf_transfer.tasks import Task
+    from hf_transfer.tasks.base import TaskData
+
+
+@dataclass
+class FewLabelsConfig:
+    """`few_labels.*`: when a run counts as few-label, and how it then trains."""
+
+    # Every class with at most this many training examples: a few-label run. 0: never.
+    max_per_class: int = 100
+    # The cosine head's logit scale in a few-label run (a full dataset's head keeps 20).
+    head_scale: float = 5.0
+    # Whole passes over the training examples, in batches of at most `batch_size`.
+    epochs: int = 10
+    batch_size: int = 16
+    # The peak rate; null: the strategy's, times REFERENCE_WIDTH / the model's hidden size where
+    # that is less than 1. trainer.learning_rate, when set, wins.
+    learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("max_per_class", "epochs", "batch_size"):
+            minimum = 0 if key == "max_per_class" else 1
+            if getattr(self, key) < minimum:
+                raise ValueError(f"few_labels.{key} must be {minimum} or more, got {getattr(self, key)}")
+        for key in ("head_scale", "learning_rate"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ValueError(f"few_labels.{key} must be more than 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class FewLabels:
+    """A few-label run's plan: its head's scale and its training arguments."""
+
+    per_class: int  # the most examples any class has
+    max_per_class: int
+    head_scale: float
+    settings: dict[str, Any]  # TrainingArguments keys that replace the run's
+
+    def summary(self) -> str:
+        """One line for the run's log and for `validate`."""
+        quiet = ", no evaluation or checkpoint during training" if self.settings.get("eval_strategy") == "no" else ""
+        return (
+            f"few labels (at most {self.per_class} training examples a class, few_labels.max_per_class="
+            f"{self.max_per_class}): {self.settings['num_train_epochs']} epochs in batches of "
+            f"{self.settings['per_device_train_batch_size']} at rate {self.settings['learning_rate']:g}, the head "
+            f"at scale {self.head_scale:g}{quiet} (few_labels.max_per_class=0 trains as configured)"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json records of it."""
+        return {"per_class": self.per_class, "head_scale": self.head_scale, **self.settings}
+
+
+ENCODER_STRATEGIES = ("full", "partial_unfreeze", "lora")
+# The hidden size the strategies' rates were measured at (all-MiniLM-L6-v2). Wider models take
+# lower rates with Adam (by about the ratio of widths, as muP scales them): 1e-4 for MiniLM's
+# few labels, 5e-5 for MPNet's and BERT-base's (768), their usual fine-tuning rate.
+REFERENCE_WIDTH = 384
+
+
+def plan(run: RunConfig, task: Task, data: TaskData, checkpoint: Checkpoint) -> FewLabels | None:
+    """The few-label plan of this run, or None where it trains as configured."""
+    cfg = run.few_labels
+    if not cfg.max_per_class or run.strategy.name not in ENCODER_STRATEGIES:
+        return None
+    # A new cosine head on the mean, one label a text: what the schedule was measured with.
+    cosine_head = task.new_head and task.auto_model == SEQUENCE_CLASSIFICATION and checkpoint.wraps_in_mean_pooling
+    if not cosine_head or task.model_config_kwargs(data).get("problem_type") != "single_label_classification":
+        return None
+    per_class = max(Counter(data.splits["train"]["label"]).values(), default=0)
+    if not per_class or per_class > cfg.max_per_class:
+        return None
+    settings: dict[str, Any] = {
+        "per_device_train_batch_size": min(cfg.batch_size, len(data.splits["train"])),
+        "num_train_epochs": cfg.epochs,
+        "learning_rate": run.trainer.get("learning_rate") or cfg.learning_rate or _rate_for_width(run, checkpoint),
+        "train_sampling_strategy": "random",  # grouped by length, a few dozen make the same batches
+    }
+    if run.early_stopping.patience is None:  # early stopping needs its evaluations
+        settings.update(eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    return FewLabels(per_class, cfg.max_per_class, cfg.head_scale, settings)
+
+
+def _rate_for_width(run: RunConfig, checkpoint: Checkpoint) -> float:
+    width = getattr(checkpoint.config, "hidden_size", None) or REFERENCE_WIDTH
+    return run.strategy.learning_rate * min(1.0, REFERENCE_WIDTH / width)
+
+
+def apply(settings: dict[str, Any], few: FewLabels) -> dict[str, Any]:
+    """The run's TrainingArguments keys with the few-label schedule in place; trainer.max_steps,
+    when set, still decides the length."""
+    return {**settings, **few.settings}
