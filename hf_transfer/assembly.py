@@ -6,7 +6,8 @@ run.py trains with these parts, head_first.py builds its probe with them and val
     start               trainer.* checked (before any data loads), the processes checked, the run folder taken
     checkpoint          the pretrained checkpoint: where, its config (read once), family, pooling,
                         the tokenizer adapted to the task, the length inputs are cut to
-    training_arguments  TrainingArguments, whole and once, when the data is known (and whether it is a few labels)
+    few_labels_plan     whether the data is a few labels a class, and then how the run trains
+    training_arguments  TrainingArguments, whole and once, when the data is known
     model               the checkpoint with the task's new head
     trainer             the collator, the feature cache (computed once) and the Trainer holding both
 
@@ -71,6 +72,12 @@ def checkpoint(run: RunConfig, task: Task) -> Checkpoint:
         tokenizer=tokenizer,
         max_length=run.task.max_length or models.default_max_length(tokenizer, config),
     )
+
+
+def few_labels_plan(run: RunConfig, task: Task, data: TaskData, checkpoint: Checkpoint) -> FewLabels | None:
+    """Whether the run is a few labels a class, and then how it trains (few_labels.py)."""
+    settings = training.trainer_settings(run, task, Path("."))  # (the folder only names the checkpoints')
+    return few_labels.plan(run, task, data, checkpoint, settings, PartialState().num_processes)
 
 
 def training_arguments(

@@ -569,11 +569,7 @@ def _load_folder(
     folder: Path, fmt: str | None, encoding: str | None = None, key: str = "task.data.source", quoted: bool = True
 ) -> DatasetDict:
     """A folder of files named after their splits (train.csv, test.jsonl, ...)."""
-    files: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        split = _split_named(path.name)
-        if path.is_file() and split is not None:
-            files.setdefault(split, []).append(path)
+    files = _split_files(folder)
     if not files:
         raise UserError(
             f"folder '{folder}' ({key}) holds no train/validation/test files; "
@@ -584,11 +580,34 @@ def _load_folder(
     return _load_files(files, fmt, encoding, key=key, quoted=quoted)
 
 
-def _split_named(file_name: str) -> str | None:
-    """The split a file's name names, as a word of it: train.csv, questions_train.csv,
-    train-00000-of-00002.parquet, imdb.dev.tsv; None where it names none, or two."""
-    words = re.split(r"[-._ ]+", file_name.lower())
-    named = {FOLDER_SPLIT_NAMES[word] for word in words[:-1] or words if word in FOLDER_SPLIT_NAMES}
+def _split_files(folder: Path) -> dict[str, list[Path]]:
+    """A folder's files by split: those named after a split (train.csv, dev.tsv) where there are
+    any, else the data files whose name holds a split's word (questions_train.csv,
+    train-00000-of-00002.parquet). Hidden and lock files (.~lock.train.csv#) never count."""
+    paths = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith((".", "~", "#"))]
+    named: dict[str, list[Path]] = {}
+    for path in paths:
+        split = FOLDER_SPLIT_NAMES.get(path.name.split(".")[0].lower())
+        if split is not None:
+            named.setdefault(split, []).append(path)
+    if named:
+        return named
+    worded: dict[str, list[Path]] = {}
+    for path in paths:
+        split = _split_word(path.name) if format_from_name(path.name) else None  # not data: notes.md, args.bin
+        if split is not None:
+            worded.setdefault(split, []).append(path)
+    for split, found in worded.items():
+        if len(found) > 1:  # train.csv and train_backup.csv would be one split: say so loudly
+            log.warning("%s split read from %d files together: %s", split, len(found), ", ".join(p.name for p in found))
+    return worded
+
+
+def _split_word(file_name: str) -> str | None:
+    """The split a file's name holds as a word (questions_train.csv, imdb.dev.tsv); None where
+    it holds none, or two."""
+    words = re.split(r"[-._ ]+", file_name.lower())[:-1]  # less the extension
+    named = {FOLDER_SPLIT_NAMES[word] for word in words if word in FOLDER_SPLIT_NAMES}
     return next(iter(named)) if len(named) == 1 else None
 
 

@@ -1,20 +1,25 @@
 """Few labels: how a classifier is taught from a handful of examples a class.
 
-A training split whose every class has at most `few_labels.max_per_class` examples does not
-fine-tune a 100 M-parameter encoder with the schedule of a full dataset. It trains the way that
-measured best with little data (BENCHMARKS.md, "Few labels"): the cosine head, imprinted at the
-class centroids, at a lower logit scale (at 20 it fits 16 examples before the first step and
-teaches the encoder nothing), a few whole passes over the examples in batches of up to 16, a
-low rate, and no evaluation or checkpoint during the run (there are too few examples to carve a
-validation split from, and the run is shorter than a resume).
+A training split whose every class has at most `few_labels.max_per_class` examples (and at
+most `few_labels.max_examples` in all) does not fine-tune a 100 M-parameter encoder with the
+schedule of a full dataset. It trains the way that measured best with little data
+(BENCHMARKS.md, "Few labels"): the cosine head, imprinted at the class centroids, at a lower
+logit scale (at 20 it fits 16 examples before the first step and teaches the encoder little),
+a few whole passes over the examples in batches of up to 16, the strategy's rate lowered for
+wider models, and no evaluation or checkpoint during the run (it is over sooner than a resume
+would pay; early stopping or a scheduler that steps on evaluations keeps them).
 
-It applies to the strategies that move the encoder (full, partial_unfreeze, lora) under the
-mean-pooling cosine head; head_only keeps its own schedule on cached features.
-`few_labels.max_per_class=0` trains as asked.
+It applies to the strategies that move the encoder (full, partial_unfreeze, lora) under a new,
+imprinted cosine head on the mean (a pretrained sentence encoder; a random start is not
+imprinted); head_only keeps its own schedule on cached features. A smaller
+trainer.per_device_train_batch_size is kept (it may be what fits the memory), trainer.max_steps
+still sets the length; `few_labels.max_per_class=0` trains as configured.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
     from hf_transfer.tasks import Task
     from hf_transfer.tasks.base import TaskData
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class FewLabelsConfig:
@@ -34,6 +41,8 @@ class FewLabelsConfig:
 
     # Every class with at most this many training examples: a few-label run. 0: never.
     max_per_class: int = 100
+    # Nor more than this many in all (150 intents of 100 examples are not little data).
+    max_examples: int = 2000
     # The cosine head's logit scale in a few-label run (a full dataset's head keeps 20).
     head_scale: float = 5.0
     # Whole passes over the training examples, in batches of at most `batch_size`.
@@ -44,7 +53,7 @@ class FewLabelsConfig:
     learning_rate: float | None = None
 
     def __post_init__(self) -> None:
-        for key in ("max_per_class", "epochs", "batch_size"):
+        for key in ("max_per_class", "max_examples", "epochs", "batch_size"):
             minimum = 0 if key == "max_per_class" else 1
             if getattr(self, key) < minimum:
                 raise ValueError(f"few_labels.{key} must be {minimum} or more, got {getattr(self, key)}")
@@ -64,12 +73,16 @@ class FewLabels:
 
     def summary(self) -> str:
         """One line for the run's log and for `validate`."""
-        quiet = ", no evaluation or checkpoint during training" if self.settings.get("eval_strategy") == "no" else ""
+        settings = self.settings
+        length = f"{settings['num_train_epochs']} epochs"
+        if settings.get("max_steps", -1) > 0:
+            length = f"{settings['max_steps']} steps (trainer.max_steps)"
+        quiet = ", no evaluation or checkpoint during training" if settings.get("eval_strategy") == "no" else ""
         return (
             f"few labels (at most {self.per_class} training examples a class, few_labels.max_per_class="
-            f"{self.max_per_class}): {self.settings['num_train_epochs']} epochs in batches of "
-            f"{self.settings['per_device_train_batch_size']} at rate {self.settings['learning_rate']:g}, the head "
-            f"at scale {self.head_scale:g}{quiet} (few_labels.max_per_class=0 trains as configured)"
+            f"{self.max_per_class}): {length} in batches of {settings['per_device_train_batch_size']} at rate "
+            f"{settings['learning_rate']:g}, the head at scale {self.head_scale:g}{quiet} "
+            "(few_labels.max_per_class=0 trains as configured)"
         )
 
     def describe(self) -> dict[str, Any]:
@@ -82,29 +95,53 @@ ENCODER_STRATEGIES = ("full", "partial_unfreeze", "lora")
 # lower rates with Adam (by about the ratio of widths, as muP scales them): 1e-4 for MiniLM's
 # few labels, 5e-5 for MPNet's and BERT-base's (768), their usual fine-tuning rate.
 REFERENCE_WIDTH = 384
+# Schedulers that step on evaluations: a few-label run keeps its evaluations for them.
+_STEPS_ON_EVALUATIONS = ("reduce_lr_on_plateau", "greedy")
 
 
-def plan(run: RunConfig, task: Task, data: TaskData, checkpoint: Checkpoint) -> FewLabels | None:
-    """The few-label plan of this run, or None where it trains as configured."""
+def plan(
+    run: RunConfig, task: Task, data: TaskData, checkpoint: Checkpoint, settings: dict[str, Any], world_size: int = 1
+) -> FewLabels | None:
+    """The few-label plan of this run, or None where it trains as configured. `settings`: the
+    run's TrainingArguments keys as configured (batch, accumulation, max_steps, scheduler);
+    `world_size`: its processes."""
     cfg = run.few_labels
     if not cfg.max_per_class or run.strategy.name not in ENCODER_STRATEGIES:
         return None
-    # A new cosine head on the mean, one label a text: what the schedule was measured with.
+    # A new cosine head on the mean, imprinted, one label a text: what the schedule was measured with.
     cosine_head = task.new_head and task.auto_model == SEQUENCE_CLASSIFICATION and checkpoint.wraps_in_mean_pooling
-    if not cosine_head or task.model_config_kwargs(data).get("problem_type") != "single_label_classification":
+    if not cosine_head or not checkpoint.settings.pretrained:
         return None
+    if task.model_config_kwargs(data).get("problem_type") != "single_label_classification":
+        return None
+    examples = len(data.splits["train"])
     per_class = max(Counter(data.splits["train"]["label"]).values(), default=0)
-    if not per_class or per_class > cfg.max_per_class:
+    if not per_class or per_class > cfg.max_per_class or examples > cfg.max_examples:
         return None
-    settings: dict[str, Any] = {
-        "per_device_train_batch_size": min(cfg.batch_size, len(data.splits["train"])),
+    changes: dict[str, Any] = {
+        "per_device_train_batch_size": _batch(examples, cfg.batch_size, settings, world_size),
         "num_train_epochs": cfg.epochs,
         "learning_rate": run.trainer.get("learning_rate") or cfg.learning_rate or _rate_for_width(run, checkpoint),
         "train_sampling_strategy": "random",  # grouped by length, a few dozen make the same batches
     }
-    if run.early_stopping.patience is None:  # early stopping needs its evaluations
-        settings.update(eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
-    return FewLabels(per_class, cfg.max_per_class, cfg.head_scale, settings)
+    if settings.get("max_steps", -1) > 0:
+        changes["max_steps"] = settings["max_steps"]
+    evaluations_needed = (
+        run.early_stopping.patience is not None or settings.get("lr_scheduler_type") in _STEPS_ON_EVALUATIONS
+    )
+    if not evaluations_needed:
+        changes.update(eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    return FewLabels(per_class, cfg.max_per_class, cfg.head_scale, changes)
+
+
+def _batch(examples: int, wanted: int, settings: dict[str, Any], world_size: int) -> int:
+    """Batches of at most `wanted` examples in all processes and accumulation steps together,
+    as even as the examples allow (17 examples: 9 and 8, not 16 and 1), and no larger than a
+    smaller trainer.per_device_train_batch_size (what fits the memory)."""
+    replicas = max(world_size, 1) * settings.get("gradient_accumulation_steps", 1)
+    steps = math.ceil(examples / min(wanted, examples))
+    per_step = math.ceil(examples / steps)
+    return max(1, min(math.ceil(per_step / replicas), settings.get("per_device_train_batch_size", wanted)))
 
 
 def _rate_for_width(run: RunConfig, checkpoint: Checkpoint) -> float:
@@ -113,6 +150,10 @@ def _rate_for_width(run: RunConfig, checkpoint: Checkpoint) -> float:
 
 
 def apply(settings: dict[str, Any], few: FewLabels) -> dict[str, Any]:
-    """The run's TrainingArguments keys with the few-label schedule in place; trainer.max_steps,
-    when set, still decides the length."""
+    """The run's TrainingArguments keys with the few-label schedule in place; what it changed of
+    the configured ones is logged in one line."""
+    changed = [f"{key}={value} (not {settings[key]})" for key, value in few.settings.items()
+               if key in settings and settings[key] != value]  # fmt: skip
+    if changed:
+        log.info("few labels: trainer.%s", ", ".join(changed))
     return {**settings, **few.settings}

@@ -31,7 +31,6 @@ from hf_transfer import (
     device,
     disk,
     distributed,
-    few_labels,
     models,
     outputs,
     run_folder,
@@ -138,6 +137,8 @@ def resume(folder: str | Path, callbacks: list[Any] | None = None) -> RunResult:
         )
     settings = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     _check_unchanged(folder, settings)
+    # A run that began before few_labels existed goes on as it began, not under a new schedule.
+    settings.setdefault("few_labels", {"max_per_class": 0})
     run_cfg = validate(settings)
     started_in = folder / STARTED_IN
     where = Path(started_in.read_text(encoding="utf-8").strip()) if started_in.is_file() else Path.cwd()
@@ -212,7 +213,7 @@ def _run(run_cfg: RunConfig, output_dir: Path, callbacks: list[Any], resume: boo
     # Data problems first, as everywhere; then what the checkpoint cannot take, before weights load.
     _check_data(task, data, checkpoint)
     models.check_settings_fit(checkpoint, run_cfg.task, run_cfg.strategy)
-    few = few_labels.plan(run_cfg, task, data, checkpoint)
+    few = assembly.few_labels_plan(run_cfg, task, data, checkpoint)
     if few is not None:
         log.info("%s", few.summary())
     args = assembly.training_arguments(run_cfg, task, data, folder, few)

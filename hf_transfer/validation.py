@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_transfer import few_labels, models, run_folder
+from hf_transfer import models, run_folder
 from hf_transfer.errors import UserError
 from hf_transfer.strategies import make_strategy
 from hf_transfer.tasks import task_class
@@ -66,7 +66,7 @@ def check(run_cfg: RunConfig, run_dir: Path | None = None) -> Findings:
         if task.auto_model == models.SEQUENCE_CLASSIFICATION:
             findings.notes.append(_head_note(checkpoint, getattr(run_cfg.task, "problem_type", None)))
     if data is not None and checkpoint is not None:
-        few = few_labels.plan(run_cfg, task, data, checkpoint)
+        few = assembly.few_labels_plan(run_cfg, task, data, checkpoint)
         if few is not None:
             findings.notes.append(few.summary())
     if data is not None:

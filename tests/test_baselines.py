@@ -101,3 +101,24 @@ def test_the_report_names_the_settings_below_the_baseline():
     assert found == ["The trivial baseline (the majority class, 'pos') scores test accuracy 0.5780; not clearly "
                      "beaten by: lora from the pretrained start with 8 examples per class (16 in all) (1 of 1 runs, "
                      "mean 0.5750). Those runs learned next to nothing."]  # fmt: skip
+
+
+@pytest.mark.parametrize("commoner", ["negative", "positive"])
+def test_a_balanced_label_budget_takes_the_validation_splits_majority(checkpoints, tmp_path, commoner):
+    """8 examples a class tie every class in train: the majority class is the validation split's
+    (the data's), not whichever label name comes first."""
+    from conftest import write_csv
+
+    from hf_transfer.config import validate
+    from hf_transfer.tasks import task_class
+
+    rows = [{"text": f"review number {i}", "label": commoner if i % 10 < 7 else "other"} for i in range(200)]
+    write_csv(tmp_path / "train.csv", rows)
+    run_cfg = validate(compose_tiny(checkpoints["bert"], tmp_path / "train.csv", "task.data.train_per_class=8",
+                                    "task.columns.text=text", "task.columns.label=label"))  # fmt: skip
+    task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
+    data = task.load()
+    assert np.bincount(data.splits["train"]["label"]).tolist() == [8, 8]
+    baseline = task.baseline(data)
+    assert baseline.predictor == f"the majority class, '{commoner}'"
+    assert baseline.scores["validation"]["accuracy"] == pytest.approx(0.7, abs=0.05)

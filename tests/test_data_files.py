@@ -402,15 +402,27 @@ def test_a_tables_delimiter_decides_between_csv_and_tsv(tmp_path):
 
 
 def test_a_folders_files_are_told_by_the_split_word_in_their_names(tmp_path, caplog):
-    """questions_train.csv, train-00000-of-00002.csv, imdb.dev.csv: the names users' files
-    and the hub's exports have; a name with two split words, or none, is left out."""
+    """questions_train.csv, train-00000-of-00002.csv, imdb.dev.csv: the names users' files and
+    the hub's exports have; a name with two split words, or none, and files that are not data
+    or are hidden (an editor's lock file) are left out."""
     write_csv(tmp_path / "questions_train.csv", sentiment_rows(40, seed=1))
     write_csv(tmp_path / "train-00001-of-00002.csv", sentiment_rows(20, seed=2))
     write_csv(tmp_path / "imdb.dev.csv", sentiment_rows(12, seed=3))
     write_csv(tmp_path / "questions_test.csv", sentiment_rows(10, seed=4))
     write_csv(tmp_path / "train_test_notes.csv", sentiment_rows(7, seed=5))
     write_csv(tmp_path / "retrained.csv", sentiment_rows(9, seed=6))
+    (tmp_path / ".~lock.questions_train.csv#").write_text("a lock file, not data")
+    (tmp_path / "training_args.bin").write_bytes(b"\x00\x01")
     with caplog.at_level(logging.INFO):
         splits = load_raw(DatasetConfig(source=str(tmp_path)))
     assert {name: len(split) for name, split in splits.items()} == {"train": 60, "validation": 12, "test": 10}
-    assert "train <- questions_train.csv, train-00001-of-00002.csv" in caplog.text
+    assert "train split read from 2 files together: questions_train.csv, train-00001-of-00002.csv" in caplog.text
+
+
+def test_files_named_after_their_splits_come_first(tmp_path):
+    """With train.csv there, train_backup.csv is not read into it."""
+    write_csv(tmp_path / "train.csv", sentiment_rows(40, seed=1))
+    write_csv(tmp_path / "train_backup.csv", sentiment_rows(30, seed=2))
+    write_csv(tmp_path / "test.csv", sentiment_rows(10, seed=3))
+    splits = load_raw(DatasetConfig(source=str(tmp_path)))
+    assert {name: len(split) for name, split in splits.items()} == {"train": 40, "test": 10}

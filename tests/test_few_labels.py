@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, cli_env, compose_tiny, run_main, tiny_overrides
+from conftest import ROOT, cli_env, compose_tiny, run_main, tiny_overrides, write_csv
 from safetensors.torch import load_file
 from test_mean_pooling import sentence_bert  # noqa: F401 (a fixture)
 from transformers import AutoModelForSequenceClassification, TrainerCallback
@@ -45,21 +45,22 @@ def test_a_few_labels_a_class_train_the_few_label_way(sentence_bert, data_dir, t
     train = metrics["examples"]["train"]
     few = metrics["few_labels"]
     assert 0 < few["per_class"] <= train and few["head_scale"] == 5.0
-    # The schedule: 10 passes in batches of 16, at full's rate (the tiny model is narrower than
-    # MiniLM), nothing evaluated or saved during it.
-    assert args.per_device_train_batch_size == 16 and args.learning_rate == 1e-4
-    assert metrics["steps"] == 10 * math.ceil(train / 16)
+    # The schedule: 10 passes in even batches of at most 16, at full's rate (the tiny model is
+    # narrower than MiniLM), nothing evaluated or saved during it.
+    batch = math.ceil(train / math.ceil(train / 16))
+    assert args.per_device_train_batch_size == batch < 16 and args.learning_rate == 1e-4  # (72 examples: 15)
+    assert metrics["steps"] == 10 * math.ceil(train / batch)
     assert args.eval_strategy == "no" and args.save_strategy == "no"
     assert not list((result.folder / "checkpoints").glob("checkpoint-*"))
     assert "validation" in metrics  # scored after training all the same
     # The saved head is the few-label one: cosines times 5, so no logit beyond 5.
     model = AutoModelForSequenceClassification.from_pretrained(result.folder)
     assert model.config.logit_scale == 5.0
-    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
-    assert model(**batch).logits.abs().max() <= 5.0 + 1e-5
+    inputs = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    assert model(**inputs).logits.abs().max() <= 5.0 + 1e-5
     # What the model card states is what trained.
     card = (result.folder / "README.md").read_text()
-    assert "| learning rate | 0.0001 |" in card and "| batch size (per device) | 16 |" in card
+    assert "| learning rate | 0.0001 |" in card and f"| batch size (per device) | {batch} |" in card
     assert metrics["learning_rate"] == 1e-4
 
 
@@ -82,9 +83,59 @@ def test_only_the_cosine_head_under_a_strategy_that_moves_the_encoder(sentence_b
 def test_the_users_own_settings_win(sentence_bert, data_dir, tmp_path):  # noqa: F811
     result, args = few_label_run(sentence_bert, data_dir, tmp_path / "run", "trainer.learning_rate=3e-4",
                                  "few_labels.epochs=2", "few_labels.batch_size=8", "few_labels.head_scale=10")  # fmt: skip
-    assert args.learning_rate == 3e-4 and args.per_device_train_batch_size == 8
-    assert result.metrics["steps"] == 2 * math.ceil(result.metrics["examples"]["train"] / 8)
+    train = result.metrics["examples"]["train"]
+    assert args.learning_rate == 3e-4 and args.per_device_train_batch_size == math.ceil(train / math.ceil(train / 8))
+    assert result.metrics["steps"] == 2 * math.ceil(train / args.per_device_train_batch_size)
     assert AutoModelForSequenceClassification.from_pretrained(result.folder).config.logit_scale == 10.0
+
+
+@pytest.mark.parametrize(
+    "extra, batch, steps",
+    [
+        (["trainer.per_device_train_batch_size=4"], 4, None),  # a smaller batch (what fits the memory) is kept
+        (["trainer.gradient_accumulation_steps=2"], 8, None),  # 15 a step in all: 8 a pass, two passes
+        (["trainer.max_steps=3"], 15, 3),  # trainer.max_steps sets the length
+    ],
+    ids=["smaller_batch", "accumulation", "max_steps"],
+)
+def test_what_the_trainer_is_told_still_counts(sentence_bert, data_dir, tmp_path, extra, batch, steps):  # noqa: F811
+    result, args = few_label_run(sentence_bert, data_dir, tmp_path / "run", "few_labels.epochs=1", *extra)
+    assert result.metrics["examples"]["train"] == 72 and args.per_device_train_batch_size == batch
+    if steps:
+        assert result.metrics["steps"] == steps and result.metrics["few_labels"]["max_steps"] == steps
+
+
+@pytest.mark.parametrize(
+    "extra", [["early_stopping.patience=2"], ["trainer.lr_scheduler_type=reduce_lr_on_plateau"]],
+    ids=["early_stopping", "plateau"],
+)  # fmt: skip
+def test_evaluations_stay_where_something_needs_them(sentence_bert, data_dir, tmp_path, extra):  # noqa: F811
+    result, args = few_label_run(sentence_bert, data_dir, tmp_path / "run", "few_labels.epochs=2", *extra)
+    assert "few_labels" in result.metrics and args.eval_strategy == "epoch"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["few_labels.max_examples=50"], ["model.pretrained=false"], ["few_labels.max_per_class=0"]],
+    ids=["too_many_in_all", "random_start", "off"],
+)
+def test_not_a_few_label_run(sentence_bert, data_dir, tmp_path, extra):  # noqa: F811
+    result, _ = few_label_run(sentence_bert, data_dir, tmp_path / "run", "trainer.max_steps=2", *extra)
+    assert "few_labels" not in result.metrics
+
+
+@pytest.mark.parametrize("kind", ["regression", "multi_label"])
+def test_numbers_and_label_sets_train_as_configured(sentence_bert, tmp_path, kind):  # noqa: F811
+    from test_label_kinds import rows
+
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "train.csv", rows(60, 1))
+    write_csv(tmp_path / "data" / "test.csv", rows(20, 2))
+    label = {"regression": ["task.problem_type=regression", "task.columns.label=score"],
+             "multi_label": ["task.problem_type=multi_label", "task.columns.label=kinds", "task.label_separator=';'"]}  # fmt: skip
+    result, _ = few_label_run(sentence_bert, tmp_path / "data", tmp_path / "run", "trainer.max_steps=2",
+                              "task.columns.text=review", *label[kind])  # fmt: skip
+    assert result.metrics["pooling"] == "mean" and "few_labels" not in result.metrics
 
 
 def test_lora_trains_the_few_label_way_and_merges(sentence_bert, data_dir, tmp_path):  # noqa: F811
@@ -107,7 +158,7 @@ def test_validate_and_the_run_config_name_the_keys(capsys, sentence_bert, data_d
     code, out, _ = run_main(capsys, *tiny_overrides(sentence_bert, data_dir, ON), "--cfg", "job")
     assert code == 0 and "few_labels:" in out and "max_per_class: 100" in out
     code, out, err = run_main(capsys, "validate", *tiny_overrides(sentence_bert, data_dir, ON))
-    assert code == 0 and "few labels (at most" in out + err and "10 epochs in batches of 16 at rate 0.0001" in out + err
+    assert code == 0 and "few labels (at most" in out + err and "10 epochs in batches of 15 at rate 0.0001" in out + err
     code, out, err = run_main(capsys, "validate", *tiny_overrides(sentence_bert, data_dir))  # the tiny recipe: off
     assert code == 0 and "few labels" not in out + err
     result, _ = few_label_run(sentence_bert, data_dir, tmp_path / "run", "few_labels.epochs=1")
@@ -122,7 +173,7 @@ def test_validate_and_the_run_config_name_the_keys(capsys, sentence_bert, data_d
 def test_wider_models_take_a_lower_rate(sentence_bert, data_dir, width, extra, rate):  # noqa: F811
     """The strategies' rates were measured on MiniLM (hidden 384): a checkpoint twice as wide
     takes half the rate (MPNet, BERT-base: 5e-5 for full), a given rate is taken as it is."""
-    from hf_transfer import assembly, few_labels
+    from hf_transfer import assembly
     from hf_transfer.config import validate
     from hf_transfer.tasks import task_class
 
@@ -130,7 +181,7 @@ def test_wider_models_take_a_lower_rate(sentence_bert, data_dir, width, extra, r
     task = task_class(run_cfg.task.type)(run_cfg.task, run_cfg.seed)
     checkpoint = assembly.checkpoint(run_cfg, task)
     checkpoint.config.hidden_size = width  # the only difference from a wider checkpoint that matters here
-    few = few_labels.plan(run_cfg, task, task.load(), checkpoint)
+    few = assembly.few_labels_plan(run_cfg, task, task.load(), checkpoint)
     assert few.settings["learning_rate"] == pytest.approx(rate)
 
 

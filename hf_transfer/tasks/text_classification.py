@@ -482,7 +482,14 @@ class TextClassification(Task):
             present = train.astype(np.float64).mean(axis=0) > 0.5
             name, constant = "each label as most training texts have it", np.where(present, 20.0, -20.0)
         else:
-            majority = int(np.bincount(train, minlength=len(data.labels)).argmax())
+            counts = np.bincount(train, minlength=len(data.labels))
+            tied = np.flatnonzero(counts == counts.max())
+            if len(tied) > 1 and "validation" in data.splits:
+                # A balanced label budget (8 a class) ties every class: the validation split's
+                # counts break the tie, not the order of the label names.
+                held_out = np.bincount(np.asarray(data.splits["validation"]["label"]), minlength=len(data.labels))
+                tied = tied[[int(held_out[tied].argmax())]]
+            majority = int(tied[0])
             name, constant = f"the majority class, '{data.labels[majority]}'", np.eye(len(data.labels))[majority]
         scores = {}
         for split, examples in data.splits.items():
