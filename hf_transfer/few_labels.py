@@ -5,8 +5,8 @@ most `few_labels.max_examples` in all) does not fine-tune a 100 M-parameter enco
 schedule of a full dataset. It trains the way that measured best with little data
 (BENCHMARKS.md, "Few labels"): the cosine head, imprinted at the class centroids, at a lower
 logit scale (at 20 it fits 16 examples before the first step and teaches the encoder little),
-a few whole passes over the examples in batches of up to 16, the strategy's rate lowered for
-wider models, and no evaluation or checkpoint during the run (it is over sooner than a resume
+a few whole passes over the examples in batches of up to 16 (at most 40 steps), the
+strategy's rate lowered for wider models, and no evaluation or checkpoint during the run (it is over sooner than a resume
 would pay; early stopping or a scheduler that steps on evaluations keeps them).
 
 It applies to the strategies that move the encoder (full, partial_unfreeze, lora) under a new,
@@ -45,15 +45,18 @@ class FewLabelsConfig:
     max_examples: int = 2000
     # The cosine head's logit scale in a few-label run (a full dataset's head keeps 20).
     head_scale: float = 5.0
-    # Whole passes over the training examples, in batches of at most `batch_size`.
+    # Whole passes over the training examples, in batches of at most `batch_size`, to at most
+    # `max_steps` optimizer steps: 16 examples train 10 steps, 128 train 40 (5 passes), which
+    # scored higher than 80 with MPNet and as high with MiniLM (BENCHMARKS.md).
     epochs: int = 10
     batch_size: int = 16
+    max_steps: int = 40
     # The peak rate; null: the strategy's, times REFERENCE_WIDTH / the model's hidden size where
     # that is less than 1. trainer.learning_rate, when set, wins.
     learning_rate: float | None = None
 
     def __post_init__(self) -> None:
-        for key in ("max_per_class", "max_examples", "epochs", "batch_size"):
+        for key in ("max_per_class", "max_examples", "epochs", "batch_size", "max_steps"):
             minimum = 0 if key == "max_per_class" else 1
             if getattr(self, key) < minimum:
                 raise ValueError(f"few_labels.{key} must be {minimum} or more, got {getattr(self, key)}")
@@ -76,7 +79,7 @@ class FewLabels:
         settings = self.settings
         length = f"{settings['num_train_epochs']} epochs"
         if settings.get("max_steps", -1) > 0:
-            length = f"{settings['max_steps']} steps (trainer.max_steps)"
+            length = f"{settings['max_steps']} steps"
         quiet = ", no evaluation or checkpoint during training" if settings.get("eval_strategy") == "no" else ""
         return (
             f"few labels (at most {self.per_class} training examples a class, few_labels.max_per_class="
@@ -118,14 +121,17 @@ def plan(
     per_class = max(Counter(data.splits["train"]["label"]).values(), default=0)
     if not per_class or per_class > cfg.max_per_class or examples > cfg.max_examples:
         return None
+    replicas = max(world_size, 1) * settings.get("gradient_accumulation_steps", 1)
     changes: dict[str, Any] = {
-        "per_device_train_batch_size": _batch(examples, cfg.batch_size, settings, world_size),
+        "per_device_train_batch_size": _batch(examples, cfg.batch_size, settings, replicas),
         "num_train_epochs": cfg.epochs,
         "learning_rate": run.trainer.get("learning_rate") or cfg.learning_rate or _rate_for_width(run, checkpoint),
         "train_sampling_strategy": "random",  # grouped by length, a few dozen make the same batches
     }
-    if settings.get("max_steps", -1) > 0:
+    if settings.get("max_steps", -1) > 0:  # trainer.max_steps sets the length
         changes["max_steps"] = settings["max_steps"]
+    elif cfg.epochs * math.ceil(examples / (changes["per_device_train_batch_size"] * replicas)) > cfg.max_steps:
+        changes["max_steps"] = cfg.max_steps
     evaluations_needed = (
         run.early_stopping.patience is not None or settings.get("lr_scheduler_type") in _STEPS_ON_EVALUATIONS
     )
@@ -134,11 +140,10 @@ def plan(
     return FewLabels(per_class, cfg.max_per_class, cfg.head_scale, changes)
 
 
-def _batch(examples: int, wanted: int, settings: dict[str, Any], world_size: int) -> int:
+def _batch(examples: int, wanted: int, settings: dict[str, Any], replicas: int) -> int:
     """Batches of at most `wanted` examples in all processes and accumulation steps together,
     as even as the examples allow (17 examples: 9 and 8, not 16 and 1), and no larger than a
     smaller trainer.per_device_train_batch_size (what fits the memory)."""
-    replicas = max(world_size, 1) * settings.get("gradient_accumulation_steps", 1)
     steps = math.ceil(examples / min(wanted, examples))
     per_step = math.ceil(examples / steps)
     return max(1, min(math.ceil(per_step / replicas), settings.get("per_device_train_batch_size", wanted)))

@@ -49,7 +49,7 @@ def test_a_few_labels_a_class_train_the_few_label_way(sentence_bert, data_dir, t
     # narrower than MiniLM), nothing evaluated or saved during it.
     batch = math.ceil(train / math.ceil(train / 16))
     assert args.per_device_train_batch_size == batch < 16 and args.learning_rate == 1e-4  # (72 examples: 15)
-    assert metrics["steps"] == 10 * math.ceil(train / batch)
+    assert metrics["steps"] == min(10 * math.ceil(train / batch), 40)  # 10 passes, at most 40 steps
     assert args.eval_strategy == "no" and args.save_strategy == "no"
     assert not list((result.folder / "checkpoints").glob("checkpoint-*"))
     assert "validation" in metrics  # scored after training all the same
@@ -92,14 +92,16 @@ def test_the_users_own_settings_win(sentence_bert, data_dir, tmp_path):  # noqa:
 @pytest.mark.parametrize(
     "extra, batch, steps",
     [
-        (["trainer.per_device_train_batch_size=4"], 4, None),  # a smaller batch (what fits the memory) is kept
-        (["trainer.gradient_accumulation_steps=2"], 8, None),  # 15 a step in all: 8 a pass, two passes
-        (["trainer.max_steps=3"], 15, 3),  # trainer.max_steps sets the length
+        (["few_labels.epochs=1", "trainer.per_device_train_batch_size=4"], 4, None),  # it may be what fits
+        (["few_labels.epochs=1", "trainer.gradient_accumulation_steps=2"], 8, None),  # 15 a step: 8 a pass, two
+        (["few_labels.epochs=1", "trainer.max_steps=3"], 15, 3),  # trainer.max_steps sets the length
+        (["few_labels.max_steps=7"], 15, 7),  # 10 passes would be 50 steps
+        (["trainer.gradient_accumulation_steps=2"], 8, 40),  # 10 passes of 5 steps are more than 40
     ],
-    ids=["smaller_batch", "accumulation", "max_steps"],
+    ids=["smaller_batch", "accumulation", "max_steps", "few_label_steps", "few_label_steps_accumulated"],
 )
 def test_what_the_trainer_is_told_still_counts(sentence_bert, data_dir, tmp_path, extra, batch, steps):  # noqa: F811
-    result, args = few_label_run(sentence_bert, data_dir, tmp_path / "run", "few_labels.epochs=1", *extra)
+    result, args = few_label_run(sentence_bert, data_dir, tmp_path / "run", *extra)
     assert result.metrics["examples"]["train"] == 72 and args.per_device_train_batch_size == batch
     if steps:
         assert result.metrics["steps"] == steps and result.metrics["few_labels"]["max_steps"] == steps
@@ -158,7 +160,7 @@ def test_validate_and_the_run_config_name_the_keys(capsys, sentence_bert, data_d
     code, out, _ = run_main(capsys, *tiny_overrides(sentence_bert, data_dir, ON), "--cfg", "job")
     assert code == 0 and "few_labels:" in out and "max_per_class: 100" in out
     code, out, err = run_main(capsys, "validate", *tiny_overrides(sentence_bert, data_dir, ON))
-    assert code == 0 and "few labels (at most" in out + err and "10 epochs in batches of 15 at rate 0.0001" in out + err
+    assert code == 0 and "few labels (at most" in out + err and "40 steps in batches of 15 at rate 0.0001" in out + err
     code, out, err = run_main(capsys, "validate", *tiny_overrides(sentence_bert, data_dir))  # the tiny recipe: off
     assert code == 0 and "few labels" not in out + err
     result, _ = few_label_run(sentence_bert, data_dir, tmp_path / "run", "few_labels.epochs=1")
