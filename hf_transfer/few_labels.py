@@ -6,8 +6,9 @@ schedule of a full dataset. It trains the way that measured best with little dat
 (BENCHMARKS.md, "Few labels"): the cosine head, imprinted at the class centroids, at a lower
 logit scale (at 20 it fits 16 examples before the first step and teaches the encoder little),
 a few whole passes over the examples in batches of up to 16 (at most 40 steps), the
-strategy's rate lowered for wider models, and no evaluation or checkpoint during the run (it is over sooner than a resume
-would pay; early stopping or a scheduler that steps on evaluations keeps them).
+strategy's rate lowered for wider models, and no evaluation or checkpoint during the run (it
+is over sooner than a resume would pay; early stopping or a scheduler that steps on
+evaluations keeps them).
 
 It applies to the strategies that move the encoder (full, partial_unfreeze, lora) under a new,
 imprinted cosine head on the mean (a pretrained sentence encoder; a random start is not

@@ -484,12 +484,12 @@ class TextClassification(Task):
         else:
             counts = np.bincount(train, minlength=len(data.labels))
             tied = np.flatnonzero(counts == counts.max())
+            majority = int(tied[0])
             if len(tied) > 1 and "validation" in data.splits:
                 # A balanced label budget (8 a class) ties every class: the validation split's
                 # counts break the tie, not the order of the label names.
                 held_out = np.bincount(np.asarray(data.splits["validation"]["label"]), minlength=len(data.labels))
-                tied = tied[[int(held_out[tied].argmax())]]
-            majority = int(tied[0])
+                majority = int(tied[held_out[tied].argmax()])
             name, constant = f"the majority class, '{data.labels[majority]}'", np.eye(len(data.labels))[majority]
         scores = {}
         for split, examples in data.splits.items():
