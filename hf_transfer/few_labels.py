@@ -99,8 +99,9 @@ ENCODER_STRATEGIES = ("full", "partial_unfreeze", "lora")
 # lower rates with Adam (by about the ratio of widths, as muP scales them): 1e-4 for MiniLM's
 # few labels, 5e-5 for MPNet's and BERT-base's (768), their usual fine-tuning rate.
 REFERENCE_WIDTH = 384
-# Schedulers that step on evaluations: a few-label run keeps its evaluations for them.
-_STEPS_ON_EVALUATIONS = ("reduce_lr_on_plateau", "greedy")
+# Schedulers that step on evaluations: a short run keeps its evaluations for them (and
+# training.fit_schedule too).
+STEPS_ON_EVALUATIONS = ("reduce_lr_on_plateau", "greedy")
 
 
 def plan(
@@ -134,7 +135,7 @@ def plan(
     elif cfg.epochs * math.ceil(examples / (changes["per_device_train_batch_size"] * replicas)) > cfg.max_steps:
         changes["max_steps"] = cfg.max_steps
     evaluations_needed = (
-        run.early_stopping.patience is not None or settings.get("lr_scheduler_type") in _STEPS_ON_EVALUATIONS
+        run.early_stopping.patience is not None or settings.get("lr_scheduler_type") in STEPS_ON_EVALUATIONS
     )
     if not evaluations_needed:
         changes.update(eval_strategy="no", save_strategy="no", load_best_model_at_end=False)

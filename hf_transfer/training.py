@@ -33,6 +33,7 @@ from hf_transfer.checkpoints import Progress
 from hf_transfer.device import accelerator, trainer_defaults
 from hf_transfer.distributed import check_wrapped
 from hf_transfer.errors import UserError, first_line
+from hf_transfer.few_labels import STEPS_ON_EVALUATIONS
 
 if TYPE_CHECKING:
     from hf_transfer.config import RunConfig
@@ -179,7 +180,7 @@ def fit_schedule(
                  train_examples)  # fmt: skip
         changes["train_sampling_strategy"] = "random"
     # A scheduler that steps on the validation loss needs evaluations, as early stopping does.
-    if evaluations == 1 and not early_stopping and value("lr_scheduler_type") not in _STEPS_ON_EVALUATIONS:
+    if evaluations == 1 and not early_stopping and value("lr_scheduler_type") not in STEPS_ON_EVALUATIONS:
         log.info(
             "evaluating after training only (%d training examples seen do not pay for evaluating %d during it); "
             "no checkpoints: a run this short trains again sooner than it would resume",
@@ -197,7 +198,6 @@ def fit_schedule(
     return changes
 
 
-_STEPS_ON_EVALUATIONS = ("reduce_lr_on_plateau", "greedy")
 # What TrainingArguments takes where a key is not given (fit_schedule reads them before it exists).
 _ARGUMENT_DEFAULTS = {
     field.name: field.default for field in dataclasses.fields(TrainingArguments) if field.init
